@@ -1,0 +1,67 @@
+"""All interception in one place, reversible: ``install()`` / ``uninstall()``."""
+
+from __future__ import annotations
+
+from django.core.signals import setting_changed
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
+from django.db.models import QuerySet
+from django.db.models.manager import BaseManager
+from django.db.models.sql.compiler import SQLCompiler
+
+from . import _queryset, _reads, _runtime, _writes
+
+_patches: list[tuple[type, str, object]] = []  # (owner, name, original or _ABSENT)
+_ABSENT = object()
+
+#: settings whose change means rebuilding the runtime
+WATCHED_SETTINGS = {"QUERYSTASH", "CACHES", "SECRET_KEY", "INSTALLED_APPS"}
+
+
+def _patch(owner: type, name: str, new) -> None:
+    _patches.append((owner, name, owner.__dict__.get(name, _ABSENT)))
+    setattr(owner, name, new)
+
+
+def install() -> None:
+    """Patch Django, then resolve the hooks. Idempotent."""
+    if _patches:
+        return
+    _patch(SQLCompiler, "execute_sql", _reads.make_execute_sql(SQLCompiler.execute_sql))
+    _patch(CursorWrapper, "execute", _writes.make_execute(CursorWrapper.execute))
+    _patch(CursorWrapper, "executemany", _writes.make_executemany(CursorWrapper.executemany))
+    _patch(CursorWrapper, "callproc", _writes.make_callproc(CursorWrapper.callproc))
+    _patch(CursorWrapper, "executescript", _writes.executescript)
+    _patch(BaseDatabaseWrapper, "commit", _writes.make_commit(BaseDatabaseWrapper.commit))
+    _patch(BaseDatabaseWrapper, "rollback", _writes.make_rollback(BaseDatabaseWrapper.rollback))
+    _patch(BaseDatabaseWrapper, "close", _writes.make_close(BaseDatabaseWrapper.close))
+    _patch(QuerySet, "cache", _queryset.cache)
+    _patch(QuerySet, "nocache", _queryset.nocache)
+    _patch(BaseManager, "cache", _queryset.manager_cache)
+    _patch(BaseManager, "nocache", _queryset.manager_nocache)
+    for name, op in (("get", "get"), ("count", "count"), ("exists", "exists"),
+                     ("aggregate", "aggregate")):
+        _patch(QuerySet, name, _queryset.with_op(op, getattr(QuerySet, name)))
+    setting_changed.connect(_on_setting_changed, dispatch_uid="querystash")
+    _runtime.rebuild()
+
+
+def uninstall() -> None:
+    """Undo ``install()``: Django behaves as if querystash were absent."""
+    setting_changed.disconnect(dispatch_uid="querystash")
+    while _patches:
+        owner, name, original = _patches.pop()
+        if original is _ABSENT:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, original)
+    _runtime.current = None
+
+
+def installed() -> bool:
+    return bool(_patches)
+
+
+def _on_setting_changed(setting, **kwargs) -> None:
+    if setting in WATCHED_SETTINGS:
+        _runtime.rebuild()

@@ -1,0 +1,119 @@
+"""The read path: ``SQLCompiler.execute_sql`` through the stamp protocol.
+
+The payload is the raw rows the database returned, before Django's
+converters; Django builds instances from them exactly as it would from a
+cursor. The hit path: decide (memoized per model / per SQL), compile, key,
+one multi-get, verify the signature, unpickle.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import EmptyResultSet
+from django.db.models.sql.compiler import (
+    SQLDeleteCompiler,
+    SQLInsertCompiler,
+    SQLUpdateCompiler,
+)
+from django.db.models.sql.constants import GET_ITERATOR_CHUNK_SIZE, MULTI, SINGLE
+
+from . import _runtime, _stamps
+from ._queryset import NOCACHE, current_op, spec_of
+from ._transactions import fill_is_safe, in_transaction, written_tags
+from .events import QueryInfo
+
+_WRITE_COMPILERS = (SQLInsertCompiler, SQLUpdateCompiler, SQLDeleteCompiler)
+
+
+def make_execute_sql(original):
+    def execute_sql(
+        self, result_type=MULTI, chunked_fetch=False, chunk_size=GET_ITERATOR_CHUNK_SIZE
+    ):
+        rt = _runtime.current
+        if (
+            rt is None
+            or not rt.enabled
+            or (result_type != MULTI and result_type != SINGLE)
+            or isinstance(self, _WRITE_COMPILERS)
+        ):
+            return original(self, result_type, chunked_fetch, chunk_size)
+        return _cached(rt, original, self, result_type, chunked_fetch, chunk_size)
+
+    execute_sql.__querystash_original__ = original
+    return execute_sql
+
+
+def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
+    query = compiler.query
+    spec = spec_of(query)
+    op = current_op.get()
+    if op is not None:
+        current_op.set(None)  # the operation's own query only, not what it triggers
+    if chunked_fetch:
+        op = "iterator"
+    elif op is None:
+        op = "fetch" if result_type == MULTI else "aggregate"
+
+    def run_original():
+        return original(compiler, result_type, chunked_fetch, chunk_size)
+
+    if spec is NOCACHE:
+        return run_original()
+    model = query.model
+    rule = rt.rule(model) if model is not None else None
+    if spec is not None:
+        if op not in spec.ops:
+            return run_original()
+        timeout = spec.timeout or (rule.timeout if rule else rt.timeout)
+    elif rule is None or op not in rule.ops:
+        return run_original()
+    else:
+        timeout = rule.timeout
+
+    try:
+        sql, params = compiler.as_sql()
+    except EmptyResultSet:
+        return run_original()
+    if not sql:
+        return run_original()
+    params = tuple(params)
+
+    def run():
+        # Run Django's own execute_sql on the SQL already compiled: pinning
+        # as_sql on this compiler instance saves compiling twice on a miss.
+        compiler.as_sql = lambda *args, **kwargs: (sql, params)
+        try:
+            result = original(compiler, result_type, chunked_fetch, chunk_size)
+            if result_type == MULTI:
+                return [row for chunk in result for row in chunk]
+            return result
+        finally:
+            del compiler.as_sql
+
+    info = QueryInfo(
+        sql, params, compiler.using, "multi" if result_type == MULTI else "single", op,
+        rt.finder.tables(sql), model, query, spec is not None, spec.fields if spec else (),
+    )
+    label = model._meta.label if model is not None else ""
+    if not rt.eligible(info):
+        return _shape(run(), result_type, chunked_fetch)
+    tags = rt.query_tags(info)
+    connection = compiler.connection
+    can_fill = True
+    if in_transaction(connection):
+        written = written_tags(connection)
+        if written and ("*" in written or not written.isdisjoint(tags)):
+            # Read-your-writes: this transaction changed what the query reads.
+            rt.stats.add(label, "bypasses")
+            return _shape(run(), result_type, chunked_fetch)
+        can_fill = fill_is_safe(connection)
+    key = rt.key_function(info)
+    result = _stamps.read(rt, key, tags, label, timeout, can_fill, run)
+    return _shape(result, result_type, chunked_fetch)
+
+
+def _shape(result, result_type, chunked_fetch):
+    """Rows back into what Django's execute_sql returns for ``result_type``."""
+    if result_type != MULTI:
+        return result
+    chunks = [result] if result else []
+    return iter(chunks) if chunked_fetch else chunks

@@ -1,0 +1,143 @@
+"""The hooks, resolved once into plain objects the read and write paths call.
+
+``current`` is the live :class:`Runtime`; ``None`` until the app is ready.
+It is rebuilt when the ``QUERYSTASH``, ``CACHES`` or ``SECRET_KEY`` setting
+changes, and when a plugin is registered at run time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.apps import apps
+from django.conf import settings
+
+from . import conf, plugins
+from ._codec import derive_secret
+from ._sql import TableFinder
+from ._stamps import Breaker
+from .events import Event, QueryInfo, WriteEvent
+from ._stats import Stats
+from .storage import Storage
+from .strategy import InvalidationStrategy
+
+logger = logging.getLogger("querystash")
+
+#: every entry depends on this tag: deleting its stamp invalidates everything
+GLOBAL_TAG = "*"
+
+current: Runtime | None = None
+
+
+class Runtime:
+    def __init__(
+        self,
+        config: dict,
+        storage: Storage | None,
+        key_function: Callable[[QueryInfo], str] | None,
+        strategies: list[InvalidationStrategy],
+        checks: list[Callable[[QueryInfo], bool | None]],
+        observers: list[Callable[[Event], None]],
+        problems: list[str],
+    ):
+        self.config = config
+        self.storage = storage
+        self.key_function = key_function
+        self.strategies = strategies
+        self.checks = checks
+        self.observers = observers
+        self.problems = problems
+        self.enabled = bool(config["ENABLED"]) and storage is not None and not problems
+        self.timeout = config["TIMEOUT"]
+        self.stamp_timeout = max(config["STAMP_TIMEOUT"], self.timeout)
+        self.stamp_prefix = f"{config['KEY_PREFIX']}:t:"
+        self.secret = derive_secret(settings.SECRET_KEY)
+        self.verify = float(config.get("VERIFY", 0) or 0)
+        self.finder = TableFinder(_known_tables())
+        self.stats = Stats()
+        self.breaker = Breaker()
+        self._rules: dict[type, conf.ModelRule | None] = {}
+
+    # -- reads ----------------------------------------------------------------
+
+    def rule(self, model: type) -> conf.ModelRule | None:
+        try:
+            return self._rules[model]
+        except KeyError:
+            rule = self._rules[model] = conf.model_rule(self.config, model._meta.label)
+            return rule
+
+    def eligible(self, info: QueryInfo) -> bool:
+        return not any(check(info) is False for check in self.checks)
+
+    def query_tags(self, info: QueryInfo) -> list[str]:
+        for strategy in self.strategies:
+            tags = strategy.query_tags(info)
+            if tags is not None:
+                return [*tags, GLOBAL_TAG]
+        return [GLOBAL_TAG]
+
+    # -- writes ---------------------------------------------------------------
+
+    def write_tags(self, event: WriteEvent) -> set[str]:
+        if event.everything:
+            return {GLOBAL_TAG}
+        tags: set[str] = set()
+        for strategy in self.strategies:
+            tags.update(strategy.write_tags(event))
+        return tags
+
+    # -- events ---------------------------------------------------------------
+
+    def emit(self, kind: str, model: str = "", key: str = "", tags=(), error=None) -> None:
+        event = Event(kind, model, key, tuple(tags), error)
+        for observer in self.observers:
+            try:
+                observer(event)
+            except Exception:
+                logger.exception("querystash observer %r failed", observer)
+
+
+def _known_tables() -> set[str]:
+    return {m._meta.db_table for m in apps.get_models(include_auto_created=True)}
+
+
+def build() -> Runtime:
+    """Call every hook once and wrap the answers in a :class:`Runtime`."""
+    plugins.load_plugins()
+    config = conf.config()
+    problems = [str(error) for error in plugins.load_errors]
+
+    def call(hook: str):
+        return plugins.hook_caller(hook, config)(config=config)
+
+    storage = key_function = None
+    strategies, checks, observers = [], [], []
+    try:
+        storage = plugins.hook_caller("querystash_storage", config)(
+            name=config["STORAGE"], config=config
+        )
+        if storage is None:
+            problems.append(f"no installed storage answers to STORAGE={config['STORAGE']!r}")
+        key_function = call("querystash_key_function")
+        if key_function is None:
+            problems.append("no plugin provides querystash_key_function")
+        strategies = [s for s in call("querystash_invalidation_strategy") if s is not None]
+        checks = [c for c in call("querystash_eligibility") if c is not None]
+        observers = [o for o in call("querystash_observer") if o is not None]
+    except Exception as exc:
+        problems.append(f"a querystash plugin failed at start-up: {exc!r}")
+        logger.exception("querystash: a plugin failed at start-up; query caching is off")
+    return Runtime(config, storage, key_function, strategies, checks, observers, problems)
+
+
+def rebuild() -> Runtime:
+    global current
+    old, current = current, build()
+    if old is not None and old.storage is not None and old.storage is not current.storage:
+        try:
+            old.storage.close()
+        except Exception:
+            logger.exception("querystash: closing the previous storage failed")
+    return current

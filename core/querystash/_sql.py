@@ -1,0 +1,101 @@
+"""What a SQL string reads and writes, found from its text.
+
+Reading the tables off the SQL text (rather than walking the query object)
+sees every table the database will see: joins, filter subqueries, ``Exists()``,
+annotation subqueries, unions, ``extra()``. Results are memoized per SQL
+string, so a repeated query pays one dict lookup.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+_MEMO_LIMIT = 8192
+
+#: first keywords of statements that change no table data
+_NO_WRITE = frozenset(
+    "SELECT SHOW EXPLAIN PRAGMA SAVEPOINT RELEASE ROLLBACK BEGIN START COMMIT END SET "
+    "RESET VALUES VACUUM ANALYZE LOCK LISTEN NOTIFY UNLISTEN DECLARE FETCH CLOSE MOVE "
+    "DEALLOCATE DISCARD CHECKPOINT DESCRIBE DESC USE GRANT REVOKE COMMENT PREPARE".split()
+)
+#: first keywords of statements that write the tables they name
+_WRITE_KINDS = {
+    "INSERT": "insert",
+    "REPLACE": "insert",
+    "UPSERT": "insert",
+    "UPDATE": "update",
+    "MERGE": "update",
+    "DELETE": "delete",
+    "TRUNCATE": "truncate",
+    "COPY": "insert",
+    "LOAD": "insert",
+    "ALTER": "ddl",
+    "DROP": "ddl",
+    "CREATE": "ddl",
+    "RENAME": "ddl",
+}
+_LEADING = re.compile(r"\s*(?:(?:--[^\n]*\n)|(?:/\*.*?\*/)|\()*\s*", re.S)
+_WORD = re.compile(r"[A-Za-z]+")
+_DML_IN_WITH = re.compile(r"\b(INSERT|UPDATE|DELETE|MERGE)\b", re.I)
+
+
+class TableFinder:
+    """Finds the known tables a SQL string names, and whether it writes."""
+
+    def __init__(self, tables: Iterable[str]):
+        by_lower: dict[str, set[str]] = {}
+        for name in tables:
+            by_lower.setdefault(name.lower(), set()).add(name)
+        self._by_lower = {k: frozenset(v) for k, v in by_lower.items()}
+        names = sorted(by_lower, key=len, reverse=True)
+        pattern = "|".join(re.escape(n) for n in names) or r"(?!x)x"
+        # A table name is a whole identifier: not preceded or followed by an
+        # identifier character, so "app_book" never matches "app_book_tags".
+        self._re = re.compile(rf"(?<![\w$])(?:{pattern})(?![\w$])", re.I)
+        self._tables: dict[str, frozenset[str]] = {}
+        self._writes: dict[str, tuple[str, frozenset[str], bool] | None] = {}
+
+    def tables(self, sql: str) -> frozenset[str]:
+        try:
+            return self._tables[sql]
+        except KeyError:
+            pass
+        found: set[str] = set()
+        for match in self._re.findall(sql):
+            found |= self._by_lower[match.lower()]
+        result = frozenset(found)
+        if len(self._tables) >= _MEMO_LIMIT:
+            self._tables.clear()
+        self._tables[sql] = result
+        return result
+
+    def write(self, sql: str) -> tuple[str, frozenset[str], bool] | None:
+        """``None`` for a statement that changes no data, else
+        ``(kind, tables, everything)``; ``everything`` means the tables it
+        changes cannot be known from its text (a procedure call, say)."""
+        try:
+            return self._writes[sql]
+        except KeyError:
+            pass
+        result = self._classify(sql)
+        if len(self._writes) >= _MEMO_LIMIT:
+            self._writes.clear()
+        self._writes[sql] = result
+        return result
+
+    def _classify(self, sql: str) -> tuple[str, frozenset[str], bool] | None:
+        start = _LEADING.match(sql).end()
+        word = _WORD.match(sql, start)
+        keyword = word.group(0).upper() if word else ""
+        if keyword == "WITH":
+            match = _DML_IN_WITH.search(sql)
+            if match is None:
+                return None
+            keyword = match.group(1).upper()
+        if keyword in _NO_WRITE:
+            return None
+        kind = _WRITE_KINDS.get(keyword)
+        if kind is None:
+            return ("other", self.tables(sql), True)
+        return (kind, self.tables(sql), False)

@@ -1,0 +1,176 @@
+"""The stamp protocol: validate on read, one multi-get per hit.
+
+An entry stores the stamps of its tags as they were *before* its query ran.
+It is served only if every stamp still exists and is unchanged; a write
+deletes the stamps of its tags. A write that lands while a query runs thus
+makes the late fill invalid at birth; a stamp lost to eviction is a miss.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import _codec
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+logger = logging.getLogger("querystash")
+
+_MISSING = object()
+
+
+class Breaker:
+    """After a store error, leave the store alone for ``cooldown`` seconds.
+
+    Invalidations that could not be delivered meanwhile are not lost: the
+    first call after the pause deletes the global stamp, which invalidates
+    every entry, before anything is read from the store again.
+    """
+
+    def __init__(self, cooldown: float = 5.0):
+        self.cooldown = cooldown
+        self.open_until = 0.0
+        self.owes_global = False
+
+    def allows(self) -> bool:
+        return not self.open_until or time.monotonic() >= self.open_until
+
+    def trip(self, rt: Runtime, exc: BaseException, *, lost_invalidation: bool) -> None:
+        if lost_invalidation:
+            self.owes_global = True
+        rt.stats.add("", "errors")
+        if not self.open_until:  # log once per outage, not once per query
+            logger.error("querystash: store error, using the database for %.0fs: %r",
+                         self.cooldown, exc)
+        self.open_until = time.monotonic() + self.cooldown
+        if rt.observers:
+            rt.emit("error", error=exc)
+
+    def recover(self, rt: Runtime) -> bool:
+        """Settle a debt of lost invalidations; True when the store is usable."""
+        if self.owes_global:
+            try:
+                rt.storage.delete_many([rt.stamp_prefix + "*"])
+            except Exception as exc:
+                self.trip(rt, exc, lost_invalidation=True)
+                return False
+            self.owes_global = False
+        if self.open_until:
+            self.open_until = 0.0
+            logger.warning("querystash: store reachable again")
+        return True
+
+
+def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
+         can_fill: bool, run: Callable[[], Any]) -> Any:
+    """Serve ``key`` from the store if valid, else ``run()`` and maybe fill."""
+    breaker = rt.breaker
+    if breaker.open_until or breaker.owes_global:
+        if not breaker.allows() or not breaker.recover(rt):
+            rt.stats.add(model, "bypasses")
+            return run()
+    storage = rt.storage
+    stamp_keys = [rt.stamp_prefix + tag for tag in tags]
+    try:
+        values = storage.get_many([key, *stamp_keys])
+    except Exception as exc:
+        breaker.trip(rt, exc, lost_invalidation=False)
+        return run()
+    stamps = values[1:]
+    blob = values[0]
+    if blob is not None and None not in stamps:
+        payload = _codec.decode(rt.secret, key, blob)
+        if payload is not None and payload[0] == stamps:
+            rt.stats.add(model, "hits")
+            if rt.observers:
+                rt.emit("hit", model, key, tags)
+            if rt.verify and random.random() < rt.verify:
+                _verify(rt, key, model, payload[1], run)
+            return payload[1]
+        if payload is None:
+            rt.stats.add(model, "corrupt")
+    rt.stats.add(model, "misses")
+    if rt.observers:
+        rt.emit("miss", model, key, tags)
+    if can_fill:
+        try:
+            can_fill = _ensure_stamps(rt, stamp_keys, stamps)
+        except Exception as exc:
+            breaker.trip(rt, exc, lost_invalidation=False)
+            can_fill = False
+    result = run()
+    if can_fill:
+        _fill(rt, key, model, tags, timeout, stamps, result)
+    return result
+
+
+def _ensure_stamps(rt: Runtime, stamp_keys: list[str], stamps: list) -> bool:
+    """Create missing stamps (add = SET NX), re-reading those another process
+    created first. Fills ``stamps`` in place; False if one cannot be known."""
+    new = {k: os.urandom(8) for k, v in zip(stamp_keys, stamps) if v is None}
+    if not new:
+        return True
+    existed = rt.storage.add_many(new, rt.stamp_timeout)
+    if existed:
+        lost = [k for k in new if k in existed]
+        for k, v in zip(lost, rt.storage.get_many(lost)):
+            new[k] = v
+    for i, k in enumerate(stamp_keys):
+        if stamps[i] is None:
+            stamps[i] = new[k]
+    return None not in stamps
+
+
+def _fill(rt: Runtime, key: str, model: str, tags, timeout: int, stamps: list, result) -> None:
+    try:
+        blob = _codec.encode(rt.secret, key, (stamps, result))
+    except Exception:  # a value pickle refuses (memoryview...): not cacheable
+        rt.stats.add(model, "unpicklable")
+        return
+    try:
+        rt.storage.set(key, blob, timeout)
+    except Exception as exc:
+        rt.breaker.trip(rt, exc, lost_invalidation=False)
+        return
+    rt.stats.add(model, "fills")
+    if rt.observers:
+        rt.emit("fill", model, key, tags)
+
+
+def _verify(rt: Runtime, key: str, model: str, cached, run: Callable[[], Any]) -> None:
+    fresh = run()
+    if fresh != cached:
+        rt.stats.add(model, "stale")
+        logger.error("querystash: stale read detected for %s (key %s)", model, key)
+        if rt.observers:
+            rt.emit("stale", model, key)
+        if rt.config.get("VERIFY_RAISE"):
+            from .exceptions import StaleRead
+
+            raise StaleRead(f"cached rows for {model} differ from the database (key {key})")
+
+
+def invalidate(rt: Runtime, tags, model: str = "") -> None:
+    """Delete the stamps of ``tags``; remember the debt if the store fails."""
+    if not tags:
+        return
+    breaker = rt.breaker
+    if breaker.open_until and not breaker.allows():
+        breaker.owes_global = True
+        return
+    try:
+        rt.storage.delete_many([rt.stamp_prefix + tag for tag in tags])
+    except Exception as exc:
+        breaker.trip(rt, exc, lost_invalidation=True)
+        return
+    if breaker.open_until or breaker.owes_global:
+        breaker.recover(rt)
+    rt.stats.add(model, "invalidations", len(tags))
+    if rt.observers:
+        rt.emit("invalidate", model, tags=tags)

@@ -1,0 +1,49 @@
+"""Per-connection transaction state: the tags a transaction has written.
+
+Django connections are per thread (and per alias), so the state lives on the
+connection object. It is cleared by commit, rollback and close, whatever
+they raise, so no exception can leave it behind.
+"""
+
+from __future__ import annotations
+
+_ATTR = "_querystash_written"
+
+
+def in_transaction(connection) -> bool:
+    # Not connected means not in a transaction: never connect just to ask.
+    return connection.in_atomic_block or (
+        connection.connection is not None and not connection.autocommit
+    )
+
+
+def written_tags(connection) -> set[str] | None:
+    return connection.__dict__.get(_ATTR)
+
+
+def record(connection, tags) -> None:
+    written = connection.__dict__.get(_ATTR)
+    if written is None:
+        connection.__dict__[_ATTR] = set(tags)
+    else:
+        written.update(tags)
+
+
+def take(connection) -> set[str] | None:
+    return connection.__dict__.pop(_ATTR, None)
+
+
+def fill_is_safe(connection) -> bool:
+    """May a read inside a transaction fill the cache?
+
+    Only where each statement sees the latest committed data (PostgreSQL READ
+    COMMITTED). A snapshot (SQLite, REPEATABLE READ, SERIALIZABLE) may be
+    older than the stamps just read, so its rows must not be stored.
+    """
+    if connection.vendor != "postgresql":
+        return False
+    level = getattr(connection, "isolation_level", None)
+    name = getattr(level, "name", None)
+    if name is not None:  # psycopg 3 IsolationLevel
+        return name in ("READ_COMMITTED", "READ_UNCOMMITTED")
+    return level in (1, 4)  # psycopg2: READ COMMITTED, READ UNCOMMITTED

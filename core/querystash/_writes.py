@@ -1,0 +1,131 @@
+"""The write path: every statement through a Django cursor.
+
+ORM writes, m2m through rows, raw SQL, ``flush``, ``loaddata`` and migrations
+all reach the database through ``CursorWrapper.execute``/``executemany``, so
+capturing there misses none of them. The tables a statement writes are read
+off its text (see ``_sql``); a statement whose tables can't be known
+(a procedure call, a non-string statement) invalidates everything.
+
+A write invalidates its tags at once; inside a transaction it also records
+them, so reads of those tags bypass the cache until the transaction ends, and
+they are invalidated again right after the commit (before ``on_commit``
+callbacks run).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from . import _runtime, _stamps, _transactions
+from .events import WriteEvent
+
+logger = logging.getLogger("querystash")
+
+
+def statement_done(connection, sql) -> None:
+    """Invalidate what ``sql``, just run on ``connection``, may have changed."""
+    rt = _runtime.current
+    if rt is None or rt.storage is None:
+        return
+    try:
+        if isinstance(sql, str):
+            write = rt.finder.write(sql)
+            if write is None:
+                return
+            kind, tables, everything = write
+        else:  # psycopg sql.Composed, bytes...: can't see its tables
+            kind, tables, everything, sql = "other", frozenset(), True, repr(sql)
+        tags = rt.write_tags(WriteEvent(connection.alias, sql, tables, kind, everything))
+        if not tags:
+            return
+        if _transactions.in_transaction(connection):
+            _transactions.record(connection, tags)
+        _stamps.invalidate(rt, tags)
+    except Exception:  # never let cache bookkeeping break a write
+        logger.exception("querystash: invalidation after a write failed")
+
+
+def everything_changed(connection) -> None:
+    statement_done(connection, None)
+
+
+def transaction_ended(connection, invalidate: bool) -> None:
+    written = _transactions.take(connection)
+    if not written or not invalidate:
+        return
+    rt = _runtime.current
+    if rt is not None and rt.storage is not None:
+        _stamps.invalidate(rt, written)
+
+
+# -- the patched methods ------------------------------------------------------
+
+
+def make_execute(original):
+    def execute(self, sql, params=None):
+        try:
+            return original(self, sql, params)
+        finally:
+            statement_done(self.db, sql)
+
+    return execute
+
+
+def make_executemany(original):
+    def executemany(self, sql, param_list):
+        try:
+            return original(self, sql, param_list)
+        finally:
+            statement_done(self.db, sql)
+
+    return executemany
+
+
+def make_callproc(original):
+    def callproc(self, procname, params=None, kparams=None):
+        try:
+            return original(self, procname, params, kparams)
+        finally:
+            everything_changed(self.db)
+
+    return callproc
+
+
+def executescript(self, script):
+    # sqlite3 only; reached through CursorWrapper.__getattr__ otherwise.
+    try:
+        return self.cursor.executescript(script)
+    finally:
+        everything_changed(self.db)
+
+
+def make_commit(original):
+    def commit(self):
+        try:
+            original(self)
+        finally:
+            # Even after a failed commit: the server may have committed
+            # before the connection broke.
+            transaction_ended(self, invalidate=True)
+
+    return commit
+
+
+def make_rollback(original):
+    def rollback(self):
+        try:
+            return original(self)
+        finally:
+            transaction_ended(self, invalidate=False)
+
+    return rollback
+
+
+def make_close(original):
+    def close(self):
+        try:
+            return original(self)
+        finally:
+            transaction_ended(self, invalidate=False)
+
+    return close

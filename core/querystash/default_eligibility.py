@@ -1,0 +1,81 @@
+"""Built-in, conservative rules on what may be cached at all."""
+
+from __future__ import annotations
+
+import re
+
+from django.apps import apps
+from django.db.models.expressions import RawSQL
+
+from .hookspecs import hookimpl
+
+# Functions whose value changes between two runs of the same SQL.
+_VOLATILE = re.compile(
+    r"\b(?:random|rand|now|current_timestamp|current_date|current_time|localtimestamp|"
+    r"localtime|statement_timestamp|clock_timestamp|transaction_timestamp|timeofday|"
+    r"sysdate|utc_timestamp|utc_date|utc_time|curdate|curtime|unix_timestamp|"
+    r"gen_random_uuid|uuid_generate_v[1-4]|newid|dbms_random\.\w+)\s*\(|'now'|"
+    r"\bcurrent_(?:timestamp|date|time)\b|\blocaltimestamp\b",
+    re.I,
+)
+
+
+class DefaultEligibility:
+    def __init__(self, ignore_tables):
+        self.ignore = frozenset(ignore_tables)
+        # Unmanaged models are often views over other tables: writes to those
+        # tables never name the view, so they are cached only when asked.
+        models = apps.get_models(include_auto_created=True)
+        managed = {m._meta.db_table for m in models if m._meta.managed}
+        self.unmanaged = frozenset(
+            m._meta.db_table for m in models if not m._meta.managed
+        ) - managed
+        # Same SQL text, same verdict: memoized so a hit pays one dict lookup.
+        self._verdicts: dict[str, tuple[bool, bool]] = {}
+
+    def __call__(self, info):
+        query = info.query
+        if query is not None and (query.select_for_update or query.explain_info):
+            return False
+        if info.tables & self.ignore:
+            return False
+        if not info.explicit and info.tables & self.unmanaged:
+            return False
+        verdict = self._verdicts.get(info.sql)
+        if verdict is None:
+            if len(self._verdicts) > 8192:
+                self._verdicts.clear()
+            verdict = self._verdicts[info.sql] = (
+                _stable_sql(info.sql),
+                query is not None and uses_raw_sql(query),
+            )
+        stable, raw = verdict
+        if not stable or (raw and not info.explicit):
+            return False
+        return None
+
+
+def _stable_sql(sql: str) -> bool:
+    return not sql.lstrip()[:7].upper().startswith("EXPLAIN") and not _VOLATILE.search(sql)
+
+
+def uses_raw_sql(query) -> bool:
+    """``extra()`` or ``RawSQL`` anywhere: SQL we did not write, whose tables
+    we may not see."""
+    if query.extra or query.extra_tables or query.extra_order_by:
+        return True
+    stack = [query.where, *query.annotations.values()]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, RawSQL):
+            return True
+        if hasattr(node, "children"):
+            stack.extend(node.children)
+        elif hasattr(node, "get_source_expressions"):
+            stack.extend(e for e in node.get_source_expressions() if e is not None)
+    return False
+
+
+@hookimpl(trylast=True)
+def querystash_eligibility(config):
+    return DefaultEligibility(config["IGNORE_TABLES"])

@@ -1,0 +1,75 @@
+"""Built-in storage on Django's cache framework (locmem unless configured)."""
+
+from __future__ import annotations
+
+import re
+import threading
+from hashlib import blake2b
+
+from django.core.cache import caches
+from django.core.cache.backends.dummy import DummyCache
+from django.core.cache.backends.locmem import LocMemCache
+
+from .hookspecs import hookimpl
+from .storage import Storage
+
+# memcached refuses keys over 250 bytes or with spaces/control characters;
+# Django prefixes keys with KEY_PREFIX and VERSION, hence the margin.
+_SAFE_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+
+
+def safe_key(key: str) -> str:
+    if _SAFE_KEY.fullmatch(key):
+        return key
+    return "qs:h:" + blake2b(key.encode("utf-8", "surrogatepass"), digest_size=20).hexdigest()
+
+
+class DjangoCacheStorage(Storage):
+    """Entries and stamps in a Django cache (``QUERYSTASH["django"]["cache"]``)."""
+
+    name = "django"
+
+    def __init__(self, alias: str = "default"):
+        self.alias = alias
+        backend = caches[alias]
+        if isinstance(backend, DummyCache):
+            raise ValueError(f"CACHES[{alias!r}] is a DummyCache, which cannot store stamps")
+        self.shared = not isinstance(backend, LocMemCache)
+        # Django hands each thread its own cache object (clients are not all
+        # thread-safe); keep ours per thread too, without a lookup per call.
+        self._local = threading.local()
+
+    @property
+    def cache(self):
+        try:
+            return self._local.cache
+        except AttributeError:
+            self._local.cache = caches[self.alias]
+            return self._local.cache
+
+    def get_many(self, keys):
+        safe = [safe_key(k) for k in keys]
+        found = self.cache.get_many(safe)
+        return [found.get(k) for k in safe]
+
+    def add_many(self, mapping, timeout):
+        cache = self.cache
+        return {k for k, v in mapping.items() if not cache.add(safe_key(k), v, timeout)}
+
+    def set(self, key, value, timeout):
+        self.cache.set(safe_key(key), value, timeout)
+
+    def delete_many(self, keys):
+        self.cache.delete_many([safe_key(k) for k in keys])
+
+    def stats(self):
+        backend = self.cache
+        return {"backend": f"{type(backend).__module__}.{type(backend).__qualname__}",
+                "cache alias": self.alias, "shared between processes": self.shared}
+
+
+@hookimpl(trylast=True)
+def querystash_storage(name, config):
+    if name not in (None, "django"):
+        return None
+    return DjangoCacheStorage(config.get("django", {}).get("cache", "default"))

@@ -1,0 +1,54 @@
+"""The plain objects passed to plugin callables: a query, a write, an event."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class QueryInfo:
+    """A read the core is deciding whether, and how, to cache."""
+
+    sql: str
+    params: tuple
+    alias: str
+    #: "multi" (rows), "single" (one row: count, exists, aggregate)
+    shape: str
+    #: get / fetch / count / exists / aggregate / iterator
+    op: str
+    #: known tables named anywhere in ``sql`` (joins, subqueries, unions)
+    tables: frozenset[str]
+    model: Any = None
+    query: Any = None
+    #: True when the queryset asked with ``.cache()``
+    explicit: bool = False
+    #: field names given to ``.cache("user", ...)``
+    fields: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class WriteEvent:
+    """A statement that changed, or may have changed, data."""
+
+    alias: str
+    sql: str
+    #: known tables named anywhere in ``sql``
+    tables: frozenset[str]
+    #: insert / update / delete / truncate / ddl / other
+    kind: str
+    #: True when the tables written cannot be known: invalidate everything
+    everything: bool = False
+
+
+@dataclass(slots=True)
+class Event:
+    """Something observers are told about."""
+
+    #: hit / miss / fill / invalidate / error / bypass
+    kind: str
+    model: str = ""
+    key: str = ""
+    tags: tuple[str, ...] = ()
+    error: BaseException | None = None
+    extra: dict = field(default_factory=dict)

@@ -1,0 +1,115 @@
+"""The hooks a querystash plugin can implement.
+
+Every hook is called **once, at start-up** (``AppConfig.ready()`` and again when
+the ``QUERYSTASH`` setting changes), and returns plain objects that the read and
+write paths then call directly. No pluggy call is made per query.
+
+Built-in defaults live in ``querystash.default_*`` and are registered with
+``trylast=True``, so an installed plugin's implementation comes first.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pluggy import HookimplMarker, HookspecMarker
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .events import Event, QueryInfo
+    from .storage import Storage
+    from .strategy import InvalidationStrategy
+
+hookspec = HookspecMarker("querystash")
+hookimpl = HookimplMarker("querystash")
+
+
+# -- keys ---------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def querystash_key_function(config: dict) -> Callable[[QueryInfo], str] | None:
+    """Return the function that turns a query into its cache key.
+
+    The returned callable receives a :class:`querystash.QueryInfo` (SQL, params,
+    database alias, result shape) and returns a string. It must be deterministic
+    across processes and must change whenever the rows could differ.
+
+    :param config: the whole ``QUERYSTASH`` setting, defaults filled in.
+    :return: a callable, or ``None`` to let the next plugin decide.
+
+    Stops at the first non-None result.
+    """
+
+
+# -- storage ------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def querystash_storage(name: str | None, config: dict) -> Storage | None:
+    """Return the storage object entries and stamps are kept in.
+
+    :param name: ``QUERYSTASH["STORAGE"]``: the storage the user picked, or
+        ``None`` when unset. Return ``None`` unless ``name`` is ``None`` or
+        your storage's name.
+    :param config: the whole ``QUERYSTASH`` setting; read your own section
+        (``config.get("redis", {})``).
+    :return: a :class:`querystash.Storage`, or ``None``.
+
+    Stops at the first non-None result. The core's own store on Django's cache
+    framework answers last, to ``None`` and to ``"django"``.
+    """
+
+
+# -- invalidation -------------------------------------------------------------
+
+
+@hookspec
+def querystash_invalidation_strategy(config: dict) -> InvalidationStrategy | None:
+    """Return an invalidation strategy: which tags a query depends on, and
+    which tags a write invalidates.
+
+    :param config: the whole ``QUERYSTASH`` setting.
+    :return: a :class:`querystash.InvalidationStrategy`, or ``None``.
+
+    Every implementation is called. For a read, strategies are asked in plugin
+    order and the first one whose ``query_tags()`` returns a list owns the
+    query. For a write, every strategy's ``write_tags()`` is used, so a write
+    invalidates every tag any strategy could have given a query.
+    """
+
+
+# -- eligibility --------------------------------------------------------------
+
+
+@hookspec
+def querystash_eligibility(config: dict) -> Callable[[QueryInfo], bool | None] | None:
+    """Return a check that may veto caching a query.
+
+    The returned callable receives a :class:`querystash.QueryInfo` and returns
+    ``False`` to forbid caching it, ``True`` or ``None`` to have no objection.
+
+    :param config: the whole ``QUERYSTASH`` setting.
+    :return: a callable, or ``None``.
+
+    Every implementation is called; any ``False`` at query time vetoes.
+    """
+
+
+# -- observers ----------------------------------------------------------------
+
+
+@hookspec
+def querystash_observer(config: dict) -> Callable[[Event], None] | None:
+    """Return a callable told about every hit, miss, fill, invalidation and
+    error, for stats and tooling.
+
+    The callable receives a :class:`querystash.Event` and must be fast and must
+    not raise (an exception is logged and otherwise ignored).
+
+    :param config: the whole ``QUERYSTASH`` setting.
+    :return: a callable, or ``None``.
+
+    Every implementation is called.
+    """

@@ -1,0 +1,74 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from querystash import _runtime, api, plugins
+
+
+class Command(BaseCommand):
+    help = "Inspect and control querystash: plugins, stats, invalidate."
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="action", required=True, metavar="{plugins,stats,invalidate}")
+        sub.add_parser("plugins", help="List plugins: name, version, hooks, enabled.")
+        sub.add_parser("stats", help="Store figures and this process's counters.")
+        inv = sub.add_parser("invalidate", help="Invalidate cached queries of models, or all.")
+        inv.add_argument("models", nargs="*", metavar="app.Model")
+        inv.add_argument("--all", action="store_true", help="Invalidate every cached entry.")
+
+    def handle(self, *args, action, **options):
+        rt = _runtime.current
+        if rt is None:
+            raise CommandError("querystash is not installed in INSTALLED_APPS.")
+        getattr(self, f"handle_{action}")(rt, **options)
+
+    def handle_plugins(self, rt, **options):
+        disabled = plugins.disabled_names(rt.config)
+        rows = [("name", "version", "enabled", "hooks")]
+        for name, plugin in sorted(plugins.pm.list_name_plugin()):
+            hooks = sorted(h.name for h in plugins.pm.get_hookcallers(plugin) or ())
+            version = plugins.versions.get(name, "built-in" if name.startswith("default_") else "")
+            rows.append((name, version, "no" if name in disabled else "yes", ", ".join(hooks)))
+        for error in plugins.load_errors:
+            rows.append((error.name, "", "FAILED", str(error.error)))
+        self._table(rows)
+
+    def handle_stats(self, rt, **options):
+        self.stdout.write(f"storage: {rt.storage.name if rt.storage else '(none)'}"
+                          f"   caching: {'on' if rt.enabled else 'OFF'}")
+        for problem in rt.problems:
+            self.stdout.write(self.style.ERROR(f"  problem: {problem}"))
+        if rt.storage is not None:
+            try:
+                for key, value in rt.storage.stats().items():
+                    self.stdout.write(f"  {key}: {value}")
+            except Exception as exc:
+                self.stdout.write(self.style.ERROR(f"  store unreachable: {exc!r}"))
+        counters = rt.stats.as_dict()
+        if not counters:
+            self.stdout.write("no queries counted in this process yet "
+                              "(counters are per process: see querystash.stats())")
+            return
+        fields = ("hits", "misses", "fills", "invalidations", "bypasses", "errors")
+        rows = [("model", *fields)]
+        rows += [(model or "(store)", *(str(c.get(f, 0)) for f in fields))
+                 for model, c in counters.items()]
+        self._table(rows)
+
+    def handle_invalidate(self, rt, models, all, **options):
+        if all == bool(models):
+            raise CommandError("Give app.Model labels, or --all (not both).")
+        if rt.storage is None:
+            raise CommandError("No storage is configured; nothing to invalidate.")
+        if all:
+            api.invalidate_all()
+            self.stdout.write("Invalidated every cached entry.")
+            return
+        try:
+            api.invalidate_models(*models)
+        except (LookupError, ValueError) as exc:
+            raise CommandError(f"Unknown model: {exc}") from exc
+        self.stdout.write(f"Invalidated cached queries of {', '.join(models)}.")
+
+    def _table(self, rows):
+        widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            self.stdout.write("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())

@@ -1,0 +1,139 @@
+"""The plugin manager: built-in defaults first, then installed plugins.
+
+Plugins are loaded once. A plugin that fails to import or implements a
+misspelled ``querystash_*`` hook is left out and recorded in ``load_errors``;
+the runtime then turns caching off for the process (reads go straight to the
+database, so nothing stale is served) and ``manage.py check`` names the plugin.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+import pluggy
+
+from . import hookspecs
+
+logger = logging.getLogger("querystash")
+
+GROUP = "querystash"
+DEFAULT_PLUGINS = (
+    "querystash.default_keys",
+    "querystash.default_storage",
+    "querystash.default_invalidation",
+    "querystash.default_eligibility",
+)
+
+pm = pluggy.PluginManager(GROUP)
+pm.add_hookspecs(hookspecs)
+
+
+@dataclass
+class PluginError:
+    name: str
+    source: str
+    error: BaseException
+
+    def __str__(self) -> str:
+        return f"querystash plugin {self.name!r} ({self.source}) was not loaded: {self.error}"
+
+
+#: name -> distribution version, for ``manage.py querystash plugins``
+versions: dict[str, str] = {}
+load_errors: list[PluginError] = []
+_loaded = False
+
+
+def load_plugins() -> None:
+    """Register the defaults and every ``querystash`` entry point, once."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module_name in DEFAULT_PLUGINS:
+        pm.register(importlib.import_module(module_name), name=module_name.rsplit(".", 1)[1])
+    allow = _env_list("QUERYSTASH_LOAD_PLUGINS")
+    for ep in entry_points(group=GROUP):
+        if allow is not None and ep.name not in allow:
+            continue
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue
+        source = f"{ep.value} from {ep.dist.name if ep.dist else 'unknown distribution'}"
+        try:
+            pm.register(ep.load(), name=ep.name)
+        except Exception as exc:
+            _record(PluginError(ep.name, source, exc))
+            continue
+        if ep.dist is not None:
+            versions[ep.name] = ep.dist.version
+    check_pending()
+
+
+def check_pending() -> None:
+    """Unregister and record every plugin with an impl of an unknown hook."""
+    while True:
+        try:
+            pm.check_pending()
+            return
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin) or repr(exc.plugin)
+            pm.unregister(exc.plugin)
+            _record(PluginError(name, getattr(exc.plugin, "__name__", name), exc))
+
+
+def register(plugin: object, name: str | None = None) -> str:
+    """Register a plugin object at run time (tests, ad-hoc plugins).
+
+    Raises ``pluggy.PluginValidationError`` for a misspelled hook."""
+    load_plugins()
+    registered = pm.register(plugin, name=name)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError:
+        pm.unregister(plugin)
+        raise
+    _rebuild()
+    return registered
+
+
+def unregister(name: str) -> None:
+    pm.unregister(name=name)
+    _rebuild()
+
+
+def disabled_names(config: dict) -> set[str]:
+    """Plugins switched off by ``DISABLED_PLUGINS`` or ``QUERYSTASH_DISABLE_PLUGINS``."""
+    return set(config.get("DISABLED_PLUGINS") or ()) | (
+        _env_list("QUERYSTASH_DISABLE_PLUGINS") or set()
+    )
+
+
+def hook_caller(name: str, config: dict):
+    """The hook ``name`` minus the disabled plugins."""
+    remove = [p for n in disabled_names(config) if (p := pm.get_plugin(n)) is not None]
+    if not remove:
+        return getattr(pm.hook, name)
+    return pm.subset_hook_caller(name, remove_plugins=remove)
+
+
+def _record(error: PluginError) -> None:
+    load_errors.append(error)
+    logger.error("%s; query caching is off in this process until it is fixed", error)
+
+
+def _env_list(name: str) -> set[str] | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return {part.strip() for part in value.split(",") if part.strip()}
+
+
+def _rebuild() -> None:
+    from . import _runtime
+
+    if _runtime.current is not None:
+        _runtime.rebuild()

@@ -1,0 +1,50 @@
+"""The storage contract every store plugin implements."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+
+class StorageError(Exception):
+    """Raised by a storage when the store cannot be reached or refuses."""
+
+
+class Storage:
+    """Where entries and stamps live. Values are opaque bytes.
+
+    A storage turns store failures into :class:`StorageError` (or lets the
+    client's exception through: the core catches every exception from a
+    storage, counts it and goes to the database).
+    """
+
+    #: the name users give in ``QUERYSTASH["STORAGE"]``
+    name: str = ""
+    #: True when every process of the site shares this store. A process-local
+    #: store gets a deployment warning outside DEBUG.
+    shared: bool = True
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Return the values of ``keys`` in order, ``None`` where missing.
+
+        One round trip: this is the whole hit path."""
+        raise NotImplementedError
+
+    def add_many(self, mapping: Mapping[str, bytes], timeout: int) -> set[str]:
+        """Store each value only if its key is absent; return the keys that
+        already existed (and were left alone)."""
+        raise NotImplementedError
+
+    def set(self, key: str, value: bytes, timeout: int) -> None:
+        """Store ``value`` under ``key`` for ``timeout`` seconds."""
+        raise NotImplementedError
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Delete ``keys``; missing keys are not an error."""
+        raise NotImplementedError
+
+    def stats(self) -> dict:
+        """Store-side figures for ``manage.py querystash stats``."""
+        return {}
+
+    def close(self) -> None:
+        """Release connections (called when the configuration changes)."""
