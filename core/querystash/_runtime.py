@@ -17,8 +17,8 @@ from . import conf, plugins
 from ._codec import derive_secret
 from ._sql import TableFinder
 from ._stamps import Breaker
-from .events import Event, QueryInfo, WriteEvent
 from ._stats import Stats
+from .events import Event, QueryInfo, WriteEvent
 from .storage import Storage
 from .strategy import InvalidationStrategy
 
@@ -54,7 +54,7 @@ class Runtime:
         self.stamp_prefix = f"{config['KEY_PREFIX']}:t:"
         self.secret = derive_secret(settings.SECRET_KEY)
         self.verify = float(config.get("VERIFY", 0) or 0)
-        self.finder = TableFinder(_known_tables())
+        self.finder = TableFinder(_known_tables() | set(config["IGNORE_TABLES"]))
         self.stats = Stats()
         self.breaker = Breaker()
         self._rules: dict[type, conf.ModelRule | None] = {}
@@ -100,7 +100,10 @@ class Runtime:
 
 
 def _known_tables() -> set[str]:
-    return {m._meta.db_table for m in apps.get_models(include_auto_created=True)}
+    # django_migrations has a model, but not a registered one.
+    return {m._meta.db_table for m in apps.get_models(include_auto_created=True)} | {
+        "django_migrations"
+    }
 
 
 def build() -> Runtime:

@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("querystash")
 
-_MISSING = object()
+#: test/fault-injection hook: called as ``checkpoint(name)`` at named points
+#: of the miss path ("after_stamp_read", "before_fill"); never on a hit.
+checkpoint: Callable[[str], None] | None = None
 
 
 class Breaker:
@@ -98,6 +100,8 @@ def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
     rt.stats.add(model, "misses")
     if rt.observers:
         rt.emit("miss", model, key, tags)
+    if checkpoint is not None:
+        checkpoint("after_stamp_read")
     if can_fill:
         try:
             can_fill = _ensure_stamps(rt, stamp_keys, stamps)
@@ -106,6 +110,8 @@ def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
             can_fill = False
     result = run()
     if can_fill:
+        if checkpoint is not None:
+            checkpoint("before_fill")
         _fill(rt, key, model, tags, timeout, stamps, result)
     return result
 
@@ -113,13 +119,13 @@ def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
 def _ensure_stamps(rt: Runtime, stamp_keys: list[str], stamps: list) -> bool:
     """Create missing stamps (add = SET NX), re-reading those another process
     created first. Fills ``stamps`` in place; False if one cannot be known."""
-    new = {k: os.urandom(8) for k, v in zip(stamp_keys, stamps) if v is None}
+    new = {k: os.urandom(8) for k, v in zip(stamp_keys, stamps, strict=True) if v is None}
     if not new:
         return True
     existed = rt.storage.add_many(new, rt.stamp_timeout)
     if existed:
         lost = [k for k in new if k in existed]
-        for k, v in zip(lost, rt.storage.get_many(lost)):
+        for k, v in zip(lost, rt.storage.get_many(lost), strict=True):
             new[k] = v
     for i, k in enumerate(stamp_keys):
         if stamps[i] is None:

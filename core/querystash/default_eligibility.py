@@ -37,7 +37,8 @@ class DefaultEligibility:
         query = info.query
         if query is not None and (query.select_for_update or query.explain_info):
             return False
-        if info.tables & self.ignore:
+        if not info.tables or info.tables & self.ignore:
+            # No known table: no write could ever be traced to this query.
             return False
         if not info.explicit and info.tables & self.unmanaged:
             return False

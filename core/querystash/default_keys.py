@@ -16,6 +16,7 @@ def querystash_key_function(config):
 
     def key(info) -> str:
         text = repr((info.alias, info.shape, info.sql, info.params))
-        return namespace + blake2b(text.encode("utf-8", "surrogatepass"), digest_size=20).hexdigest()
+        digest = blake2b(text.encode("utf-8", "surrogatepass"), digest_size=20)
+        return namespace + digest.hexdigest()
 
     return key

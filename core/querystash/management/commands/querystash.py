@@ -7,7 +7,9 @@ class Command(BaseCommand):
     help = "Inspect and control querystash: plugins, stats, invalidate."
 
     def add_arguments(self, parser):
-        sub = parser.add_subparsers(dest="action", required=True, metavar="{plugins,stats,invalidate}")
+        sub = parser.add_subparsers(
+            dest="action", required=True, metavar="{plugins,stats,invalidate}"
+        )
         sub.add_parser("plugins", help="List plugins: name, version, hooks, enabled.")
         sub.add_parser("stats", help="Store figures and this process's counters.")
         inv = sub.add_parser("invalidate", help="Invalidate cached queries of models, or all.")
@@ -71,4 +73,5 @@ class Command(BaseCommand):
     def _table(self, rows):
         widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
         for row in rows:
-            self.stdout.write("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+            cells = (str(c).ljust(w) for c, w in zip(row, widths, strict=True))
+            self.stdout.write("  ".join(cells).rstrip())
