@@ -137,7 +137,13 @@ def build() -> Runtime:
 
 def rebuild() -> Runtime:
     global current
-    old, current = current, build()
+    new = build()
+    if current is not None:
+        # Counters, and a debt of invalidations the store never received,
+        # outlive a configuration change.
+        new.stats = current.stats
+        new.breaker = current.breaker
+    old, current = current, new
     if old is not None and old.storage is not None and old.storage is not current.storage:
         try:
             old.storage.close()
