@@ -95,6 +95,7 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
     )
     label = model._meta.label if model is not None else ""
     if not rt.eligible(info):
+        rt.stats.add(label, "vetoed")
         return _shape(run(), result_type, chunked_fetch)
     tags = rt.query_tags(info)
     connection = compiler.connection

@@ -54,6 +54,7 @@ class Runtime:
         self.stamp_prefix = f"{config['KEY_PREFIX']}:t:"
         self.secret = derive_secret(settings.SECRET_KEY)
         self.verify = float(config.get("VERIFY", 0) or 0)
+        self.table_labels = _table_labels()
         self.finder = TableFinder(_known_tables() | set(config["IGNORE_TABLES"]))
         self.stats = Stats()
         self.breaker = Breaker()
@@ -97,6 +98,15 @@ class Runtime:
                 observer(event)
             except Exception:
                 logger.exception("querystash observer %r failed", observer)
+
+
+def _table_labels() -> dict[str, str]:
+    """table -> the label of the concrete model that owns it, for counters."""
+    labels: dict[str, str] = {}
+    for model in apps.get_models(include_auto_created=True):
+        if not model._meta.proxy:
+            labels.setdefault(model._meta.db_table, model._meta.label)
+    return labels
 
 
 def _known_tables() -> set[str]:

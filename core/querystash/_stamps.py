@@ -177,6 +177,6 @@ def invalidate(rt: Runtime, tags, model: str = "") -> None:
         return
     if breaker.open_until or breaker.owes_global:
         breaker.recover(rt)
-    rt.stats.add(model, "invalidations", len(tags))
+    rt.stats.add(model, "stamps_deleted", len(tags))
     if rt.observers:
         rt.emit("invalidate", model, tags=tags)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-FIELDS = ("hits", "misses", "fills", "invalidations", "bypasses", "errors",
-          "corrupt", "unpicklable", "stale")
+#: per model: "invalidations" counts writes to its table; under "" (the store),
+#: "stamps_deleted" counts stamp deletions sent and "errors" store failures.
+FIELDS = ("hits", "misses", "fills", "invalidations", "bypasses", "vetoed", "corrupt",
+          "unpicklable", "stale", "stamps_deleted", "errors")
 
 
 class Stats:

@@ -40,6 +40,10 @@ def statement_done(connection, sql) -> None:
             return
         if _transactions.in_transaction(connection):
             _transactions.record(connection, tags)
+        for table in tables:
+            label = rt.table_labels.get(table)
+            if label is not None:
+                rt.stats.add(label, "invalidations")
         _stamps.invalidate(rt, tags)
     except Exception:  # never let cache bookkeeping break a write
         logger.exception("querystash: invalidation after a write failed")

@@ -95,7 +95,7 @@ def _check_models(models) -> list:
         if not model_name:
             errors.append(Error(f"{name}: a pattern is 'app_label.Model', 'app_label.*' or '*.*'.",
                                 hint='Example: "shop.Photo".', id="querystash.E004"))
-        elif app_label != "*" and not apps.is_installed_label(app_label):
+        elif app_label != "*" and app_label not in apps.app_configs:
             errors.append(Error(f"{name}: no installed app has the label '{app_label}'.",
                                 hint="Use the app label (usually the last part of its module).",
                                 id="querystash.E004"))

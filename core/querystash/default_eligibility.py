@@ -63,7 +63,11 @@ def _stable_sql(sql: str) -> bool:
 def uses_raw_sql(query) -> bool:
     """``extra()`` or ``RawSQL`` anywhere: SQL we did not write, whose tables
     we may not see."""
-    if query.extra or query.extra_tables or query.extra_order_by:
+    if query.extra_tables or query.extra_order_by:
+        return True
+    # Django's m2m prefetch selects the through table's column with extra():
+    # SQL it wrote itself, naming a known table.
+    if any(not name.startswith("_prefetch_related_val_") for name in query.extra):
         return True
     stack = [query.where, *query.annotations.values()]
     while stack:
