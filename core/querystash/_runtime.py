@@ -48,9 +48,11 @@ class Runtime:
         self.checks = checks
         self.observers = observers
         self.problems = problems
+        #: the part of ``problems`` the settings checks already explain
+        self.config_problems: list[str] = []
         self.enabled = bool(config["ENABLED"]) and storage is not None and not problems
         self.timeout = config["TIMEOUT"]
-        self.stamp_timeout = max(config["STAMP_TIMEOUT"], self.timeout)
+        self.stamp_timeout = max(config["STAMP_TIMEOUT"], conf.longest_timeout(config))
         self.stamp_prefix = f"{config['KEY_PREFIX']}:t:"
         self.secret = derive_secret(settings.SECRET_KEY)
         self.verify = float(config.get("VERIFY", 0) or 0)
@@ -119,18 +121,22 @@ def _known_tables() -> set[str]:
 def build() -> Runtime:
     """Call every hook once and wrap the answers in a :class:`Runtime`."""
     plugins.load_plugins()
-    config = conf.config()
-    problems = [str(error) for error in plugins.load_errors]
+    config, config_problems = conf.sanitized(conf.config())
+    problems = list(config_problems)
+    disabled = plugins.disabled_names(config)
+    problems += [str(e) for e in plugins.load_errors if e.name not in disabled]
 
-    def call(hook: str):
-        return plugins.hook_caller(hook, config)(config=config)
+    def call(hook: str, **kwargs):
+        caller = plugins.hook_caller(hook, config)
+        try:
+            return caller(config=config, **kwargs)
+        except Exception as exc:
+            raise StartupError(hook, _culprit(caller, config, kwargs), exc) from exc
 
     storage = key_function = None
     strategies, checks, observers = [], [], []
     try:
-        storage = plugins.hook_caller("querystash_storage", config)(
-            name=config["STORAGE"], config=config
-        )
+        storage = call("querystash_storage", name=config["STORAGE"])
         if storage is None:
             problems.append(f"no installed storage answers to STORAGE={config['STORAGE']!r}")
         key_function = call("querystash_key_function")
@@ -139,10 +145,30 @@ def build() -> Runtime:
         strategies = [s for s in call("querystash_invalidation_strategy") if s is not None]
         checks = [c for c in call("querystash_eligibility") if c is not None]
         observers = [o for o in call("querystash_observer") if o is not None]
-    except Exception as exc:
-        problems.append(f"a querystash plugin failed at start-up: {exc!r}")
-        logger.exception("querystash: a plugin failed at start-up; query caching is off")
-    return Runtime(config, storage, key_function, strategies, checks, observers, problems)
+    except StartupError as exc:
+        problems.append(str(exc))
+        logger.error("querystash: %s; query caching is off", exc, exc_info=exc.error)
+    rt = Runtime(config, storage, key_function, strategies, checks, observers, problems)
+    rt.config_problems = config_problems
+    return rt
+
+
+class StartupError(Exception):
+    def __init__(self, hook: str, plugin: str, error: BaseException):
+        super().__init__(f"querystash plugin {plugin!r} failed in {hook}(): {error!r}")
+        self.error = error
+
+
+def _culprit(caller, config: dict, kwargs: dict) -> str:
+    """Name the plugin whose implementation raises, calling each in turn."""
+    for impl in reversed(caller.get_hookimpls()):
+        if impl.hookwrapper or getattr(impl, "wrapper", False):
+            continue
+        try:
+            impl.function(**{"config": config, **kwargs})
+        except Exception:
+            return impl.plugin_name
+    return "unknown"
 
 
 def rebuild() -> Runtime:

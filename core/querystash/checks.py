@@ -51,13 +51,13 @@ def check_settings(app_configs=None, **kwargs) -> list:
                 f"Known keys: {', '.join(sorted(conf.DEFAULTS))}.",
                 id="querystash.E002"))
     errors.extend(_check_models(value.get("MODELS", {})))
-    timeout = value.get("TIMEOUT", conf.DEFAULTS["TIMEOUT"])
     stamp_timeout = value.get("STAMP_TIMEOUT", conf.DEFAULTS["STAMP_TIMEOUT"])
-    if _is_int(timeout) and _is_int(stamp_timeout) and stamp_timeout < timeout:
+    if _is_int(stamp_timeout) and stamp_timeout < _longest_timeout(value):
         errors.append(Warning(
-            'QUERYSTASH["STAMP_TIMEOUT"] is shorter than TIMEOUT: entries will outlive the '
-            "stamps they are checked against, and miss.",
-            hint="Make STAMP_TIMEOUT at least as long as the longest timeout.",
+            'QUERYSTASH["STAMP_TIMEOUT"] is shorter than the longest entry timeout: stamps '
+            "will live as long as that timeout instead.",
+            hint="Make STAMP_TIMEOUT at least as long as the longest timeout (TIMEOUT and "
+            "every MODELS timeout).",
             id="querystash.W003"))
     return errors
 
@@ -69,7 +69,8 @@ def check_runtime(app_configs=None, **kwargs) -> list:
         return []
     return [Error(problem, hint="Fix or uninstall the plugin, or list it in "
                   'QUERYSTASH["DISABLED_PLUGINS"]. Query caching is off until then.',
-                  id="querystash.E010") for problem in rt.problems]
+                  id="querystash.E010")
+            for problem in rt.problems if problem not in rt.config_problems]
 
 
 @register("querystash", Tags.caches, deploy=True)
@@ -137,6 +138,13 @@ def _type_error(name, value, types, expected=None) -> Error:
     expected = expected or " or ".join("None" if t is type(None) else t.__name__ for t in types)
     return Error(f"{name} is {value!r}; expected {expected}.",
                  hint=f"Change {name} to {expected}.", id="querystash.E003")
+
+
+def _longest_timeout(value: dict) -> int:
+    merged = {**conf.DEFAULTS, **value}
+    if not _is_int(merged["TIMEOUT"]) or not isinstance(merged["MODELS"], dict):
+        return 0
+    return conf.longest_timeout(merged)
 
 
 def _wrong_type(value, types) -> bool:

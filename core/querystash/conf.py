@@ -49,6 +49,34 @@ def config() -> dict:
     return merged
 
 
+def sanitized(cfg: dict) -> tuple[dict, list[str]]:
+    """``cfg`` with every wrongly typed core key back at its default, and a
+    problem per such key (``manage.py check`` explains each one)."""
+    clean, problems = dict(cfg), []
+    for key, types in TYPES.items():
+        value = cfg[key]
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types) or (
+            key in ("TIMEOUT", "STAMP_TIMEOUT") and value <= 0
+        ):
+            clean[key] = DEFAULTS[key]
+            problems.append(f'QUERYSTASH["{key}"] is {value!r}: see manage.py check')
+    verify = cfg.get("VERIFY", 0)
+    if isinstance(verify, bool) or not isinstance(verify, (int, float)) or not 0 <= verify <= 1:
+        clean["VERIFY"] = 0
+        problems.append(f'QUERYSTASH["VERIFY"] is {verify!r}: see manage.py check')
+    return clean, problems
+
+
+def longest_timeout(cfg: dict) -> int:
+    """The longest entry timeout the settings can give (stamps must outlive it)."""
+    longest = cfg["TIMEOUT"]
+    for rule in cfg["MODELS"].values():
+        timeout = rule.get("timeout") if isinstance(rule, dict) else None
+        if isinstance(timeout, int) and not isinstance(timeout, bool):
+            longest = max(longest, timeout)
+    return longest
+
+
 def parse_ops(ops: Any) -> frozenset[str]:
     """``"all"``, one op name or a list of them -> a set of op names."""
     if ops == "all" or ops is None:
@@ -82,12 +110,18 @@ def model_rule(cfg: dict, label: str) -> ModelRule | None:
     if entry is None or entry is False:
         return None
     entry = entry if isinstance(entry, dict) else {}
-    ops = set(parse_ops(entry.get("ops", "all")))
+    try:
+        ops = set(parse_ops(entry.get("ops", "all")))
+    except TypeError:  # reported by the system checks; cache nothing meanwhile
+        return None
+    timeout = entry.get("timeout", cfg["TIMEOUT"])
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
+        return None
     if entry.get("cache_get", cfg["CACHE_GET"]):
         ops.add("get")
     else:
         ops.discard("get")
-    return ModelRule(frozenset(ops), entry.get("timeout", cfg["TIMEOUT"]))
+    return ModelRule(frozenset(ops), timeout)
 
 
 def _lookup(models: dict, pattern: str):

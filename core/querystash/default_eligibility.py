@@ -6,6 +6,8 @@ import re
 
 from django.apps import apps
 from django.db.models.expressions import RawSQL
+from django.db.models.sql.query import Query
+from django.db.models.sql.where import ExtraWhere
 
 from .hookspecs import hookimpl
 
@@ -61,22 +63,32 @@ def _stable_sql(sql: str) -> bool:
 
 
 def uses_raw_sql(query) -> bool:
-    """``extra()`` or ``RawSQL`` anywhere: SQL we did not write, whose tables
-    we may not see."""
-    if query.extra_tables or query.extra_order_by:
-        return True
-    # Django's m2m prefetch selects the through table's column with extra():
-    # SQL it wrote itself, naming a known table.
-    if any(not name.startswith("_prefetch_related_val_") for name in query.extra):
-        return True
-    stack = [query.where, *query.annotations.values()]
+    """``extra()`` or ``RawSQL`` anywhere, subqueries included: SQL we did not
+    write, whose tables we may not see."""
+    stack: list = [query]
     while stack:
         node = stack.pop()
-        if isinstance(node, RawSQL):
+        if isinstance(node, (RawSQL, ExtraWhere)):
             return True
+        if isinstance(node, Query):
+            if node.extra_tables or node.extra_order_by:
+                return True
+            # Django's m2m prefetch selects the through table's column with
+            # extra(): SQL it wrote itself, naming a known table.
+            if any(not name.startswith("_prefetch_related_val_") for name in node.extra):
+                return True
+            stack.extend([node.where, *node.annotations.values(), *node.combined_queries])
+            exprs = (*node.order_by, *(node.select or ()))
+            stack.extend(e for e in exprs if not isinstance(e, str))
+            if isinstance(node.group_by, tuple):
+                stack.extend(node.group_by)
+            continue
+        inner = getattr(node, "query", None)  # Subquery, Exists
+        if isinstance(inner, Query):
+            stack.append(inner)
         if hasattr(node, "children"):
             stack.extend(node.children)
-        elif hasattr(node, "get_source_expressions"):
+        if hasattr(node, "get_source_expressions"):
             stack.extend(e for e in node.get_source_expressions() if e is not None)
     return False
 
