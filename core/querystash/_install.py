@@ -33,6 +33,8 @@ def install() -> None:
     _patch(CursorWrapper, "callproc", _writes.make_callproc(CursorWrapper.callproc))
     _patch(CursorWrapper, "executescript", _writes.executescript)
     _patch(BaseDatabaseWrapper, "commit", _writes.make_commit(BaseDatabaseWrapper.commit))
+    _patch(BaseDatabaseWrapper, "set_autocommit",
+           _writes.make_set_autocommit(BaseDatabaseWrapper.set_autocommit))
     _patch(BaseDatabaseWrapper, "rollback", _writes.make_rollback(BaseDatabaseWrapper.rollback))
     _patch(BaseDatabaseWrapper, "close", _writes.make_close(BaseDatabaseWrapper.close))
     _patch(QuerySet, "cache", _queryset.cache)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from django.apps import apps
 from django.conf import settings
+from django.db.models import deletion
 
 from . import conf, plugins
 from ._codec import derive_secret
@@ -57,7 +58,9 @@ class Runtime:
         self.secret = derive_secret(settings.SECRET_KEY)
         self.verify = float(config.get("VERIFY", 0) or 0)
         self.table_labels = _table_labels()
-        self.finder = TableFinder(_known_tables() | set(config["IGNORE_TABLES"]))
+        self.finder = TableFinder(
+            _known_tables() | set(config["IGNORE_TABLES"]), *_foreign_keys()
+        )
         self.stats = Stats()
         self.breaker = Breaker()
         self._rules: dict[type, conf.ModelRule | None] = {}
@@ -109,6 +112,22 @@ def _table_labels() -> dict[str, str]:
         if not model._meta.proxy:
             labels.setdefault(model._meta.db_table, model._meta.label)
     return labels
+
+
+def _foreign_keys() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """(tables the database cascades into on delete, tables referencing each table)."""
+    db_on_delete = getattr(deletion, "DatabaseOnDelete", ())  # Django >= 6.1
+    cascades: dict[str, set[str]] = {}
+    referenced_by: dict[str, set[str]] = {}
+    for model in apps.get_models(include_auto_created=True):
+        for field in model._meta.local_fields:
+            if not field.many_to_one and not field.one_to_one:
+                continue
+            target = field.remote_field.model._meta.db_table
+            referenced_by.setdefault(target, set()).add(model._meta.db_table)
+            if db_on_delete and isinstance(field.remote_field.on_delete, db_on_delete):
+                cascades.setdefault(target, set()).add(model._meta.db_table)
+    return cascades, referenced_by
 
 
 def _known_tables() -> set[str]:

@@ -9,7 +9,7 @@ string, so a repeated query pays one dict lookup.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 _MEMO_LIMIT = 8192
 
@@ -37,13 +37,25 @@ _WRITE_KINDS = {
 }
 _LEADING = re.compile(r"\s*(?:(?:--[^\n]*\n)|(?:/\*.*?\*/)|\()*\s*", re.S)
 _WORD = re.compile(r"[A-Za-z]+")
-_DML_IN_WITH = re.compile(r"\b(INSERT|UPDATE|DELETE|MERGE)\b", re.I)
+_DML_INSIDE = re.compile(r"\b(INSERT|UPDATE|DELETE|MERGE)\b", re.I)
+_CASCADE = re.compile(r"\bCASCADE\b", re.I)
 
 
 class TableFinder:
     """Finds the known tables a SQL string names, and whether it writes."""
 
-    def __init__(self, tables: Iterable[str]):
+    def __init__(
+        self,
+        tables: Iterable[str],
+        db_cascades: Mapping[str, Iterable[str]] | None = None,
+        referenced_by: Mapping[str, Iterable[str]] | None = None,
+    ):
+        """:param db_cascades: table -> tables the database itself changes when
+            its rows are deleted (foreign keys with a database-level on_delete).
+        :param referenced_by: table -> every table with a foreign key to it
+            (what ``TRUNCATE ... CASCADE`` empties)."""
+        self._db_cascades = {k: frozenset(v) for k, v in (db_cascades or {}).items()}
+        self._referenced_by = {k: frozenset(v) for k, v in (referenced_by or {}).items()}
         by_lower: dict[str, set[str]] = {}
         for name in tables:
             by_lower.setdefault(name.lower(), set()).add(name)
@@ -88,8 +100,9 @@ class TableFinder:
         start = _LEADING.match(sql).end()
         word = _WORD.match(sql, start)
         keyword = word.group(0).upper() if word else ""
-        if keyword == "WITH":
-            match = _DML_IN_WITH.search(sql)
+        if keyword in ("WITH", "EXPLAIN"):
+            # A CTE may write; PostgreSQL's EXPLAIN ANALYZE runs the statement.
+            match = _DML_INSIDE.search(sql)
             if match is None:
                 return None
             keyword = match.group(1).upper()
@@ -98,4 +111,19 @@ class TableFinder:
         kind = _WRITE_KINDS.get(keyword)
         if kind is None:
             return ("other", self.tables(sql), True)
-        return (kind, self.tables(sql), False)
+        tables = self.tables(sql)
+        if kind == "truncate" and _CASCADE.search(sql):
+            tables = _closure(tables, self._referenced_by)
+        elif kind in ("delete", "truncate"):
+            tables = _closure(tables, self._db_cascades)
+        return (kind, tables, False)
+
+
+def _closure(tables: frozenset[str], edges: Mapping[str, frozenset[str]]) -> frozenset[str]:
+    found, todo = set(tables), list(tables)
+    while todo:
+        for other in edges.get(todo.pop(), ()):
+            if other not in found:
+                found.add(other)
+                todo.append(other)
+    return frozenset(found)

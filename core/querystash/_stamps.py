@@ -30,32 +30,38 @@ checkpoint: Callable[[str], None] | None = None
 class Breaker:
     """After a store error, leave the store alone for ``cooldown`` seconds.
 
-    Invalidations that could not be delivered meanwhile are not lost: the
-    first call after the pause deletes the global stamp, which invalidates
-    every entry, before anything is read from the store again.
+    An outage is logged once when it starts and once when a store call
+    succeeds again, however many cooldowns it lasts. Invalidations that could
+    not be delivered meanwhile are not lost: before the store is read again,
+    the global stamp, which every entry depends on, is deleted.
     """
 
     def __init__(self, cooldown: float = 5.0):
         self.cooldown = cooldown
         self.open_until = 0.0
+        self.in_outage = False
         self.owes_global = False
 
     def allows(self) -> bool:
-        return not self.open_until or time.monotonic() >= self.open_until
+        return time.monotonic() >= self.open_until
 
     def trip(self, rt: Runtime, exc: BaseException, *, lost_invalidation: bool) -> None:
         if lost_invalidation:
             self.owes_global = True
         rt.stats.add("", "errors")
-        if not self.open_until:  # log once per outage, not once per query
-            logger.error("querystash: store error, using the database for %.0fs: %r",
-                         self.cooldown, exc)
+        if not self.in_outage:
+            self.in_outage = True
+            logger.error("querystash: store error, using the database until it answers "
+                         "(retrying every %.0fs): %r", self.cooldown, exc)
         self.open_until = time.monotonic() + self.cooldown
         if rt.observers:
             rt.emit("error", error=exc)
 
-    def recover(self, rt: Runtime) -> bool:
-        """Settle a debt of lost invalidations; True when the store is usable."""
+    def settle(self, rt: Runtime) -> bool:
+        """Before using the store after an outage: pay the debt of lost
+        invalidations. False if the store is still out."""
+        if not self.allows():
+            return False
         if self.owes_global:
             try:
                 rt.storage.delete_many([rt.stamp_prefix + "*"])
@@ -63,20 +69,23 @@ class Breaker:
                 self.trip(rt, exc, lost_invalidation=True)
                 return False
             self.owes_global = False
-        if self.open_until:
+            self.succeeded()
+        return True
+
+    def succeeded(self) -> None:
+        if self.in_outage:
+            self.in_outage = False
             self.open_until = 0.0
             logger.warning("querystash: store reachable again")
-        return True
 
 
 def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
          can_fill: bool, run: Callable[[], Any]) -> Any:
     """Serve ``key`` from the store if valid, else ``run()`` and maybe fill."""
     breaker = rt.breaker
-    if breaker.open_until or breaker.owes_global:
-        if not breaker.allows() or not breaker.recover(rt):
-            rt.stats.add(model, "bypasses")
-            return run()
+    if (breaker.in_outage or breaker.owes_global) and not breaker.settle(rt):
+        rt.stats.add(model, "bypasses")
+        return run()
     storage = rt.storage
     stamp_keys = [rt.stamp_prefix + tag for tag in tags]
     try:
@@ -84,6 +93,8 @@ def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
     except Exception as exc:
         breaker.trip(rt, exc, lost_invalidation=False)
         return run()
+    if breaker.in_outage:
+        breaker.succeeded()
     stamps = values[1:]
     blob = values[0]
     if blob is not None and None not in stamps:
@@ -167,7 +178,7 @@ def invalidate(rt: Runtime, tags, model: str = "") -> None:
     if not tags:
         return
     breaker = rt.breaker
-    if breaker.open_until and not breaker.allows():
+    if (breaker.in_outage or breaker.owes_global) and not breaker.settle(rt):
         breaker.owes_global = True
         return
     try:
@@ -175,8 +186,7 @@ def invalidate(rt: Runtime, tags, model: str = "") -> None:
     except Exception as exc:
         breaker.trip(rt, exc, lost_invalidation=True)
         return
-    if breaker.open_until or breaker.owes_global:
-        breaker.recover(rt)
+    breaker.succeeded()
     rt.stats.add(model, "stamps_deleted", len(tags))
     if rt.observers:
         rt.emit("invalidate", model, tags=tags)

@@ -115,6 +115,19 @@ def make_commit(original):
     return commit
 
 
+def make_set_autocommit(original):
+    def set_autocommit(self, autocommit, *args, **kwargs):
+        try:
+            return original(self, autocommit, *args, **kwargs)
+        finally:
+            # Turning autocommit back on commits an open transaction on some
+            # backends (SQLite) without passing through commit().
+            if autocommit:
+                transaction_ended(self, invalidate=True)
+
+    return set_autocommit
+
+
 def make_rollback(original):
     def rollback(self):
         try:

@@ -1,0 +1,23 @@
+"""A key function that records the queries it keys."""
+
+from __future__ import annotations
+
+from hashlib import sha256
+
+from querystash import hookimpl
+
+PREFIX = "testkeys:"
+
+
+class CustomKeys:
+    def __init__(self):
+        self.seen = []
+
+    @hookimpl
+    def querystash_key_function(self, config):
+        def key(info):
+            self.seen.append(info)
+            digest = sha256(repr((info.alias, info.shape, info.sql, info.params)).encode())
+            return PREFIX + digest.hexdigest()
+
+        return key
