@@ -72,4 +72,19 @@ class DjangoCacheStorage(Storage):
 def querystash_storage(name, config):
     if name not in (None, "django"):
         return None
-    return DjangoCacheStorage(config.get("django", {}).get("cache", "default"))
+    return for_alias(config.get("django", {}).get("cache", "default"))
+
+
+def for_alias(alias: str) -> DjangoCacheStorage:
+    """The storage for a Django cache alias: raw bytes for redis and memcached."""
+    from django.core.cache.backends.memcached import PyMemcacheCache
+    from django.core.cache.backends.redis import RedisCache
+
+    from ._django_raw import DjangoMemcachedStorage, DjangoRedisStorage
+
+    backend = caches[alias]
+    if isinstance(backend, RedisCache):
+        return DjangoRedisStorage(alias)
+    if isinstance(backend, PyMemcacheCache):
+        return DjangoMemcachedStorage(alias)
+    return DjangoCacheStorage(alias)
