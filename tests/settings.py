@@ -75,6 +75,9 @@ CACHES = {
 }
 
 QUERYSTASH = {
+    # Pinned: an installed storage plugin (querystash-redis...) must not make
+    # the core's tests use its default server, which may be a shared one.
+    "STORAGE": "django",
     "MODELS": {
         "testapp.*": {"ops": "all", "timeout": 600},
     },

@@ -319,3 +319,16 @@ def test_every_check_id_is_documented():
     readme = README.read_text()
     missing = sorted(i for i in used if i not in readme)
     assert not missing, f"check ids not in core/README.md: {missing}"
+
+
+def test_several_storage_plugins_without_storage_setting_is_w004():
+    from tests.plugins import registered
+    from tests.plugins.custom_storage import DictStoragePlugin, FailingStoragePlugin
+
+    unset = {k: v for k, v in settings.QUERYSTASH.items() if k != "STORAGE"}
+    assert "querystash.W004" not in ids(unset)
+    with registered(DictStoragePlugin(), "dict_storage"), registered(
+        FailingStoragePlugin(), "failing_storage"
+    ):
+        assert "querystash.W004" in ids(unset)
+        assert "querystash.W004" not in ids({**unset, "STORAGE": "dict"})

@@ -35,6 +35,24 @@ def querystash_setting(**changes) -> dict:
     return {**settings.QUERYSTASH, **changes}
 
 
+def installed_storage_plugins() -> list[str]:
+    """Storage plugins installed from entry points (querystash-redis...)."""
+    return [
+        plugins.pm.get_name(impl.plugin)
+        for impl in plugins.pm.hook.querystash_storage.get_hookimpls()
+        if impl.plugin_name in plugins.versions
+    ]
+
+
+def storage_unpinned(disabled=()):
+    """STORAGE unset, as in a project with one storage plugin: the suite pins
+    "django", and installed storage plugins are switched off here so that the
+    test's plugin is the only candidate besides the default."""
+    return override_settings(QUERYSTASH=querystash_setting(
+        STORAGE=None, DISABLED_PLUGINS=[*installed_storage_plugins(), *disabled]
+    ))
+
+
 def run(read) -> tuple[object, int]:
     """``read()``'s result and the number of SQL queries it issued."""
     with CaptureQueriesContext(connection) as ctx:
@@ -118,7 +136,7 @@ def test_observer_sees_miss_fill_hit_and_invalidate(library, observer):
 
 
 def test_observer_sees_store_errors(library):
-    with registered(FailingStoragePlugin(), "failing_storage"), registered(
+    with storage_unpinned(), registered(FailingStoragePlugin(), "failing_storage"), registered(
         CountingObserver(), "test_observer"
     ) as obs:
         assert _runtime.current.storage.name == "failing"
@@ -155,7 +173,7 @@ def test_custom_key_function_is_used(library, observer):
 
 def test_custom_storage_is_used_when_installed(library, counts):
     plugin = DictStoragePlugin()
-    with registered(plugin, "dict_storage"):
+    with storage_unpinned(), registered(plugin, "dict_storage"):
         assert _runtime.current.storage is plugin.storage
         _, first = run(books)
         result, second = run(books)
@@ -283,7 +301,7 @@ def test_plugin_disabled_by_environment_has_no_effect(library, observer, monkeyp
 def test_disabled_storage_plugin_falls_back_to_the_default(library):
     plugin = DictStoragePlugin()
     with registered(plugin, "dict_storage"):
-        with override_settings(QUERYSTASH=querystash_setting(DISABLED_PLUGINS=["dict_storage"])):
+        with storage_unpinned(disabled=["dict_storage"]):
             assert _runtime.current.storage.name == "django"
             books()
             assert plugin.storage.data == {}

@@ -73,6 +73,23 @@ def check_runtime(app_configs=None, **kwargs) -> list:
             for problem in rt.problems if problem not in rt.config_problems]
 
 
+@register("querystash")
+def check_storage_choice(app_configs=None, **kwargs) -> list:
+    value = getattr(settings, "QUERYSTASH", {})
+    if not isinstance(value, dict) or value.get("STORAGE") is not None:
+        return []
+    disabled = plugins.disabled_names(value)
+    names = [impl.plugin_name for impl in plugins.pm.hook.querystash_storage.get_hookimpls()
+             if impl.plugin_name != "default_storage" and impl.plugin_name not in disabled]
+    if len(names) < 2:
+        return []
+    return [Warning(
+        f"Several storage plugins are installed ({', '.join(sorted(names))}) and "
+        f'QUERYSTASH["STORAGE"] is not set: {names[-1]} is used.',
+        hint='Set QUERYSTASH["STORAGE"] to the one you mean.',
+        id="querystash.W004")]
+
+
 @register("querystash", Tags.caches, deploy=True)
 def check_shared_store(app_configs=None, **kwargs) -> list:
     rt = _runtime.current

@@ -1,4 +1,7 @@
-"""Suite-wide fixtures: throwaway cache servers and Django cache aliases pointing at them."""
+"""Throwaway cache servers and Django cache aliases pointing at them.
+
+Loaded for the core suite and every plugin's tests by the root conftest.py.
+"""
 
 import os
 import shutil
@@ -10,8 +13,6 @@ from django.core.cache import caches
 from django.test import override_settings
 
 from tests.servers import MemcachedServer, RedisServer
-
-pytest_plugins = ["tests.helpers"]
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
