@@ -45,7 +45,7 @@ class WriteEvent:
 class Event:
     """Something observers are told about."""
 
-    #: hit / miss / fill / invalidate / error / bypass
+    #: hit / miss / fill / invalidate / error / stale (verify mode)
     kind: str
     model: str = ""
     key: str = ""

@@ -49,7 +49,8 @@ class Command(BaseCommand):
             self.stdout.write("no queries counted in this process yet "
                               "(counters are per process: see querystash.stats())")
             return
-        fields = ("hits", "misses", "fills", "invalidations", "bypasses", "errors")
+        fields = ("hits", "misses", "fills", "invalidations", "bypasses", "vetoed", "corrupt",
+                  "unpicklable", "stale", "stamps_deleted", "errors")
         rows = [("model", *fields)]
         rows += [(model or "(store)", *(str(c.get(f, 0)) for f in fields))
                  for model, c in counters.items()]

@@ -1,0 +1,151 @@
+"""{{ cookiecutter.plugin_name }} against the real querystash core.
+
+Tests that cache must not run inside one transaction (Django's TestCase): on
+SQLite a read in a transaction is never stored. Hence ``transaction=True``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import querystash
+from django.conf import settings
+from django.core import checks
+from django.core.cache import caches
+from django.db import connection
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+from querystash import QueryInfo, WriteEvent, plugins
+
+from {{ cookiecutter.module_name }} import SECTION, DependsOnStrategy
+from {{ cookiecutter.module_name }} import settings as djp_settings
+from tests.demo.models import Counter, Item
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PLUGIN = "{{ cookiecutter.module_name }}"  # the querystash entry-point name
+
+# SQLite: every insert into demo_item counts itself in demo_counter, below Django.
+TRIGGER = """
+CREATE TRIGGER IF NOT EXISTS demo_item_counted AFTER INSERT ON demo_item
+BEGIN
+    UPDATE demo_counter SET value = value + 1 WHERE name = 'items';
+END
+"""
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    caches["default"].clear()
+    querystash.reset_stats()
+
+
+@pytest.fixture
+def counter():
+    with connection.cursor() as cursor:
+        cursor.execute(TRIGGER)
+    return Counter.objects.create(name="items")
+
+
+def run(read):
+    """(what ``read()`` returns, how many SQL queries it ran)."""
+    with CaptureQueriesContext(connection) as ctx:
+        result = read()
+    return result, len(ctx.captured_queries)
+
+
+def items_counted():
+    return Counter.objects.get(name="items").value
+
+
+def item_names():
+    return list(Item.objects.order_by("name").values_list("name", flat=True))
+
+
+# -- wiring ---------------------------------------------------------------------------
+
+
+def test_the_plugin_and_its_hook_are_loaded():
+    names = dict(plugins.pm.list_name_plugin())
+    assert PLUGIN in names
+    hooks = {caller.name for caller in plugins.pm.get_hookcallers(names[PLUGIN])}
+    assert hooks == {"querystash_invalidation_strategy"}
+
+
+def test_djp_fills_the_default_section_and_keeps_the_users():
+    empty = {"INSTALLED_APPS": []}
+    djp_settings(empty)
+    assert empty["QUERYSTASH"][SECTION] == {"tables": {}}
+    mine = {"QUERYSTASH": {SECTION: {"tables": {"a": ["b"]}}}}
+    djp_settings(mine)
+    assert mine["QUERYSTASH"][SECTION] == {"tables": {"a": ["b"]}}
+    assert settings.QUERYSTASH[SECTION]["tables"] == {"demo_counter": ["demo_item"]}
+
+
+def test_manage_py_check_is_clean():
+    assert checks.run_checks(tags=["querystash"]) == []
+
+
+# -- the strategy ---------------------------------------------------------------------
+
+
+def info(*tables):
+    return QueryInfo("SELECT ...", (), "default", "multi", "fetch", frozenset(tables))
+
+
+def test_query_tags_add_declared_tables_transitively():
+    strategy = DependsOnStrategy({"report": ["stock"], "stock": ["order"]})
+    assert strategy.query_tags(info("report")) == ["order", "report", "stock"]
+    assert strategy.query_tags(info("stock", "product")) == ["order", "product", "stock"]
+    assert strategy.query_tags(info("product")) is None  # left to the table strategy
+
+
+def test_write_tags_are_the_tables_written():
+    strategy = DependsOnStrategy({"report": ["stock"]}, ignore_tables=["django_session"])
+    event = WriteEvent("default", "UPDATE ...", frozenset({"stock", "django_session"}), "update")
+    assert set(strategy.write_tags(event)) == {"stock"}
+
+
+# -- against the real core ------------------------------------------------------------
+
+
+def test_a_repeated_query_is_a_hit():
+    Item.objects.create(name="apple")
+    assert run(item_names) == (["apple"], 1)
+    assert run(item_names) == (["apple"], 0)  # served from the cache
+    assert querystash.stats()["demo.Item"]["hits"] == 1
+
+
+def test_a_write_is_seen_by_the_next_read():
+    apple = Item.objects.create(name="apple")
+    assert run(item_names) == (["apple"], 1)
+    apple.name = "pear"
+    apple.save()
+    assert run(item_names) == (["pear"], 1)
+
+
+def test_a_trigger_maintained_table_is_fresh(counter):
+    assert run(items_counted) == (0, 1)
+    assert run(items_counted) == (0, 0)  # cached
+    Item.objects.create(name="apple")  # the trigger updates demo_counter
+    assert run(items_counted) == (1, 1)  # the plugin's tag was invalidated
+
+
+def test_without_the_plugin_the_trigger_write_is_missed(counter):
+    """The control: what the plugin is for."""
+    config = {**settings.QUERYSTASH, "DISABLED_PLUGINS": [PLUGIN]}
+    with override_settings(QUERYSTASH=config):
+        assert items_counted() == 0
+        Item.objects.create(name="apple")
+        assert items_counted() == 0  # stale: querystash never saw the trigger's write
+        querystash.invalidate_models(Counter)
+        assert items_counted() == 1
+
+
+def test_a_bad_section_turns_caching_off_and_names_the_plugin():
+    config = {**settings.QUERYSTASH, SECTION: {"tables": "demo_item"}}
+    with override_settings(QUERYSTASH=config):
+        errors = [m for m in checks.run_checks(tags=["querystash"]) if m.id == "querystash.E010"]
+        assert errors and PLUGIN in errors[0].msg
+        Item.objects.create(name="apple")
+        assert run(item_names) == (["apple"], 1)
+        assert run(item_names) == (["apple"], 1)  # not cached, never stale

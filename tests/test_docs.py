@@ -1,0 +1,327 @@
+"""The docs site (docs/, mkdocs.yml): its examples run, its references are
+complete, and it builds with ``mkdocs build --strict``.
+
+How the examples in docs/*.md are executed (the conventions for writing them):
+
+- Every unindented fenced ```python block is executed, top to bottom. The
+  blocks of one page share one namespace, so a later block uses the names of
+  an earlier one. Each page is one test, run in the suite's Django environment
+  (tests/settings.py: the ``testapp`` models, cached by ``"testapp.*"``, the
+  core's store on locmem; SQLite or PostgreSQL) with
+  ``django_db(transaction=True)``, so caching behaves as in a project outside a
+  test transaction. ``assert`` lines are the doctest: they state what the
+  reader will see. Plugins a page registers are unregistered after it.
+- ``<!-- settings -->`` right before a block: a settings.py fragment. It runs
+  in a fresh namespace where ``djp.settings(globals())`` does nothing, and the
+  ``QUERYSTASH`` it defines must pass querystash's settings check, except for
+  two things such a fragment cannot satisfy here: a section of a plugin the
+  site documents but that is not installed (``W002``), and ``MODELS`` patterns
+  of the example project's ``shop`` app (``E004``).
+- ``<!-- not-run: reason -->`` right before a block: not run. Only for
+  settings.py fragments (the block must assign an UPPER_CASE setting), and
+  only when the settings check cannot judge the fragment at all.
+- ``<!-- template: path -->`` right before a block: the block quotes the file
+  ``path`` of the plugin template rendered with its defaults: its lines must
+  appear in that file, in order (the block is also executed as usual).
+- ```toml blocks must parse. Other languages (bash, text) are not checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from unittest import mock
+
+import djp
+import pytest
+from django.test import override_settings
+
+from querystash import checks as qs_checks
+from querystash import conf, hookspecs, plugins
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+MKDOCS_YML = ROOT / "mkdocs.yml"
+TEMPLATE = ROOT / "cookiecutter-plugin"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+#: plugin sections the site documents; a settings fragment may configure them
+#: even though they are not installed in the test environment
+DOCUMENTED_SECTIONS = {"redis", "memcached", "fields", "m2m", "depends"}
+#: the example project's app, used by the settings fragments
+EXAMPLE_APP = "shop"
+
+_FENCE = re.compile(r"^```(\w*)\s*$")
+_MARKER = re.compile(r"^<!--\s*(settings|not-run|template)\s*(?::\s*(.*?))?\s*-->\s*$")
+
+
+@dataclass
+class Block:
+    page: Path
+    line: int  # 1-based line of the first code line
+    lang: str
+    code: str
+    marker: str | None = None
+    arg: str | None = None
+
+    def where(self) -> str:
+        return f"{self.page.relative_to(ROOT)}:{self.line}"
+
+
+def pages() -> list[Path]:
+    return sorted(DOCS.rglob("*.md"))
+
+
+def blocks(page: Path) -> list[Block]:
+    lines = page.read_text().splitlines()
+    found, i = [], 0
+    while i < len(lines):
+        match = _FENCE.match(lines[i])
+        if not match:
+            i += 1
+            continue
+        start, lang = i, match.group(1)
+        i += 1
+        while i < len(lines) and lines[i].rstrip() != "```":
+            i += 1
+        assert i < len(lines), f"{page}:{start + 1}: unclosed code fence"
+        block = Block(page, start + 2, lang, "\n".join(lines[start + 1 : i]) + "\n")
+        before = start - 1
+        while before >= 0 and not lines[before].strip():
+            before -= 1
+        marker = _MARKER.match(lines[before]) if before >= 0 else None
+        if marker:
+            block.marker, block.arg = marker.group(1), marker.group(2)
+        found.append(block)
+        i += 1
+    return found
+
+
+def _compile(block: Block):
+    # Padding puts tracebacks on the right line of the .md file.
+    return compile("\n" * (block.line - 1) + block.code, str(block.page), "exec")
+
+
+# -- the examples run ----------------------------------------------------------------
+
+
+def _ids(paths):
+    return [str(p.relative_to(DOCS)) for p in paths]
+
+
+PAGES = pages()
+PAGES_WITH_PYTHON = [p for p in PAGES if any(b.lang == "python" for b in blocks(p))]
+
+
+def test_there_are_docs():
+    names = {str(p.relative_to(DOCS)) for p in PAGES}
+    assert {"index.md", "configuration.md", "hooks.md", "tutorial.md", "consistency.md",
+            "operations.md", "migrating.md", "checks.md", "benchmarks.md"} <= names
+
+
+def test_no_code_block_hides_from_the_runner():
+    """An indented ```python fence (in a list or an admonition) would not run."""
+    for page in PAGES:
+        for n, line in enumerate(page.read_text().splitlines(), 1):
+            assert not re.match(r"^\s+```", line), f"{page}:{n}: indented code fence"
+
+
+def test_skip_markers_are_only_on_settings_fragments():
+    for page in PAGES:
+        for block in blocks(page):
+            if block.marker in ("not-run", "settings"):
+                assert block.lang == "python", block.where()
+                assert re.search(r"^[A-Z][A-Z0-9_]* *=", block.code, re.M), (
+                    f"{block.where()}: only settings.py fragments may be marked "
+                    f"{block.marker!r}")
+            if block.marker == "not-run":
+                assert block.arg, f"{block.where()}: not-run needs a reason"
+
+
+@contextlib.contextmanager
+def _plugins_restored():
+    before = {name for name, _ in plugins.pm.list_name_plugin()}
+    try:
+        yield
+    finally:
+        for name, _ in list(plugins.pm.list_name_plugin()):
+            if name not in before:
+                plugins.unregister(name)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("page", PAGES_WITH_PYTHON, ids=_ids(PAGES_WITH_PYTHON))
+def test_page_examples_run(page):
+    namespace: dict = {"__name__": f"docs_{page.stem}"}
+    with _plugins_restored():
+        for block in blocks(page):
+            if block.lang != "python" or block.marker == "not-run":
+                continue
+            if block.marker == "settings":
+                _check_settings_fragment(block)
+                continue
+            try:
+                exec(_compile(block), namespace)
+            except Exception as exc:
+                raise AssertionError(f"the example at {block.where()} failed: {exc!r}") from exc
+
+
+def _check_settings_fragment(block: Block) -> None:
+    namespace = {"__name__": "settings", "__file__": str(ROOT / "project" / "settings.py")}
+    with mock.patch.object(djp, "settings", lambda current: None):
+        exec(_compile(block), namespace)
+    if "QUERYSTASH" not in namespace:
+        return
+    with override_settings(QUERYSTASH=namespace["QUERYSTASH"]):
+        messages = qs_checks.check_settings()
+    problems = [
+        m for m in messages
+        if not (m.id == "querystash.W002" and re.search(r'\["(\w+)"\]', m.msg).group(1)
+                in DOCUMENTED_SECTIONS)
+        and not (m.id == "querystash.E004" and f"'{EXAMPLE_APP}'" in m.msg)
+        and not (m.id == "querystash.E004" and f'["{EXAMPLE_APP}.' in m.msg)
+    ]
+    assert problems == [], f"the settings at {block.where()} do not pass the checks"
+
+
+def test_toml_blocks_parse():
+    for page in PAGES:
+        for block in blocks(page):
+            if block.lang == "toml":
+                try:
+                    tomllib.loads(block.code)
+                except tomllib.TOMLDecodeError as exc:
+                    raise AssertionError(f"{block.where()}: {exc}") from exc
+
+
+def test_template_quotes_match_the_rendered_template(tmp_path):
+    quotes = [b for p in PAGES for b in blocks(p) if b.marker == "template"]
+    if not quotes:
+        return
+    try:
+        from cookiecutter.main import cookiecutter
+    except ImportError:
+        if IN_CI:
+            raise
+        pytest.skip("cookiecutter is not installed")
+    rendered = Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(tmp_path)))
+    for block in quotes:
+        source = (rendered / block.arg).read_text().splitlines()
+        lines = iter(line.rstrip() for line in source)
+        for wanted in block.code.splitlines():
+            if not wanted.strip():
+                continue
+            assert any(line == wanted.rstrip() for line in lines), (
+                f"{block.where()}: {wanted!r} is not in {block.arg} (or is out of order)")
+
+
+# -- the references are complete ---------------------------------------------------------
+
+
+def _section(text: str, heading: str) -> str | None:
+    """The text under the line ``heading`` (``"### title"``), up to the next heading."""
+    match = re.search(rf"^{re.escape(heading)} *$", text, re.M)
+    if match is None:
+        return None
+    rest = text[match.end():]
+    end = re.search(r"^#+ ", rest, re.M)
+    return rest[: end.start()] if end else rest
+
+
+def _literal(value) -> str:
+    return repr(value).replace("'", '"')
+
+
+CORE_KEYS = {**conf.DEFAULTS, "VERIFY": 0, "VERIFY_RAISE": False}
+
+
+@pytest.mark.parametrize("key", sorted(CORE_KEYS))
+def test_every_core_key_is_documented_with_type_and_default(key):
+    text = (DOCS / "configuration.md").read_text()
+    section = _section(text, f"### `{key}`")
+    assert section is not None, f"configuration.md has no heading ### `{key}`"
+    assert re.search(r"^Type: .+", section, re.M), f"{key}: no 'Type:' line"
+    default = re.search(r"^Default: `(.+?)`", section, re.M)
+    assert default, f"{key}: no 'Default:' line"
+    assert default.group(1) == _literal(CORE_KEYS[key]), key
+
+
+def test_the_django_section_is_documented():
+    text = (DOCS / "configuration.md").read_text()
+    section = _section(text, '### `"django"`')
+    assert section is not None
+    assert '`"cache"`' in section and 'Default: `{"cache": "default"}`' in section
+    assert set(qs_checks.SECTION_KEYS["django"]) == {"cache"}
+
+
+def test_documented_core_keys_exist():
+    text = (DOCS / "configuration.md").read_text()
+    documented = set(re.findall(r"^### `([A-Z_]+)`", text, re.M))
+    assert documented == set(CORE_KEYS)
+
+
+def _hook_signatures() -> dict[str, str]:
+    specs = {name: func for name, func in vars(hookspecs).items()
+             if callable(func) and hasattr(func, "querystash_spec")}
+    return {name: f"{name}({', '.join(inspect.signature(func).parameters)})"
+            for name, func in specs.items()}
+
+
+@pytest.mark.parametrize("name", sorted(_hook_signatures()))
+def test_every_hook_has_a_heading_with_its_exact_signature(name):
+    text = (DOCS / "hooks.md").read_text()
+    signature = _hook_signatures()[name]
+    section = _section(text, f"## `{signature}`")
+    assert section is not None, f"hooks.md has no heading ## `{signature}`"
+    assert "```python" in section, f"{signature}: no example"
+    for word in ("Called", "Returns"):
+        assert f"**{word}" in section, f"{signature}: no **{word}...** paragraph"
+
+
+def test_hooks_page_documents_no_hook_that_does_not_exist():
+    text = (DOCS / "hooks.md").read_text()
+    documented = set(re.findall(r"^## `(querystash_\w+)\(", text, re.M))
+    assert documented == set(_hook_signatures())
+
+
+def test_every_check_id_is_documented():
+    ids = set(re.findall(r'id="(querystash\.[EW]\d{3})"', inspect.getsource(qs_checks)))
+    assert ids
+    text = (DOCS / "checks.md").read_text()
+    documented = set(re.findall(r"^### `(querystash\.[EW]\d{3})`", text, re.M))
+    assert documented == ids
+
+
+# -- the site builds -------------------------------------------------------------------
+
+
+def test_every_page_is_in_the_nav():
+    yml = MKDOCS_YML.read_text()
+    for page in PAGES:
+        rel = str(page.relative_to(DOCS))
+        assert re.search(rf":\s*{re.escape(rel)}\s*$", yml, re.M), f"{rel} is not in the nav"
+
+
+def test_mkdocs_build_strict(tmp_path):
+    try:
+        import material  # noqa: F401
+        import mkdocs  # noqa: F401
+    except ImportError:
+        if IN_CI:
+            pytest.fail("mkdocs and mkdocs-material are dev dependencies: "
+                        'pip install -e ".[dev]"', pytrace=False)
+        pytest.skip("mkdocs / mkdocs-material are not installed")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(MKDOCS_YML),
+         "-d", str(tmp_path / "site")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout}\n{proc.stderr}"
+    assert (tmp_path / "site" / "index.html").is_file()
