@@ -1,0 +1,202 @@
+"""The redis store: entries and stamps, one MGET per hit.
+
+Key layout (README: "Keys and Redis Cluster"):
+
+- entry ``qs:1:e:<hash>`` -> ``<key_prefix>qs:1:e:<hash>``: spread over the
+  cluster by its own hash;
+- stamp ``qs:t:<tag>`` -> ``<key_prefix>{qs:t:}<tag>``: every stamp in one
+  slot, so creating stamps is one pipeline to one node and invalidating many
+  tags is one ``DEL``.
+
+A hit reads the entry and its stamps: one MGET on a single server; in a
+cluster one MGET per slot (entry slot, stamp slot), pipelined, so the two
+nodes are asked at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+
+from querystash import Storage, StorageError
+
+from ._config import RedisConfig, parse
+from ._connect import Connection
+from ._dogpile import Leases, lease_name
+
+logger = logging.getLogger("querystash")
+
+#: the core's tag every entry depends on (``querystash._runtime.GLOBAL_TAG``)
+GLOBAL_TAG = "*"
+
+
+class RedisStorage(Storage):
+    """Entries and stamps in redis: one server, Sentinel, or Cluster."""
+
+    name = "redis"
+    shared = True
+
+    def __init__(self, config: RedisConfig, core_prefix: str = "qs"):
+        self.config = config
+        self.connection = Connection(config)
+        self._stamp_prefix = f"{core_prefix}:t:"
+        self._stamp_head = f"{config.key_prefix}{{{self._stamp_prefix}}}"
+        self._cluster = config.mode == "cluster"
+        self._leases = Leases(config.dogpile) if config.dogpile else None
+        # Sentinel failover bookkeeping (see _after).
+        self._watch_master = config.mode == "sentinel"
+        self._master: tuple[str, int] | None = None
+        self._failovers = 0
+        self._owes_global = False
+        self._failover_lock = threading.RLock()
+
+    @classmethod
+    def from_config(cls, config: dict) -> RedisStorage:
+        """From the whole ``QUERYSTASH`` setting (raises ``ValueError`` on a bad section)."""
+        return cls(parse(config.get("redis")), config.get("KEY_PREFIX", "qs"))
+
+    @property
+    def client(self):
+        return self.connection.client
+
+    def redis_key(self, key: str) -> str:
+        """The redis key name of a core key."""
+        if key.startswith(self._stamp_prefix):
+            return self._stamp_head + key[len(self._stamp_prefix):]
+        return self.config.key_prefix + key
+
+    # -- the Storage contract -------------------------------------------------------
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        names = [self.redis_key(k) for k in keys]
+        generation = self._before()
+        if self._leases is not None and names and not keys[0].startswith(self._stamp_prefix):
+            values = self._leases.get(self._mget, self._take_lease, names)
+        else:
+            values = self._mget(names)
+        if self._after(generation):
+            return [None] * len(keys)  # may have been read before the failover was settled
+        return values
+
+    def add_many(self, mapping: Mapping[str, bytes], timeout: int) -> set[str]:
+        if not mapping:
+            return set()
+        generation = self._before()
+        pipe = self.client.pipeline(transaction=False)
+        ttl = _ttl(timeout)
+        for key, value in mapping.items():
+            pipe.set(self.redis_key(key), value, ex=ttl, nx=True)
+        results = pipe.execute()
+        self._after(generation)
+        return {k for k, added in zip(mapping, results, strict=True) if not added}
+
+    def set(self, key: str, value: bytes, timeout: int) -> None:
+        name = self.redis_key(key)
+        generation = self._before()
+        if self._leases is None:
+            self.client.set(name, value, ex=_ttl(timeout))
+        else:
+            # Same slot: one pipeline to one node, and the waiters wake up.
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(name, value, ex=_ttl(timeout))
+            pipe.delete(lease_name(name))
+            pipe.execute()
+        self._after(generation)
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        names = [self.redis_key(k) for k in keys]
+        generation = self._before()
+        if self.config.wait_replicas:
+            self._delete_replicated(names)
+        else:
+            # Stamps share one slot: a single DEL. (RedisCluster.delete splits
+            # other keys by slot and pipelines them.)
+            self.client.delete(*names)
+        self._after(generation)
+
+    def stats(self) -> dict:
+        from ._stats import collect
+
+        return collect(self)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    # -- helpers --------------------------------------------------------------------
+
+    def _mget(self, names: list[str]) -> list[bytes | None]:
+        if self._cluster:
+            # One MGET per slot, pipelined: the nodes are asked at once.
+            return self.client.mget_nonatomic(names)
+        return self.client.mget(names)
+
+    def _take_lease(self, name: str, lease_ms: int) -> bool:
+        return bool(self.client.set(name, b"1", px=lease_ms, nx=True))
+
+    def _delete_replicated(self, names: list[str]) -> None:
+        """DEL, then WAIT until ``wait_replicas`` replicas have it: an
+        invalidation a failover could lose is reported as failed instead, and
+        the core settles it by invalidating everything."""
+        wanted = self.config.wait_replicas
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(*names)
+        pipe.execute_command("WAIT", wanted, max(1, int(self.config.socket_timeout * 1000)))
+        acked = pipe.execute()[1]
+        if acked < wanted:
+            raise StorageError(f"invalidation reached {acked} of {wanted} replicas")
+
+    # -- Sentinel failover ----------------------------------------------------------
+    #
+    # Replication is asynchronous: stamp deletions the old master acknowledged
+    # but never passed on are missing on the new one, and the entries they
+    # killed look valid again. So when this process sees the master change, it
+    # deletes the global stamp (every entry depends on it) on the new master,
+    # and treats any read that may have reached the new master first as a miss.
+
+    def _before(self) -> int:
+        if self._watch_master:
+            self.connection.check_master()
+            self._detect()
+        if self._owes_global:
+            self._pay_global()
+        return self._failovers
+
+    def _after(self, generation: int) -> bool:
+        """True if a failover was seen since ``generation`` (the call's result
+        may predate the global invalidation)."""
+        if not self._watch_master:
+            return False
+        self._detect()
+        return self._failovers != generation
+
+    def _detect(self) -> None:
+        address = self.connection.master_address()
+        if address is None or address == self._master:
+            return
+        with self._failover_lock:
+            previous, self._master = self._master, address
+            if previous is None or previous == address:
+                return
+            logger.warning("querystash: redis master moved from %s:%s to %s:%s; "
+                           "invalidating everything", *previous, *address)
+            self._owes_global = True
+            try:
+                self._pay_global()
+            finally:
+                # Counted after the deletion: a call that starts before it
+                # lands must see a new generation.
+                self._failovers += 1
+
+    def _pay_global(self) -> None:
+        with self._failover_lock:
+            if self._owes_global:
+                self.client.delete(self.redis_key(self._stamp_prefix + GLOBAL_TAG))
+                self._owes_global = False
+
+
+def _ttl(timeout: int) -> int:
+    # Every key gets a TTL: memory stays bounded by redis' own eviction.
+    return max(1, int(timeout or 1))

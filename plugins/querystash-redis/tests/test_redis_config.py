@@ -1,0 +1,136 @@
+"""The settings section, the DJP hook, the storage hook and `querystash stats`."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import querystash_redis
+from django.conf import settings
+from django.core.management import call_command
+from django.test import override_settings
+from querystash_redis import DEFAULTS, RedisStorage, parse
+
+from querystash import _runtime, plugins
+from tests.testapp.models import Author
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_djp_settings_hook_fills_defaults_without_overwriting():
+    current = {"QUERYSTASH": {"redis": {"url": "redis://10.0.0.1:6380/2", "key_prefix": "a:"}}}
+    querystash_redis.settings(current)
+    section = current["QUERYSTASH"]["redis"]
+    assert section["url"] == "redis://10.0.0.1:6380/2"
+    assert section["key_prefix"] == "a:"
+    assert section["socket_timeout"] == DEFAULTS["socket_timeout"]
+    assert set(section) == set(DEFAULTS)
+    empty: dict = {}
+    querystash_redis.settings(empty)
+    assert empty["QUERYSTASH"]["redis"] == DEFAULTS
+    assert empty["QUERYSTASH"]["redis"] is not DEFAULTS
+
+
+def test_djp_hook_is_registered():
+    import djp
+
+    assert any(getattr(p, "__name__", "") == "querystash_redis"
+               for p in djp.pm.get_plugins())
+
+
+def test_plugin_is_registered_under_the_name_redis():
+    assert plugins.pm.get_plugin("redis") is querystash_redis
+
+
+def test_defaults_parse():
+    config = parse({})
+    assert config.mode == "single"
+    assert config.url == "redis://127.0.0.1:6379/0"
+    assert config.socket_timeout == 0.25 and config.socket_connect_timeout == 0.25
+    assert config.dogpile is None and config.key_prefix == ""
+
+
+def test_modes():
+    assert parse({"sentinels": [["h", 26379], "g:26380"], "service_name": "m"}).sentinels == (
+        ("h", 26379), ("g", 26380))
+    cluster = parse({"cluster_nodes": ["127.0.0.1:7000", "127.0.0.1:7001"]})
+    assert cluster.mode == "cluster" and cluster.cluster_nodes[1] == ("127.0.0.1", 7001)
+    assert parse({"dogpile": True}).dogpile.lease_ms == 2000
+
+
+@pytest.mark.parametrize("section, words", [
+    ("redis://x", 'QUERYSTASH["redis"] must be a dict'),
+    ({"urll": "redis://x"}, 'unknown key "urll"; did you mean "url"?'),
+    ({"url": "http://x"}, '["url"]'),
+    ({"socket_timeout": 0}, '["socket_timeout"] is 0'),
+    ({"socket_timeout": "1"}, '["socket_timeout"]'),
+    ({"socket_connect_timeout": True}, '["socket_connect_timeout"]'),
+    ({"max_connections": 0}, '["max_connections"]'),
+    ({"health_check_interval": -1}, '["health_check_interval"]'),
+    ({"key_prefix": "{x}"}, '["key_prefix"] must not contain'),
+    ({"sentinels": [["h", 1]]}, '["service_name"] is required'),
+    ({"sentinels": ["nohost"], "service_name": "m"}, '["sentinels"] has \'nohost\''),
+    ({"cluster_nodes": "h:1"}, '["cluster_nodes"] is'),
+    ({"cluster_nodes": ["h:1"], "sentinels": ["h:2"], "service_name": "m"}, "not both"),
+    ({"cluster_nodes": ["h:1"], "wait_replicas": 1}, '["wait_replicas"] is not supported'),
+    ({"dogpile": {"lease": 5}}, '["dogpile"] has an unknown key "lease"'),
+    ({"dogpile": {"wait_ms": -1}}, '["dogpile"]["wait_ms"]'),
+    ({"dogpile": 5}, '["dogpile"] is 5'),
+])
+def test_bad_section_is_a_clear_error(section, words):
+    with pytest.raises(ValueError) as info:
+        parse(section)
+    assert words in str(info.value)
+
+
+def test_bad_section_turns_caching_off_and_is_reported_by_check(db):
+    bad = {**settings.QUERYSTASH, "STORAGE": "redis", "redis": {"socket_timeout": -1}}
+    with override_settings(QUERYSTASH=bad):
+        rt = _runtime.current
+        assert not rt.enabled
+        assert any('QUERYSTASH["redis"]["socket_timeout"]' in p for p in rt.problems)
+        out = io.StringIO()
+        from django.core.management.base import SystemCheckError
+
+        with pytest.raises(SystemCheckError) as info:
+            call_command("check", stdout=out, stderr=out)
+        assert "socket_timeout" in str(info.value) and "querystash.E010" in str(info.value)
+        assert list(Author.objects.all()) == []  # queries still work
+
+
+def test_storage_hook_answers_only_to_its_name():
+    config = {**settings.QUERYSTASH, "redis": {}}
+    assert querystash_redis.querystash_storage("django", config) is None
+    assert querystash_redis.querystash_storage("memcached", config) is None
+    assert isinstance(querystash_redis.querystash_storage("redis", config), RedisStorage)
+    assert isinstance(querystash_redis.querystash_storage(None, config), RedisStorage)
+
+
+def test_server_down_at_startup_does_not_turn_caching_off(use_redis):
+    # Nothing listens on port 1: the client is built lazily, errors go to the breaker.
+    with use_redis(url="redis://127.0.0.1:1/0") as rt:
+        assert rt.enabled
+        assert list(Author.objects.all()) == []
+
+
+def test_stats_command_shows_redis_figures(redis_single, use_redis):
+    Author.objects.create(name="A")
+    with use_redis(url=redis_single.url, dogpile={"lease_ms": 500, "wait_ms": 10}):
+        list(Author.objects.all())
+        out = io.StringIO()
+        call_command("querystash", "stats", stdout=out)
+    text = out.getvalue()
+    assert "storage: redis" in text
+    assert "redis: single server" in text
+    assert "redis server keys: 3" in text  # entry + 2 stamps
+    assert "redis server memory used: " in text
+    assert "evicted keys: 0" in text
+    assert "redis parser: hiredis" in text
+    assert "dog-pile leases: lease 500 ms, wait 10 ms" in text
+
+
+def test_stats_command_when_redis_is_down(use_redis):
+    with use_redis(url="redis://127.0.0.1:1/0"):
+        out = io.StringIO()
+        call_command("querystash", "stats", stdout=out)
+    assert "store unreachable" in out.getvalue()
