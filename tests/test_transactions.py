@@ -462,3 +462,31 @@ def test_autocommit_switched_back_on_commits_and_leaves_no_state(data, n):
     assert db_books() != old  # the write was committed
     assert cached_books() == db_books(), "stale read after an implicit commit"
     assert_no_state()
+
+
+def test_written_tags_are_invalidated_just_before_and_right_after_commit(monkeypatch):
+    from querystash import _stamps
+
+    events = []
+    real_invalidate = _stamps.invalidate
+
+    def invalidate(rt, tags, model=""):
+        events.append(("invalidate", frozenset(tags)))
+        return real_invalidate(rt, tags, model)
+
+    conn = connections["default"]
+    real_commit = type(conn)._commit
+
+    def _commit(self):
+        events.append(("COMMIT",))
+        return real_commit(self)
+
+    monkeypatch.setattr(_stamps, "invalidate", invalidate)
+    monkeypatch.setattr(type(conn), "_commit", _commit)
+    with transaction.atomic():
+        Author.objects.create(name="x")
+        assert events and events[-1][0] == "invalidate"  # at write time
+        events.clear()
+    kinds = [e[0] for e in events]
+    assert kinds == ["invalidate", "COMMIT", "invalidate"], events
+    assert "testapp_author" in events[0][1] and "testapp_author" in events[2][1]

@@ -8,8 +8,8 @@ off its text (see ``_sql``); a statement whose tables can't be known
 
 A write invalidates its tags at once; inside a transaction it also records
 them, so reads of those tags bypass the cache until the transaction ends, and
-they are invalidated again right after the commit (before ``on_commit``
-callbacks run).
+they are invalidated again just before the commit and right after it (before
+``on_commit`` callbacks run).
 """
 
 from __future__ import annotations
@@ -62,6 +62,13 @@ def transaction_ended(connection, invalidate: bool) -> None:
         _stamps.invalidate(rt, written)
 
 
+def _invalidate_written(connection) -> None:
+    written = _transactions.written_tags(connection)
+    rt = _runtime.current
+    if written and rt is not None and rt.storage is not None:
+        _stamps.invalidate(rt, written)
+
+
 # -- the patched methods ------------------------------------------------------
 
 
@@ -105,6 +112,11 @@ def executescript(self, script):
 
 def make_commit(original):
     def commit(self):
+        # Once more just before COMMIT: entries filled with the old rows while
+        # the transaction ran die now, not only after the commit, which leaves
+        # only fills landing between these two points for the short gap
+        # before the post-commit invalidation.
+        _invalidate_written(self)
         try:
             original(self)
         finally:
