@@ -6,17 +6,22 @@ section's defaults), ``querystash_storage`` a querystash hook.
 
 from __future__ import annotations
 
-import djp
+from pluggy import HookimplMarker
 
 from querystash import hookimpl
 
 from ._config import DEFAULTS, RedisConfig, defaults, parse
 from ._storage import RedisStorage
 
+# djp.hookimpl is this marker. Importing djp here instead would, when this
+# module is imported first, make djp load its entry points — this module
+# among them, half-imported — and lose the settings hook.
+djp_hookimpl = HookimplMarker("djp")
+
 __all__ = ["DEFAULTS", "RedisConfig", "RedisStorage", "parse", "querystash_storage", "settings"]
 
 
-@djp.hookimpl
+@djp_hookimpl
 def settings(current_settings: dict) -> None:
     """Fill ``QUERYSTASH["redis"]`` with the defaults, keeping the user's values."""
     config = current_settings.setdefault("QUERYSTASH", {})

@@ -1,0 +1,178 @@
+"""Real memcached processes for querystash-memcached's tests.
+
+The session's ``memcached_server`` (tests/fixtures.py) for one server; extra
+throwaway servers (``tests.servers.MemcachedServer``) for pools and tiny
+memory limits. A binary missing: skip, or fail when ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from contextlib import ExitStack, contextmanager
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+from pymemcache.client.base import Client
+from querystash_memcached import MemcachedStorage
+
+from querystash import _runtime
+from tests.servers import MemcachedServer, free_port
+from tests.testapp.models import Author, Book
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def need_memcached() -> None:
+    if shutil.which("memcached") is None:
+        msg = "memcached is not installed: apt-get install memcached"
+        if IN_CI:
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+
+
+def flush(url: str) -> None:
+    host, port = url.rsplit(":", 1)
+    client = Client((host, int(port)), connect_timeout=2, timeout=2)
+    try:
+        client.flush_all(noreply=False)
+    finally:
+        client.close()
+
+
+@contextmanager
+def using(servers: list[str], **section):
+    """Make querystash use memcached on ``servers``; yields the live runtime."""
+    top = {k: section.pop(k) for k in list(section) if k.isupper()}
+    value = {**settings.QUERYSTASH, **top, "STORAGE": "memcached",
+             "memcached": {"servers": servers, "timeout": 0.3, "connect_timeout": 0.3,
+                           **section}}
+    with override_settings(QUERYSTASH=value):
+        rt = _runtime.current
+        assert rt.enabled, rt.problems
+        assert isinstance(rt.storage, MemcachedStorage)
+        rt.breaker.cooldown = 0.1  # tests wait out outages; production waits 5 s
+        yield rt
+
+
+@pytest.fixture
+def mc(memcached_server):
+    """querystash on the session's memcached server, emptied first."""
+    memcached_server.ensure_running()
+    flush(memcached_server.url)
+    with using([memcached_server.url]) as rt:
+        yield rt
+
+
+@pytest.fixture
+def pool3():
+    """Three fresh memcached servers (stopped afterwards)."""
+    need_memcached()
+    with ExitStack() as stack:
+        yield [stack.enter_context(MemcachedServer()) for _ in range(3)]
+
+
+@pytest.fixture
+def data():
+    alice = Author.objects.create(name="Alice", age=35)
+    bob = Author.objects.create(name="Bob", age=50)
+    Book.objects.create(title="One", author=alice)
+    Book.objects.create(title="Two", author=bob)
+    return {"alice": alice, "bob": bob}
+
+
+def books(manager) -> list:
+    return list(manager.order_by("pk").values_list("pk", "title", "status"))
+
+
+def cached() -> list:
+    return books(Book.objects)
+
+
+def truth() -> list:
+    return books(Book.objects.nocache())
+
+
+def wait_out_cooldown(rt) -> None:
+    time.sleep(max(0.0, rt.breaker.open_until - time.monotonic()) + 0.02)
+    assert rt.breaker.allows()
+
+
+def layout(servers: list[str], tag: str, other: str) -> str:
+    """A KEY_PREFIX under which the stamps of ``tag`` and ``other`` live on
+    different servers of the ring."""
+    probe = MemcachedStorage(servers=servers)
+    for i in range(100):
+        prefix = f"qs{i}"
+        if probe.server_for(f"{prefix}:t:{tag}") is not probe.server_for(f"{prefix}:t:{other}"):
+            return prefix
+    raise AssertionError("no prefix separates the two stamps")
+
+
+class Proxy:
+    """A TCP relay in front of a server, which a test can cut like a network
+    partition: the server keeps its data, the client sees resets."""
+
+    def __init__(self, upstream: tuple[str, int]):
+        self.upstream = upstream
+        self.port = free_port()
+        self.url = f"127.0.0.1:{self.port}"
+        self.cut_off = False
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._listener.settimeout(0.1)
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        self.cut_off = True
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            _close(conn)
+
+    def heal(self) -> None:
+        self.cut_off = False
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                downstream, _ = self._listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            if self.cut_off:
+                _close(downstream)
+                continue
+            upstream = socket.create_connection(self.upstream)
+            with self._lock:
+                self._conns += [downstream, upstream]
+            for a, b in ((downstream, upstream), (upstream, downstream)):
+                threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    _close(src)
+    _close(dst)
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
