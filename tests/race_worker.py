@@ -36,7 +36,7 @@ def read_stamps_after_query(rt, key, tags, model, timeout, can_fill, run):
     result = run()
     _stamps.checkpoint("before_fill")
     stamps = rt.storage.get_many([rt.stamp_prefix + t for t in tags])
-    _stamps._ensure_stamps(rt, [rt.stamp_prefix + t for t in tags], stamps)
+    _stamps._ensure_stamps(rt, tags, [rt.stamp_prefix + t for t in tags], stamps)
     _stamps._fill(rt, key, model, tags, timeout, stamps, result)
     return result
 

@@ -505,3 +505,41 @@ def test_disabling_a_broken_plugin_as_the_hint_says_restores_caching(entry_point
     assert not _runtime.current.enabled
     with override_settings(QUERYSTASH=querystash_setting(DISABLED_PLUGINS=["querystash_broken"])):
         assert _runtime.current.enabled, _runtime.current.problems
+
+
+class PinnedRegistration(querystash.InvalidationStrategy):
+    """Owns Book reads; they also depend on a "registration" tag whose stamp
+    must hold this strategy's value (as querystash-fields' scheme slots do)."""
+
+    def __init__(self):
+        self.conflicts = []
+
+    def query_tags(self, info):
+        return ["testapp_book", "registration"] if info.model is Book else None
+
+    def stamp_value(self, tag):
+        return b"mine" if tag == "registration" else None
+
+    def stamp_conflict(self, tag, found):
+        self.conflicts.append((tag, found))
+
+    @querystash.hookimpl
+    def querystash_invalidation_strategy(self, config):
+        return self
+
+
+def test_pinned_stamp_is_created_with_its_value_and_a_conflict_prevents_the_fill(
+    library, counts
+):
+    strategy = PinnedRegistration()
+    with registered(strategy, "pinned_registration"):
+        rt = _runtime.current
+        key = rt.stamp_prefix + "registration"
+        assert run(books) == (["The Dispossessed"], 1)
+        assert rt.storage.get_many([key]) == [b"mine"]  # created with the pinned value
+        assert run(books) == (["The Dispossessed"], 0)  # and the fill was kept
+        rt.storage.set(key, b"theirs", 600)  # someone else's registration now
+        assert run(books) == (["The Dispossessed"], 1)
+        assert run(books) == (["The Dispossessed"], 1)  # never filled under theirs
+        assert strategy.conflicts == [("registration", b"theirs")] * 2
+        assert counts("testapp.Book").get("fills") == 1

@@ -46,6 +46,11 @@ class Runtime:
         self.storage = storage
         self.key_function = key_function
         self.strategies = strategies
+        #: strategies that pin stamp values (see InvalidationStrategy.stamp_value)
+        self.pinning = [
+            s for s in strategies
+            if type(s).stamp_value is not InvalidationStrategy.stamp_value
+        ]
         self.checks = checks
         self.observers = observers
         self.problems = problems
@@ -83,6 +88,18 @@ class Runtime:
             if tags is not None:
                 return [*tags, GLOBAL_TAG]
         return [GLOBAL_TAG]
+
+    def stamp_values(self, tags: list[str]) -> dict[int, tuple[bytes, InvalidationStrategy]]:
+        """{position in ``tags``: (required value, strategy)} for pinned tags."""
+        pinned = {}
+        if self.pinning:
+            for i, tag in enumerate(tags):
+                for strategy in self.pinning:
+                    value = strategy.stamp_value(tag)
+                    if value is not None:
+                        pinned[i] = (value, strategy)
+                        break
+        return pinned
 
     # -- writes ---------------------------------------------------------------
 

@@ -115,7 +115,7 @@ def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
         checkpoint("after_stamp_read")
     if can_fill:
         try:
-            can_fill = _ensure_stamps(rt, stamp_keys, stamps)
+            can_fill = _ensure_stamps(rt, tags, stamp_keys, stamps)
         except Exception as exc:
             breaker.trip(rt, exc, lost_invalidation=False)
             can_fill = False
@@ -127,20 +127,29 @@ def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
     return result
 
 
-def _ensure_stamps(rt: Runtime, stamp_keys: list[str], stamps: list) -> bool:
+def _ensure_stamps(rt: Runtime, tags: list[str], stamp_keys: list[str], stamps: list) -> bool:
     """Create missing stamps (add = SET NX), re-reading those another process
-    created first. Fills ``stamps`` in place; False if one cannot be known."""
-    new = {k: os.urandom(8) for k, v in zip(stamp_keys, stamps, strict=True) if v is None}
-    if not new:
-        return True
-    existed = rt.storage.add_many(new, rt.stamp_timeout)
-    if existed:
-        lost = [k for k in new if k in existed]
-        for k, v in zip(lost, rt.storage.get_many(lost), strict=True):
-            new[k] = v
-    for i, k in enumerate(stamp_keys):
-        if stamps[i] is None:
-            stamps[i] = new[k]
+    created first. Fills ``stamps`` in place; False if one cannot be known,
+    or a pinned stamp (``InvalidationStrategy.stamp_value``) holds another value."""
+    pinned = rt.stamp_values(tags)
+    new = {
+        k: pinned[i][0] if i in pinned else os.urandom(8)
+        for i, (k, v) in enumerate(zip(stamp_keys, stamps, strict=True))
+        if v is None
+    }
+    if new:
+        existed = rt.storage.add_many(new, rt.stamp_timeout)
+        if existed:
+            lost = [k for k in new if k in existed]
+            for k, v in zip(lost, rt.storage.get_many(lost), strict=True):
+                new[k] = v
+        for i, k in enumerate(stamp_keys):
+            if stamps[i] is None:
+                stamps[i] = new[k]
+    for i, (value, strategy) in pinned.items():
+        if stamps[i] != value:
+            strategy.stamp_conflict(tags[i], stamps[i])
+            return False
     return None not in stamps
 
 

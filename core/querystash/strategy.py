@@ -24,3 +24,17 @@ class InvalidationStrategy:
     def write_tags(self, event: WriteEvent) -> Iterable[str]:
         """Tags a write invalidates."""
         return ()
+
+    def stamp_value(self, tag: str) -> bytes | None:
+        """The value ``tag``'s stamp must hold, or ``None`` for an ordinary
+        stamp (any value; created random).
+
+        For tags that stand for a registration rather than a version (the
+        scheme slots of querystash-fields, say). Asked on a miss only: a
+        missing stamp is created with this value, and the entry is not
+        filled when the store holds anything else."""
+        return None
+
+    def stamp_conflict(self, tag: str, found: bytes | None) -> None:
+        """Told that ``tag``'s stamp did not hold ``stamp_value(tag)`` on a
+        miss (``found``: what it held), so the entry was not filled."""
