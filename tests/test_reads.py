@@ -748,3 +748,34 @@ def test_hits_call_no_pluggy_hook(library, monkeypatch, django_assert_num_querie
     # Control: the counting wrapper does see a hook call.
     plugins.pm.hook.querystash_key_function(config=conf.config())
     assert calls == ["querystash_key_function"]
+
+
+def test_prefetch_lookups_follow_the_querysets_cache_request(django_assert_num_queries):
+    # Tag and the m2m through table are not enabled by MODELS here: only the
+    # queryset's .cache() makes its prefetch queries cacheable.
+    from django.conf import settings as dj_settings
+    from django.test import override_settings
+
+    from tests.testapp.models import Author as A
+    from tests.testapp.models import Book as B
+    from tests.testapp.models import Tag as T
+
+    author = Author.objects.create(name="p")
+    book = Book.objects.create(title="t", author=author)
+    book.tags.add(Tag.objects.create(name="x"), Tag.objects.create(name="y"))
+    config = {**settings.QUERYSTASH, "MODELS": {}}
+
+    def read(qs):
+        return [(b.title, sorted(t.name for t in b.tags.all())) for b in qs]
+
+    with override_settings(QUERYSTASH=config):
+        expected = read(Book.objects.nocache().prefetch_related("tags"))
+        assert read(Book.objects.cache().prefetch_related("tags")) == expected
+        with django_assert_num_queries(0):
+            assert read(Book.objects.cache().prefetch_related("tags")) == expected
+        with django_assert_num_queries(2):  # neither asked: nothing cached
+            read(Book.objects.prefetch_related("tags"))
+        book.tags.add(Tag.objects.create(name="z"))
+        fresh = read(Book.objects.cache().prefetch_related("tags"))
+        assert fresh == read(Book.objects.nocache().prefetch_related("tags"))
+        assert fresh[0][1] == ["x", "y", "z"]

@@ -44,6 +44,8 @@ def install() -> None:
     for name, op in (("get", "get"), ("count", "count"), ("exists", "exists"),
                      ("aggregate", "aggregate")):
         _patch(QuerySet, name, _queryset.with_op(op, getattr(QuerySet, name)))
+    _patch(QuerySet, "_prefetch_related_objects",
+           _queryset.with_prefetch_spec(QuerySet._prefetch_related_objects))
     setting_changed.connect(_on_setting_changed, dispatch_uid="querystash")
     _runtime.rebuild()
 

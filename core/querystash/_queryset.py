@@ -15,6 +15,13 @@ current_op: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
+#: the spec of the queryset whose prefetch_related lookups are running: they
+#: follow what their queryset asked for unless they ask for themselves
+prefetch_spec: contextvars.ContextVar[CacheSpec | None] = contextvars.ContextVar(
+    "querystash_prefetch_spec", default=None
+)
+
+
 class CacheSpec:
     """What a queryset asked for; stored on its ``Query`` (clones copy it)."""
 
@@ -93,10 +100,30 @@ def with_op(op: str, method):
     return wrapper
 
 
+def with_prefetch_spec(method):
+    """Wrap QuerySet._prefetch_related_objects: ``qs.cache().prefetch_related(...)``
+    caches the prefetch queries too (and ``.nocache()`` keeps them out)."""
+
+    @functools.wraps(method)
+    def wrapper(self):
+        spec = self.query.__dict__.get("_querystash")
+        if spec is None:
+            return method(self)
+        token = prefetch_spec.set(spec)
+        try:
+            return method(self)
+        finally:
+            prefetch_spec.reset(token)
+
+    return wrapper
+
+
 def spec_of(query) -> CacheSpec | None:
     spec = query.__dict__.get("_querystash")
     if spec is None:
         inner = query.__dict__.get("inner_query")  # count()/aggregate() over a subquery
         if inner is not None:
             spec = inner.__dict__.get("_querystash")
+        if spec is None:
+            spec = prefetch_spec.get()
     return spec
