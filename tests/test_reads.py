@@ -753,13 +753,6 @@ def test_hits_call_no_pluggy_hook(library, monkeypatch, django_assert_num_querie
 def test_prefetch_lookups_follow_the_querysets_cache_request(django_assert_num_queries):
     # Tag and the m2m through table are not enabled by MODELS here: only the
     # queryset's .cache() makes its prefetch queries cacheable.
-    from django.conf import settings as dj_settings
-    from django.test import override_settings
-
-    from tests.testapp.models import Author as A
-    from tests.testapp.models import Book as B
-    from tests.testapp.models import Tag as T
-
     author = Author.objects.create(name="p")
     book = Book.objects.create(title="t", author=author)
     book.tags.add(Tag.objects.create(name="x"), Tag.objects.create(name="y"))
