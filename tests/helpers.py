@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 from django.conf import settings
 from django.core.cache import caches
@@ -38,3 +41,19 @@ def counts():
         return dict(rt.stats.by_model.get(model, {}))
 
     return read
+
+
+def run_clean(args, cwd, timeout: float) -> str:
+    """Run a command outside this test process's Django/venv environment (a
+    fresh virtualenv's python, pip...); fail with its output if it fails."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+           and not k.startswith("QUERYSTASH")}
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    assert proc.returncode == 0, (
+        f"{' '.join(map(str, args))} exited {proc.returncode}\n"
+        f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+    )
+    return proc.stdout

@@ -6,11 +6,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import run_clean
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "cookiecutter-plugin"
@@ -24,18 +25,7 @@ except ImportError:  # a dev dependency: pip install -e ".[dev]"
     pytest.skip("cookiecutter is not installed", allow_module_level=True)
 
 
-def _run(args, cwd, timeout):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
-           and not k.startswith("QUERYSTASH")}
-    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
-    assert proc.returncode == 0, (
-        f"{' '.join(map(str, args))} exited {proc.returncode}\n"
-        f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"
-    )
-    return proc.stdout
+_run = run_clean  # shared with the other fresh-virtualenv tests
 
 
 @pytest.fixture(scope="module")

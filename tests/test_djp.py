@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import djp
 import pytest
+
+from tests.helpers import run_clean
 
 CORE = Path(__file__).resolve().parent.parent / "core"
 
@@ -170,18 +170,7 @@ print(json.dumps({
 """
 
 
-def _run(args, cwd, timeout):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
-           and not k.startswith("QUERYSTASH")}
-    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
-    assert proc.returncode == 0, (
-        f"{' '.join(map(str, args))} exited {proc.returncode}\n"
-        f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
-    )
-    return proc.stdout
+_run = run_clean  # shared with the other fresh-virtualenv tests
 
 
 @pytest.fixture(scope="module")
