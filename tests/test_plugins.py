@@ -517,7 +517,7 @@ class PinnedRegistration(querystash.InvalidationStrategy):
     def query_tags(self, info):
         return ["testapp_book", "registration"] if info.model is Book else None
 
-    def stamp_value(self, tag):
+    def stamp_value(self, tag, found):
         return b"mine" if tag == "registration" else None
 
     def stamp_conflict(self, tag, found):

@@ -89,13 +89,16 @@ class Runtime:
                 return [*tags, GLOBAL_TAG]
         return [GLOBAL_TAG]
 
-    def stamp_values(self, tags: list[str]) -> dict[int, tuple[bytes, InvalidationStrategy]]:
-        """{position in ``tags``: (required value, strategy)} for pinned tags."""
+    def stamp_values(
+        self, tags: list[str], found: list
+    ) -> dict[int, tuple[bytes, InvalidationStrategy]]:
+        """{position in ``tags``: (required value, strategy)} for pinned tags;
+        ``found``: the stamps the read found."""
         pinned = {}
         if self.pinning:
             for i, tag in enumerate(tags):
                 for strategy in self.pinning:
-                    value = strategy.stamp_value(tag)
+                    value = strategy.stamp_value(tag, found[i])
                     if value is not None:
                         pinned[i] = (value, strategy)
                         break

@@ -25,14 +25,15 @@ class InvalidationStrategy:
         """Tags a write invalidates."""
         return ()
 
-    def stamp_value(self, tag: str) -> bytes | None:
+    def stamp_value(self, tag: str, found: bytes | None) -> bytes | None:
         """The value ``tag``'s stamp must hold, or ``None`` for an ordinary
         stamp (any value; created random).
 
         For tags that stand for a registration rather than a version (the
-        scheme slots of querystash-fields, say). Asked on a miss only: a
-        missing stamp is created with this value, and the entry is not
-        filled when the store holds anything else."""
+        scheme slots of querystash-fields, say). Asked on a miss only, with
+        ``found``, what the read's multi-get found in the stamp (``None``:
+        missing): a missing stamp is created with the returned value, and
+        the entry is not filled when the store holds anything else."""
         return None
 
     def stamp_conflict(self, tag: str, found: bytes | None) -> None:

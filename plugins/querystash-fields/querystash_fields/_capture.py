@@ -1,0 +1,309 @@
+"""Which ORM operation issued a write statement, with the row's old and new values.
+
+Reversible patches on ``Model`` (``install()`` / ``uninstall()``):
+
+- ``from_db`` keeps the loaded values on the instance (one dict entry per
+  loaded instance; turned into a dict only when the instance is saved).
+- ``_do_update`` (``save()`` of an existing row) adds the loaded values of
+  the table's taggable columns to the UPDATE's WHERE clause. The database
+  checks them atomically with the write: when the UPDATE matches, those
+  *were* the row's old values; when it matches nothing (the row changed
+  since it was loaded, or is gone), Django's plain UPDATE runs next and the
+  table's whole family is invalidated. No SELECT is ever added.
+- ``_do_insert`` (``save()`` of a new row) knows every new value, the
+  database-generated primary key included once the INSERT returns.
+
+Every other write statement (``QuerySet.update``/``delete``, ``delete()``
+and its cascades, bulk operations, m2m, raw SQL) is unmatched and
+invalidates the family of each table it writes.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+
+from django.db import connections
+from django.db.models import Model
+
+from querystash import _runtime, _stamps, _transactions
+
+from ._values import UNKNOWN, render, taggable
+
+logger = logging.getLogger("querystash")
+
+SNAPSHOT = "_querystash_fields_loaded"
+PENDING = "_querystash_fields_pending"
+
+#: the strategy of the last runtime build (set by the hook), or None
+active = None
+
+
+def _active():
+    """The strategy, if the live runtime uses it (the plugin may be disabled)."""
+    rt, strategy = _runtime.current, active
+    if rt is None or strategy is None or strategy not in rt.strategies:
+        return None
+    return strategy
+
+
+class Statement:
+    """The write statement an ORM ``save()`` is about to run."""
+
+    __slots__ = ("alias", "table", "kind", "ran")
+
+    def __init__(self, alias: str, table: str, kind: str):
+        self.alias = alias
+        self.table = table
+        self.kind = kind
+        self.ran = False
+
+    def matches(self, event) -> bool:
+        return (event.alias == self.alias and event.kind == self.kind
+                and event.tables == frozenset((self.table,)))
+
+
+current: contextvars.ContextVar[Statement | None] = contextvars.ContextVar(
+    "querystash_fields_statement", default=None
+)
+
+
+# -- snapshots of loaded rows -------------------------------------------------------------
+
+
+def snapshot(instance) -> dict | None:
+    raw = instance.__dict__.get(SNAPSHOT)
+    if raw is None or isinstance(raw, dict):
+        return raw
+    field_names, values = raw
+    fields = instance._meta.concrete_fields
+    if len(values) != len(fields):
+        fields = [f for f in fields if f.attname in field_names]
+    snap = {f.attname: v for f, v in zip(fields, values, strict=False)}
+    instance.__dict__[SNAPSHOT] = snap
+    return snap
+
+
+def _remember(instance, new: dict) -> None:
+    snap = snapshot(instance)
+    if snap is None:
+        snap = instance.__dict__[SNAPSHOT] = {}
+    for attname, value in new.items():
+        if value is UNKNOWN or hasattr(value, "resolve_expression"):
+            snap.pop(attname, None)
+        else:
+            snap[attname] = value
+
+
+# -- settling: old/new values -> tags ------------------------------------------------------
+
+
+def _manual_transaction(connection) -> bool:
+    """Autocommit off outside atomic(): on_commit() is refused there."""
+    return connection.connection is not None and not connection.get_autocommit() and (
+        not connection.in_atomic_block
+    )
+
+
+def tags_for(rt, strategy, items) -> set[str]:
+    """Field tags of every registered scheme for the old and new values of
+    ``items`` = [(table, model, old or None, new or None)]."""
+    slots = strategy.registry.read(rt, {item[0] for item in items})
+    tags: set[str] = set()
+    for table, model, old, new in items:
+        by_column = {f.column: f for f in model._meta.local_concrete_fields}
+        for _tag, scheme in slots[table]:
+            if scheme is None:  # a stamp the core made in a lost slot
+                tags.add(table + "#")
+                continue
+            for row in (old, new):
+                if row is None:
+                    continue
+                tag = _field_tag(table, scheme, by_column, row, strategy.vendor(model))
+                tags.add(table + "#" if tag is None else tag)
+    return tags
+
+
+def _field_tag(table, scheme, by_column, row, vendor) -> str | None:
+    parts = []
+    for column in scheme:
+        field = by_column.get(column)
+        if field is None or field.attname not in row or not taggable(field, vendor):
+            return None
+        text = render(field, row[field.attname])
+        if text is UNKNOWN:
+            return None
+        parts.append(f"{column}={text}")
+    return f"{table}:{','.join(parts)}"
+
+
+def settle(alias: str, items, *, after_commit: bool = False) -> None:
+    """Invalidate the tags of ``items`` now; inside atomic(), again right
+    after the commit with the schemes registered by then."""
+    rt, strategy = _runtime.current, _active()
+    if rt is None or rt.storage is None or strategy is None:
+        return
+    connection = connections[alias]
+    try:
+        tags = tags_for(rt, strategy, items)
+    except Exception as exc:
+        rt.breaker.trip(rt, exc, lost_invalidation=True)
+        tags = {item[0] + "#" for item in items}
+    if not after_commit and _transactions.in_transaction(connection):
+        if connection.in_atomic_block:
+            # Even with no scheme yet: one may be registered before the commit.
+            _queue(connection, items)
+        if tags:
+            _transactions.record(connection, tags)
+    if tags:  # no scheme registered on these tables: nothing depends on them
+        _stamps.invalidate(rt, tags)
+
+
+def family(alias: str, table: str) -> None:
+    """The statement ran but its values can't be known: the whole family."""
+    rt = _runtime.current
+    if rt is None or rt.storage is None:
+        return
+    tags = {table + "#"}
+    connection = connections[alias]
+    if _transactions.in_transaction(connection):
+        _transactions.record(connection, tags)
+    _stamps.invalidate(rt, tags)
+
+
+class _AfterCommit:
+    """Runs first among the transaction's on_commit callbacks."""
+
+    def __init__(self, alias: str):
+        self.alias = alias
+        self.items: list = []
+
+    def __call__(self) -> None:
+        settle(self.alias, self.items, after_commit=True)
+
+
+def _queue(connection, items) -> None:
+    pending = connection.__dict__.get(PENDING)
+    if pending is None or not any(entry[1] is pending for entry in connection.run_on_commit):
+        pending = connection.__dict__[PENDING] = _AfterCommit(connection.alias)
+        # An empty savepoint set: a rolled-back savepoint never drops it
+        # (settling a write that was undone only invalidates more).
+        connection.run_on_commit.insert(0, (set(), pending, True))
+    pending.items.extend(items)
+
+
+# -- the patched methods ------------------------------------------------------------------
+
+
+def make_from_db(original):
+    func = original.__func__
+
+    def from_db(cls, db, field_names, values, *args, **kwargs):
+        new = func(cls, db, field_names, values, *args, **kwargs)
+        new.__dict__[SNAPSHOT] = (field_names, values)
+        return new
+
+    return classmethod(from_db)
+
+
+def make_do_update(original):
+    def _do_update(self, base_qs, using, pk_val, values, *args, **kwargs):
+        strategy = _active()
+        model = base_qs.model
+        meta = model._meta
+        if (strategy is None or not values or meta.select_on_save or not meta.pk.concrete
+                or _manual_transaction(connections[using])):
+            return original(self, base_qs, using, pk_val, values, *args, **kwargs)
+        snap = snapshot(self)
+        if not snap:
+            return original(self, base_qs, using, pk_val, values, *args, **kwargs)
+        vendor = strategy.vendor(model)
+        old = {meta.pk.attname: pk_val}
+        conditions = {}
+        for field in meta.local_concrete_fields:
+            if field.primary_key or field.attname not in snap or not taggable(field, vendor):
+                continue
+            value = snap[field.attname]
+            old[field.attname] = value
+            if value is None:
+                conditions[field.attname + "__isnull"] = True
+            else:
+                conditions[field.attname] = value
+        new = dict(old)
+        for field, _, value in values:
+            new[field.attname] = value
+        statement = Statement(using, meta.db_table, "update")
+        token = current.set(statement)
+        settled = False
+        try:
+            result = original(self, base_qs.filter(**conditions), using, pk_val, values,
+                              *args, **kwargs)
+            if result:
+                settle(using, [(meta.db_table, model, old, new)])
+                settled = True
+        finally:
+            current.reset(token)
+            if statement.ran and not settled:
+                family(using, meta.db_table)
+        if result:
+            _remember(self, new)
+            return result
+        # The row is not as it was loaded (changed elsewhere, or gone):
+        # Django's own UPDATE, unmatched, so the family is invalidated.
+        self.__dict__.pop(SNAPSHOT, None)
+        return original(self, base_qs, using, pk_val, values, *args, **kwargs)
+
+    return _do_update
+
+
+def make_do_insert(original):
+    def _do_insert(self, manager, using, fields, returning_fields, raw, *args, **kwargs):
+        strategy = _active()
+        model = manager.model
+        if strategy is None or _manual_transaction(connections[using]):
+            return original(self, manager, using, fields, returning_fields, raw, *args, **kwargs)
+        table = model._meta.db_table
+        statement = Statement(using, table, "insert")
+        token = current.set(statement)
+        settled = False
+        try:
+            result = original(self, manager, using, fields, returning_fields, raw,
+                              *args, **kwargs)
+            returned = {}
+            if result and returning_fields:
+                returned = {f.attname: v for f, v in zip(returning_fields, result[0],
+                                                          strict=False)}
+            new = {
+                f.attname: returned[f.attname] if f.attname in returned
+                else self.__dict__.get(f.attname, UNKNOWN)
+                for f in model._meta.local_concrete_fields
+            }
+            settle(using, [(table, model, None, new)])
+            settled = True
+        finally:
+            current.reset(token)
+            if statement.ran and not settled:
+                family(using, table)
+        _remember(self, new)
+        return result
+
+    return _do_insert
+
+
+_patches: list[tuple[str, object]] = []
+
+
+def install() -> None:
+    if _patches:
+        return
+    for name, make in (("from_db", make_from_db), ("_do_update", make_do_update),
+                       ("_do_insert", make_do_insert)):
+        original = Model.__dict__[name]
+        _patches.append((name, original))
+        setattr(Model, name, make(original))
+
+
+def uninstall() -> None:
+    while _patches:
+        name, original = _patches.pop()
+        setattr(Model, name, original)

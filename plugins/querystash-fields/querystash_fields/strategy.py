@@ -1,0 +1,130 @@
+"""The field-scoped invalidation strategy."""
+
+from __future__ import annotations
+
+from django.db import connections
+
+from querystash import InvalidationStrategy, _runtime, _transactions
+
+from . import _capture
+from ._analysis import analyze
+from ._schemes import Registry, SlotTag
+
+_MEMO_LIMIT = 8192
+
+
+def field_tag(table: str, columns, combo) -> str:
+    return f"{table}:{','.join(f'{c}={v}' for c, v in zip(columns, combo, strict=True))}"
+
+
+class FieldStrategy(InvalidationStrategy):
+    """Owns a read when its WHERE tree gives equality conditions on at
+    least one table; every other read is left to the core's table strategy.
+
+    Tags of an owned read, per table ``T`` it reads:
+
+    - described (exact conditions on every alias of ``T``): ``T#`` (the
+      family, killed by every write to ``T`` whose values are unknown), the
+      slot of each scheme used, and ``T:col=value,...`` per value combination;
+    - otherwise: ``T`` itself, which every write to ``T`` invalidates.
+
+    A slot's stamp is pinned (``stamp_value``) to a registration of the
+    read's scheme: see ``_schemes``.
+    """
+
+    def __init__(self, config: dict):
+        section = config.get("fields") or {}
+        self.ignore = frozenset(config["IGNORE_TABLES"])
+        self.in_limit = int(section.get("in_limit", 8))
+        self.max_tags = int(section.get("max_tags", 16))
+        self.registry = Registry(int(section.get("slots", 16)))
+        self._memo: dict = {}
+        self._vendors: dict[str, str] = {}
+
+    def vendor(self, model) -> str:
+        """The vendor of the default database (text columns are only used
+        where comparison is exact)."""
+        return self._vendor_of("default")
+
+    def _vendor_of(self, alias: str) -> str:
+        try:
+            return self._vendors[alias]
+        except KeyError:
+            vendor = self._vendors[alias] = connections[alias].vendor
+            return vendor
+
+    # -- reads --------------------------------------------------------------------
+
+    def query_tags(self, info):
+        if info.query is None:
+            return None
+        written = _transactions.written_tags(connections[info.alias])
+        if written and not written.isdisjoint(info.tables):
+            return None  # read-your-writes: the table strategy's tags bypass
+        try:
+            key = (info.alias, info.sql, info.params, info.fields)
+            memo = self._memo.get(key)
+        except TypeError:  # an unhashable parameter
+            key = memo = None
+        generation = self.registry.generation
+        if memo is not None and memo[0] == generation:
+            return memo[1]
+        tags = self._tags(info)
+        if key is not None:
+            if len(self._memo) >= _MEMO_LIMIT:
+                self._memo.clear()
+            self._memo[key] = (generation, tags)
+        return tags
+
+    def _tags(self, info):
+        rt = _runtime.current
+        if rt is None or rt.storage is None:
+            return None
+        analysis = analyze(info.query, self._vendor_of(info.alias), info.fields,
+                           self.in_limit, self.max_tags)
+        if analysis is None:
+            return None
+        tags: list[str] = []
+        described = False
+        for table in sorted(info.tables):
+            conditions = analysis.get(table)
+            own = [table + "#"] if conditions else None
+            for cond in conditions or ():
+                slot = self.registry.slot_for(rt, table, cond.columns)
+                if slot is None:
+                    own = None
+                    break
+                own.append(slot)
+                own.extend(field_tag(table, cond.columns, combo) for combo in cond.combos)
+            if own is None:
+                tags.append(table)
+            else:
+                tags.extend(own)
+                described = True
+        return tags if described else None
+
+    # -- writes -------------------------------------------------------------------
+
+    def write_tags(self, event):
+        statement = _capture.current.get()
+        tags = []
+        for table in event.tables:
+            if table in self.ignore:
+                continue
+            tags.append(table)
+            if statement is not None and statement.table == table and statement.matches(event):
+                statement.ran = True  # its field tags follow once its values are known
+                continue
+            tags.append(table + "#")
+        return tags
+
+    # -- pinned stamps: the scheme slots ------------------------------------------------
+
+    def stamp_value(self, tag, found):
+        if type(tag) is not SlotTag:
+            return None
+        return self.registry.stamp_value(tag, found)
+
+    def stamp_conflict(self, tag, found):
+        if type(tag) is SlotTag:
+            self.registry.conflict(tag, found)

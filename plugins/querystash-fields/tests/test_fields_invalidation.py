@@ -1,0 +1,419 @@
+"""Field-scoped invalidation: django-cachebot's README conditions, made exact.
+
+Book plays cachebot's Photo and Author its User: ``Book.author`` is ``Photo.user``.
+Each test primes a cached read (second read a hit), writes, then checks the
+read is fresh (a miss equal to the database) or, for writes that cannot
+change it, still a hit.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef
+
+from querystash import _runtime
+from tests.testapp.models import Author, Book, Place, Restaurant, Review, Tag
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Read:
+    def __init__(self, counts, fn, label="testapp.Book"):
+        self.counts, self.fn, self.label = counts, fn, label
+        self.primed = None
+
+    def hits(self):
+        return self.counts(self.label).get("hits", 0)
+
+    def prime(self):
+        first = self.fn(True)
+        before = self.hits()
+        assert self.fn(True) == first == self.fn(False)
+        assert self.hits() == before + 1, "the second read should be a hit"
+        self.primed = first
+        return self
+
+    def hit(self):
+        before = self.hits()
+        got = self.fn(True)
+        assert self.hits() == before + 1, "a write that can't change this read invalidated it"
+        assert got == self.primed == self.fn(False)
+
+    def fresh(self, changed=True):
+        before = self.hits()
+        got = self.fn(True)
+        truth = self.fn(False)
+        assert got == truth, f"stale: cached {got!r} != database {truth!r}"
+        assert self.hits() == before, "served from the cache after a write that changes it"
+        if changed:
+            assert truth != self.primed, "vacuous: the write did not change the result"
+
+
+@pytest.fixture
+def read(counts):
+    def make(fn, label="testapp.Book"):
+        return Read(counts, fn, label).prime()
+    return make
+
+
+def qs(cached, model=Book, *fields):
+    return model.objects.cache(*fields) if cached else model.objects.nocache()
+
+
+@pytest.fixture
+def data():
+    ann = Author.objects.create(name="Ann", age=30)
+    bob = Author.objects.create(name="Bob", age=40)
+    books = {
+        "a1": Book.objects.create(title="a1", author=ann, status=2, price=Decimal("5.00")),
+        "a2": Book.objects.create(title="a2", author=ann, status=1),
+        "b1": Book.objects.create(title="b1", author=bob, status=2),
+        "b2": Book.objects.create(title="b2", author=bob, status=1),
+    }
+    return {"ann": ann, "bob": bob, **books}
+
+
+def ann_status2(data, *fields):
+    def fn(cached):
+        return list(qs(cached, Book, *fields).filter(author=data["ann"], status=2)
+                    .order_by("pk").values_list("pk", "title", "status", "author_id"))
+    return fn
+
+
+# -- django-cachebot's README: Photo.objects.cache().filter(user=user, status=2) -------------
+
+
+def test_returned_object_altered(data, read):
+    r = read(ann_status2(data))
+    book = Book.objects.get(pk=data["a1"].pk)
+    book.title = "changed"
+    book.save()
+    r.fresh()
+
+
+def test_photo_created_matching(data, read):
+    r = read(ann_status2(data))
+    Book.objects.create(title="new", author=data["ann"], status=2)
+    r.fresh()
+
+
+def test_photo_moved_into_the_filter(data, read):
+    r = read(ann_status2(data))
+    book = Book.objects.get(pk=data["a2"].pk)  # ann, status 1
+    book.status = 2
+    book.save()
+    r.fresh()
+
+
+def test_photo_moved_out_of_the_filter(data, read):
+    r = read(ann_status2(data))
+    other = read(lambda c: list(qs(c).filter(author=data["ann"], status=3).values_list("pk")))
+    book = Book.objects.get(pk=data["a1"].pk)  # ann, status 2 -> 3
+    book.status = 3
+    book.save()
+    r.fresh()
+    other.fresh()
+
+
+def test_user_changed_to_another(data, read):
+    r = read(ann_status2(data))
+    bobs = read(lambda c: list(qs(c).filter(author=data["bob"], status=2).values_list("pk")))
+    book = Book.objects.get(pk=data["a1"].pk)
+    book.author = data["bob"]
+    book.save()
+    r.fresh()
+    bobs.fresh()
+
+
+def test_photo_deleted(data, read):
+    r = read(ann_status2(data))
+    Book.objects.get(pk=data["a1"].pk).delete()
+    r.fresh()
+
+
+def test_joined_user_altered_select_related(data, read):
+    def fn(cached):
+        return [(b.pk, b.author.name) for b in qs(cached).select_related("author")
+                .filter(author=data["ann"], status=2).order_by("pk")]
+    r = read(fn)
+    Author.objects.filter(pk=data["ann"].pk).update(name="Annie")
+    r.fresh()
+
+
+def test_joined_user_saved(data, read):
+    def fn(cached):
+        return [(b.pk, b.author.name) for b in qs(cached).select_related("author")
+                .filter(author=data["ann"], status=2).order_by("pk")]
+    r = read(fn)
+    bob = Author.objects.get(pk=data["bob"].pk)
+    bob.age = 41
+    bob.save()  # another user: not joined by this read
+    r.hit()
+    ann = Author.objects.get(pk=data["ann"].pk)
+    ann.name = "Annie"
+    ann.save()
+    r.fresh()
+
+
+def test_saving_a_photo_matching_nothing_keeps_the_hit(data, read):
+    r = read(ann_status2(data))
+    for key in ("a2", "b1", "b2"):  # wrong status, wrong user, both
+        book = Book.objects.get(pk=data[key].pk)
+        book.title += "!"
+        book.save()
+    Book.objects.create(title="bob's", author=data["bob"], status=2)
+    r.hit()
+
+
+def test_field_scoped_cache_user(data, read):
+    r = read(ann_status2(data, "author"))
+    book = Book.objects.get(pk=data["a2"].pk)  # ann, status 1: same user, other status
+    book.title = "x"
+    book.save()
+    r.fresh(changed=False)  # coarser: any of ann's books invalidates it
+    r.primed = r.fn(False)
+    r.fn(True)
+    book = Book.objects.get(pk=data["b1"].pk)
+    book.title = "y"
+    book.save()
+    r.hit()
+
+
+def test_across_relations(data, read):
+    # .cache("author__name").filter(author__name="Ann", status=2)
+    def fn(cached):
+        return list(qs(cached, Book, "author__name").filter(author__name="Ann", status=2)
+                    .values_list("pk", flat=True))
+    r = read(fn)
+    Author.objects.create(name="Zed")
+    bob = Author.objects.get(pk=data["bob"].pk)
+    bob.age = 99
+    bob.save()  # authors that are not Ann keep it
+    r.hit()
+    Book.objects.create(title="c", author=data["bob"], status=2)
+    r.fresh(changed=False)  # the book table is unconditioned under this scope
+    ann = Author.objects.get(pk=data["ann"].pk)
+    ann.name = "Anne"
+    ann.save()
+    r.fresh()
+
+
+def test_reverse_relation(data, read):
+    Review.objects.create(book=data["a1"], score=5)
+
+    def fn(cached):
+        return list(qs(cached, Author).filter(books__status=2, books__reviews__score=5)
+                    .values_list("name", flat=True))
+    r = read(fn, "testapp.Author")
+    book = Book.objects.get(pk=data["b2"].pk)
+    book.title = "t"
+    book.save()  # status 1: can't join this read
+    r.hit()
+    Review.objects.create(book=data["b1"], score=5)
+    r.fresh()
+
+
+# -- what falls back -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [
+    lambda d: Book.objects.filter(status__gte=2),
+    lambda d: Book.objects.exclude(status=1),
+    lambda d: Book.objects.filter(status__in=list(range(1, 30))),
+    lambda d: Book.objects.filter(title__startswith="a"),
+])
+def test_fallback_to_table_level(data, read, make):
+    def fn(cached):
+        base = make(data)
+        return list((base.cache() if cached else base.nocache()).values_list("pk", flat=True))
+    r = read(fn)
+    book = Book.objects.get(pk=data["b2"].pk)
+    book.price = Decimal("1.00")
+    book.save()
+    r.fresh(changed=False)  # any write to the table invalidates
+
+
+def test_short_in_list(data, read):
+    def fn(cached):
+        return list(qs(cached).filter(status__in=[2, 3]).values_list("pk", flat=True))
+    r = read(fn)
+    book = Book.objects.get(pk=data["b2"].pk)
+    book.title = "z"
+    book.save()  # status 1
+    r.hit()
+    book.status = 3
+    book.save()
+    r.fresh()
+
+
+def test_isnull(data, read):
+    def fn(cached):
+        return list(qs(cached).filter(editor__isnull=True, status=1).values_list("pk", flat=True))
+    r = read(fn)
+    book = Book.objects.get(pk=data["a2"].pk)
+    book.editor = data["bob"]
+    book.save()
+    r.fresh()
+
+
+def test_filter_subquery_tables_are_watched(data, read):
+    def fn(cached):
+        return list(qs(cached).filter(status=2, author__in=Author.objects.filter(age__gt=35))
+                    .values_list("pk", flat=True))
+    r = read(fn)
+    Author.objects.filter(pk=data["ann"].pk).update(age=50)
+    r.fresh()
+
+
+def test_exists_subquery_tables_are_watched(data, read):
+    def fn(cached):
+        reviewed = Review.objects.filter(book=OuterRef("pk"))
+        return list(qs(cached).filter(Exists(reviewed), status=2).values_list("pk", flat=True))
+    r = read(fn)
+    Review.objects.create(book=data["b1"], score=1)
+    r.fresh()
+
+
+def test_update_bulk_and_raw_fall_back_to_the_family(data, read):
+    r = read(ann_status2(data))
+    Book.objects.filter(pk=data["b2"].pk).update(title="q")
+    r.fresh(changed=False)
+    r.fn(True)
+    Book.objects.bulk_update([Book(pk=data["b2"].pk, title="w", author=data["bob"])], ["title"])
+    r.fresh(changed=False)
+    r.fn(True)
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE testapp_book SET status = 2 WHERE id = %s", [data["a2"].pk])
+    r.fresh()
+
+
+def test_m2m_change_invalidates_through_reads(data, read):
+    tag = Tag.objects.create(name="red")
+
+    def fn(cached):
+        return list(qs(cached).filter(tags=tag).values_list("pk", flat=True))
+    r = read(fn)
+    data["a1"].tags.add(tag)
+    r.fresh()
+
+
+def test_multi_table_inheritance(read):
+    pizza = Restaurant.objects.create(name="Pizza", serves_pizza=True)
+    Restaurant.objects.create(name="Other", serves_pizza=False)
+
+    def fn(cached):
+        return list(qs(cached, Restaurant).filter(name="Pizza").values_list("pk", "serves_pizza"))
+    r = read(fn, "testapp.Restaurant")
+    Place.objects.create(name="Just a place")
+    r.hit()
+    pizza = Restaurant.objects.get(pk=pizza.pk)
+    pizza.serves_pizza = False
+    pizza.save()
+    r.fresh()
+    r.primed = r.fn(False)
+    r.fn(True)
+    Place.objects.filter(pk=pizza.pk).update(name="Pasta")
+    r.fresh()
+
+
+def test_get_by_pk_created_later(data, read, counts):
+    from django.core.exceptions import ObjectDoesNotExist
+
+    pk = Book.objects.order_by("-pk").first().pk + 1
+
+    def fn(cached):
+        try:
+            return qs(cached).get(pk=pk).title
+        except ObjectDoesNotExist:
+            return None
+    r = read(fn)
+    Book.objects.create(title="late", author=data["ann"])
+    r.fresh()
+
+
+# -- stale snapshots, transactions -------------------------------------------------------------
+
+
+def test_row_changed_since_it_was_loaded(data, read):
+    stale = Book.objects.get(pk=data["a2"].pk)  # loaded with status 1
+    Book.objects.filter(pk=data["a2"].pk).update(status=2)  # changed elsewhere
+    r = read(ann_status2(data))  # includes a2 now
+    stale.status = 3
+    stale.save()  # the loaded old value (1) is wrong: must not leave a2 in the cache
+    r.fresh()
+
+
+def test_save_inside_atomic_and_rollback(data, read):
+    r = read(ann_status2(data))
+    with transaction.atomic():
+        book = Book.objects.get(pk=data["a2"].pk)
+        book.status = 2
+        book.save()
+        assert len(ann_status2(data)(True)) == 2  # read-your-writes
+    r.fresh()
+    r.primed = r.fn(False)
+    r.fn(True)
+    try:
+        with transaction.atomic():
+            book = Book.objects.get(pk=data["b1"].pk)
+            book.author = data["ann"]
+            book.save()
+            raise RuntimeError
+    except RuntimeError:
+        pass
+    assert r.fn(True) == r.fn(False)
+    book.refresh_from_db()
+    book.status = 2
+    book.save()  # snapshot from the rolled-back save is wrong; still correct
+    assert r.fn(True) == r.fn(False)
+
+
+def test_scheme_registered_during_a_transaction(data, counts):
+    # A writer that read the slots before a scheme existed re-reads them
+    # after its commit: the reader's entry, filled mid-transaction, dies.
+    fn = ann_status2(data, "status")
+    with transaction.atomic():
+        book = Book.objects.get(pk=data["a2"].pk)
+        book.status = 2
+        book.save()
+        from threading import Thread
+        out = []
+        t = Thread(target=lambda: out.append(fn(True)))
+        t.start()
+        t.join()
+    assert fn(True) == fn(False)
+
+
+def test_lost_slot_is_a_miss_and_self_heals(data, read):
+    r = read(ann_status2(data))
+    rt = _runtime.current
+    slot = next(t for t in [f"testapp_book!s{i}" for i in range(16)]
+                if rt.storage.get_many([rt.stamp_prefix + t])[0] is not None)
+    rt.storage.delete_many([rt.stamp_prefix + slot])
+    r.fresh(changed=False)
+    r.hit()  # registered again
+    book = Book.objects.get(pk=data["a2"].pk)
+    book.status = 2
+    book.save()
+    r.fresh()
+
+
+def test_save_adds_no_select(data, read, django_assert_num_queries):
+    r = read(ann_status2(data))
+    book = Book.objects.get(pk=data["b2"].pk)
+    book.title = "same one statement"
+    with django_assert_num_queries(1):
+        book.save()
+    r.hit()
+
+
+def test_plugin_disabled_is_table_level(data, counts, settings):
+    settings.QUERYSTASH = {**settings.QUERYSTASH, "DISABLED_PLUGINS": ["fields"]}
+    r = Read(counts, ann_status2(data)).prime()
+    book = Book.objects.get(pk=data["b2"].pk)
+    book.title = "t"
+    book.save()
+    r.fresh(changed=False)
