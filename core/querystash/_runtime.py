@@ -7,6 +7,7 @@ changes, and when a plugin is registered at run time.
 
 from __future__ import annotations
 
+import atexit
 import logging
 from collections.abc import Callable
 
@@ -208,6 +209,14 @@ def _culprit(caller, config: dict, kwargs: dict) -> str:
         except Exception:
             return impl.plugin_name
     return "unknown"
+
+
+def _pay_debts_at_exit() -> None:
+    if current is not None:
+        current.breaker.pay_at_exit(current)
+
+
+atexit.register(_pay_debts_at_exit)
 
 
 def rebuild() -> Runtime:

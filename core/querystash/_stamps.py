@@ -31,14 +31,20 @@ class Breaker:
     """After a store error, leave the store alone for ``cooldown`` seconds.
 
     An outage is logged once when it starts and once when a store call
-    succeeds again, however many cooldowns it lasts. Invalidations that could
-    not be delivered meanwhile are not lost: before the store is read again,
-    the global stamp, which every entry depends on, is deleted.
+    succeeds again, however many cooldowns it lasts.
+
+    Invalidations that could not be delivered during an outage are not lost:
+    every process that saw the outage — not only one whose own deletion
+    failed, which may be idle or gone by then — deletes the global stamp,
+    which every entry depends on, before it reads the store again. It tries
+    that every ``retry`` seconds, and once more at exit.
     """
 
-    def __init__(self, cooldown: float = 5.0):
+    def __init__(self, cooldown: float = 5.0, retry: float = 1.0):
         self.cooldown = cooldown
+        self.retry = retry
         self.open_until = 0.0
+        self.next_payment = 0.0
         self.in_outage = False
         self.owes_global = False
 
@@ -46,8 +52,8 @@ class Breaker:
         return time.monotonic() >= self.open_until
 
     def trip(self, rt: Runtime, exc: BaseException, *, lost_invalidation: bool) -> None:
-        if lost_invalidation:
-            self.owes_global = True
+        # Any outage may have swallowed some process's invalidations.
+        self.owes_global = True
         rt.stats.add("", "errors")
         if not self.in_outage:
             self.in_outage = True
@@ -60,7 +66,10 @@ class Breaker:
     def settle(self, rt: Runtime) -> bool:
         """Before using the store after an outage: pay the debt of lost
         invalidations. False if the store is still out."""
-        if not self.allows():
+        now = time.monotonic()
+        if self.owes_global and now >= self.next_payment:
+            self.next_payment = now + self.retry  # a dead store: one timeout per retry
+        elif not self.allows():
             return False
         if self.owes_global:
             try:
@@ -71,6 +80,14 @@ class Breaker:
             self.owes_global = False
             self.succeeded()
         return True
+
+    def pay_at_exit(self, rt: Runtime) -> None:
+        if self.owes_global and rt.storage is not None:
+            try:
+                rt.storage.delete_many([rt.stamp_prefix + "*"])
+            except Exception:
+                logger.error("querystash: could not invalidate everything at exit after a "
+                             "store outage; entries may outlive writes made during it")
 
     def succeeded(self) -> None:
         if self.in_outage:
