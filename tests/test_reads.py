@@ -792,3 +792,20 @@ def test_prefetch_lookups_follow_the_querysets_cache_request(django_assert_num_q
         fresh = read(Book.objects.cache().prefetch_related("tags"))
         assert fresh == read(Book.objects.nocache().prefetch_related("tags"))
         assert fresh[0][1] == ["x", "y", "z"]
+
+
+def test_auto_created_through_models_are_not_cached_by_wildcards(django_assert_num_queries):
+    # Django reads the through table itself to decide what add() inserts.
+    through = Book.tags.through
+    author = Author.objects.create(name="t")
+    book = Book.objects.create(title="t", author=author)
+    book.tags.add(Tag.objects.create(name="x"))
+    for _ in range(2):
+        with django_assert_num_queries(1):
+            assert through.objects.filter(book=book).count() == 1
+    # Named exactly, it is cached like any model.
+    exact = {**settings.QUERYSTASH, "MODELS": {"testapp.Book_tags": {"ops": "all"}}}
+    with override_settings(QUERYSTASH=exact):
+        through.objects.filter(book=book).count()
+        with django_assert_num_queries(0):
+            assert through.objects.filter(book=book).count() == 1

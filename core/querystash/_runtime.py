@@ -77,7 +77,13 @@ class Runtime:
         try:
             return self._rules[model]
         except KeyError:
-            rule = self._rules[model] = conf.model_rule(self.config, model._meta.label)
+            # Auto-created m2m through models are read by Django itself to
+            # decide what to write (ManyRelatedManager.add): cached only when
+            # named exactly. Queries joining them (prefetches, filters) are
+            # the target model's and are cached as usual.
+            rule = self._rules[model] = conf.model_rule(
+                self.config, model._meta.label, wildcards=not model._meta.auto_created
+            )
             return rule
 
     def eligible(self, info: QueryInfo) -> bool:

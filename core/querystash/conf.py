@@ -96,12 +96,14 @@ class ModelRule:
         self.timeout = timeout
 
 
-def model_rule(cfg: dict, label: str) -> ModelRule | None:
+def model_rule(cfg: dict, label: str, wildcards: bool = True) -> ModelRule | None:
     """Resolve ``app.Model`` against ``MODELS``: exact, then ``app.*``, then
-    ``*.*``. ``get`` follows ``cache_get`` (per model, else ``CACHE_GET``)."""
+    ``*.*`` (unless ``wildcards`` is False). ``get`` follows ``cache_get``
+    (per model, else ``CACHE_GET``)."""
     models = cfg["MODELS"]
     app = label.split(".", 1)[0]
-    for pattern in (label, f"{app}.*", "*.*"):
+    patterns = (label, f"{app}.*", "*.*") if wildcards else (label,)
+    for pattern in patterns:
         entry = _lookup(models, pattern)
         if entry is not None:
             break
