@@ -1,0 +1,90 @@
+"""The randomized concurrent workload, checked read by read against the
+database's committed history (PostgreSQL), and its positive controls.
+
+CI-sized: a few hundred operations per worker. The long run is
+``python -m tests.stress.run`` (see tests/stress/README.md).
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from tests.stress import harness
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def needs_postgres():
+    if connection.vendor != "postgresql":
+        pytest.skip("the committed-history checker needs PostgreSQL (deferred constraint "
+                    "triggers, commit-ordered versions); SQLite runs the quiescence variant")
+
+
+def report(result: harness.Result) -> None:
+    print()
+    print(harness.table([result]))
+    print("plugins:", ", ".join(result.plugins), "| storage:", result.storage)
+    for error in result.errors[:5]:
+        print(error)
+
+
+def assert_clean(result: harness.Result, min_reads: int = 200) -> None:
+    report(result)
+    assert result.exceptions == 0, result.errors
+    assert result.unmatched_versions == 0
+    assert result.quiesce_checked > 0
+    if result.scenario.history:
+        assert result.reads_checked >= min_reads
+        assert result.hits > 0  # the cache was exercised, not just the database
+        assert result.versions > 0
+    harness.xfail_if_stale(result)  # last: see harness.OPEN_FINDING
+
+
+def test_stress_workload_redis(redis_server):
+    # On SQLite: the same workload, checked at quiescence only.
+    assert_clean(harness.run(harness.Scenario("workload", "redis", workers=3, operations=250),
+                             redis_server))
+
+
+def test_stress_workload_memcached(memcached_server):
+    assert_clean(harness.run(harness.Scenario("workload", "memcached", workers=3,
+                                              operations=250), memcached_server))
+
+
+# -- positive controls: a harness that cannot catch a planted bug proves nothing -----------
+
+
+def assert_detected(scenario: harness.Scenario, server, rounds: int = 3) -> harness.Result:
+    """A race is probabilistic: up to ``rounds`` seeds until the bug shows."""
+    for seed in range(1, rounds + 1):
+        scenario.seed = seed
+        result = harness.run(scenario, server)
+        report(result)
+        assert result.exceptions == 0, result.errors
+        if result.violations:
+            return result
+    raise AssertionError(f"the planted bug went unnoticed in {rounds} runs")
+
+
+def test_stress_control_stamps_read_after_the_query(redis_server):
+    needs_postgres()
+    assert_detected(harness.Scenario(
+        "control: stamps after query", "redis", workers=3, operations=250,
+        bug="stamps_after_query", expect_violations=True), redis_server)
+
+
+def test_stress_control_invalidation_before_commit_only(redis_server):
+    needs_postgres()
+    assert_detected(harness.Scenario(
+        "control: no post-commit invalidation", "redis", workers=3, operations=250,
+        bug="no_post_commit_invalidation", expect_violations=True), redis_server)
+
+
+def test_stress_control_field_tags_without_old_values(redis_server):
+    needs_postgres()
+    pytest.importorskip("querystash_fields", reason="querystash-fields is not installed")
+    result = assert_detected(harness.Scenario(
+        "control: field tags without old values", "redis", workers=3, operations=250,
+        bug="fields_no_old_values", expect_violations=True), redis_server)
+    assert "fields" in result.plugins

@@ -1,0 +1,426 @@
+"""A spawned worker: Django on the parent's test database and store, then a
+seeded random mix of reads and writes with delays at named points.
+
+Everything here is patched in the child process only (never in the core):
+recording, delays, planted bugs and in-process faults.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import threading
+import time
+import traceback
+
+#: delay points: before/after the stamp read, after the query, before the fill,
+#: in a transaction before its commit, between the database commit and the
+#: post-commit invalidation, at (before) every invalidation, and in every store call
+POINTS = ("before_stamp_read", "after_stamp_read", "after_query", "before_fill",
+          "in_transaction", "before_commit", "at_commit", "at_invalidation", "store")
+
+BUGS = ("stamps_after_query", "no_post_commit_invalidation", "fields_no_old_values")
+
+
+def setup(cfg: dict) -> None:
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    from django.conf import settings
+
+    settings.DATABASES["default"]["NAME"] = cfg["db_name"]
+    settings.CACHES = {**settings.CACHES, **cfg.get("caches", {})}
+    settings.QUERYSTASH = {**settings.QUERYSTASH, **cfg["querystash"]}
+    import django
+
+    django.setup()
+
+
+class Recorder:
+    """Per-thread records, and the patches that fill them."""
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        self.local = threading.local()
+        self.delays = cfg.get("delays", {})
+        self.flush_rate = cfg.get("flush_mid_fill", 0.0)
+        self.flusher = None
+
+    # -- per thread -------------------------------------------------------------------------
+    def thread_state(self, seed):
+        local = self.local
+        local.rng = random.Random(seed)
+        local.reads = []
+        local.ops = []  # (pid, start, end)
+        local.info = None
+        local.sql_ids = {}
+        return local
+
+    def pause(self, name: str) -> None:
+        spec = self.delays.get(name)
+        if not spec:
+            return
+        rng = getattr(self.local, "rng", None) or random
+        probability, max_ms = spec
+        if rng.random() < probability:
+            time.sleep(rng.random() * max_ms / 1000)
+
+    # -- patches ----------------------------------------------------------------------------
+    def install(self) -> None:
+        from django.db.backends.base.base import BaseDatabaseWrapper
+
+        from querystash import _runtime, _stamps, _transactions, _writes
+
+        rt = _runtime.current
+        recorder = self
+        key_function = rt.key_function
+
+        def keyed(info):
+            recorder.local.info = info
+            return key_function(info)
+
+        rt.key_function = keyed
+        bug = self.cfg.get("bug")
+        inner_read = _stamps.read
+        if bug == "stamps_after_query":
+            inner_read = read_stamps_after_query
+        elif bug == "no_post_commit_invalidation":
+            def transaction_ended(connection, invalidate):
+                _transactions.take(connection)  # the post-commit invalidation is lost
+
+            _writes.transaction_ended = transaction_ended
+        elif bug == "fields_no_old_values":
+            from querystash_fields import _capture
+
+            settle = _capture.settle
+
+            def settle_new_only(alias, items, *, after_commit=False):
+                items = [(table, model, None, new) for table, model, _old, new in items]
+                return settle(alias, items, after_commit=after_commit)
+
+            _capture.settle = settle_new_only
+        elif bug == "never_fill":  # negative control of the checker: every read is the DB's
+            original_read = inner_read
+
+            def inner_read(rt, key, tags, model, timeout, can_fill, run):
+                return original_read(rt, key, tags, model, timeout, False, run)
+        elif bug:
+            raise ValueError(f"unknown bug {bug!r}")
+
+        def read(rt, key, tags, model, timeout, can_fill, run):
+            local = recorder.local
+            info, local.info = local.info, None
+            ran = []
+
+            def timed_run():
+                ran.append(True)
+                result = run()
+                recorder.pause("after_query")
+                return result
+
+            start = time.time()
+            recorder.pause("before_stamp_read")
+            result = inner_read(rt, key, tags, model, timeout, can_fill, timed_run)
+            end = time.time()
+            if info is not None and hasattr(local, "reads"):
+                sql_id = local.sql_ids.setdefault(info.sql, len(local.sql_ids))
+                local.reads.append((sql_id, info.params, info.shape == "single",
+                                    result, start, end, not ran))
+            return result
+
+        _stamps.read = read
+
+        def checkpoint(name):
+            if name == "before_fill" and self.flush_rate and \
+                    recorder.local.rng.random() < self.flush_rate:
+                self.flush()
+            recorder.pause(name)
+
+        _stamps.checkpoint = checkpoint
+        invalidate = _stamps.invalidate
+
+        def delayed_invalidate(*args, **kwargs):
+            recorder.pause("at_invalidation")
+            return invalidate(*args, **kwargs)
+
+        _stamps.invalidate = delayed_invalidate
+        raw_commit = BaseDatabaseWrapper._commit
+
+        def delayed_commit(self):
+            # Inside querystash's commit(): after its pre-commit invalidation...
+            recorder.pause("before_commit")
+            result = raw_commit(self)
+            recorder.pause("at_commit")  # ...committed, not yet invalidated again
+            return result
+
+        BaseDatabaseWrapper._commit = delayed_commit
+        if os.environ.get("QS_TRACE_DIR"):
+            self._trace(rt, _stamps, BaseDatabaseWrapper)
+        if self.delays.get("store"):
+            storage = rt.storage
+            for name in ("get_many", "add_many", "set", "delete_many"):
+                method = getattr(storage, name)
+
+                def slow(*args, _method=method, **kwargs):
+                    recorder.pause("store")
+                    return _method(*args, **kwargs)
+
+                setattr(storage, name, slow)
+
+    def _trace(self, rt, _stamps, wrapper_class) -> None:
+        """Debugging aid (QS_TRACE_DIR): log fills, stamp reads, queries,
+        invalidations and commits with timestamps, one file per process."""
+        path = os.path.join(os.environ["QS_TRACE_DIR"], f"trace-{os.getpid()}.log")
+        out = open(path, "a", buffering=1)  # noqa: SIM115 (lives as long as the worker)
+        lock = threading.Lock()
+
+        def log(*parts):
+            with lock:
+                out.write(f"{time.time():.6f} {os.getpid()} " + " ".join(map(str, parts)) + "\n")
+
+        def hexes(values):
+            return ",".join(v.hex() if isinstance(v, bytes) else str(v) for v in values)
+
+        storage = rt.storage
+        get_many, add_many = storage.get_many, storage.add_many
+
+        def traced_get_many(keys, *a, **k):
+            values = get_many(keys, *a, **k)
+            log("GET", ",".join(keys), hexes(values))
+            return values
+
+        def traced_add_many(mapping, *a, **k):
+            existed = add_many(mapping, *a, **k)
+            log("ADD", ",".join(mapping), hexes(mapping.values()), "existed=" + ",".join(existed))
+            return existed
+
+        storage.get_many, storage.add_many = traced_get_many, traced_add_many
+        fill = _stamps._fill
+
+        def traced_fill(rt, key, model, tags, timeout, stamps, result):
+            log("FILL", key, hexes(stamps))
+            return fill(rt, key, model, tags, timeout, stamps, result)
+
+        _stamps._fill = traced_fill
+        invalidate = _stamps.invalidate
+
+        def traced_invalidate(rt, tags, model=""):
+            log("INV-START", ",".join(sorted(tags)))
+            try:
+                return invalidate(rt, tags, model)
+            finally:
+                log("INV-END", ",".join(sorted(tags)))
+
+        _stamps.invalidate = traced_invalidate
+        commit = wrapper_class._commit
+
+        def traced_commit(self):
+            log("COMMIT-START")
+            try:
+                return commit(self)
+            finally:
+                log("COMMIT-END")
+
+        wrapper_class._commit = traced_commit
+        read = _stamps.read
+
+        def traced_read(rt, key, tags, model, timeout, can_fill, run):
+            def traced_run():
+                log("QUERY-START", key)
+                try:
+                    return run()
+                finally:
+                    log("QUERY-END", key)
+
+            log("READ-START", key, can_fill)
+            result = read(rt, key, tags, model, timeout, can_fill, traced_run)
+            log("READ-END", key)
+            return result
+
+        _stamps.read = traced_read
+        from querystash import _writes
+
+        statement_done = _writes.statement_done
+
+        def traced_statement_done(connection, sql):
+            statement_done(connection, sql)
+            if isinstance(sql, str) and not sql.lstrip().upper().startswith("SELECT"):
+                written = connection.__dict__.get("_querystash_written")
+                log("STMT", f"atomic={connection.in_atomic_block}",
+                    f"autocommit={connection.autocommit}",
+                    "written=" + ",".join(sorted(written or ())), sql[:70].replace(" ", "_"))
+
+        _writes.statement_done = traced_statement_done
+
+    def flush(self) -> None:
+        """FLUSHALL / flush_all on the store, from inside a fill."""
+        target = self.cfg.get("flush_target")
+        try:
+            if target[0] == "redis":
+                import redis
+
+                if self.flusher is None:
+                    self.flusher = redis.Redis.from_url(target[1], socket_timeout=0.5)
+                self.flusher.flushall()
+            elif target[0] == "memcached":
+                from pymemcache.client.base import Client
+
+                if self.flusher is None:
+                    host, port = target[1].rsplit(":", 1)
+                    self.flusher = Client((host, int(port)), timeout=0.5, connect_timeout=0.5)
+                self.flusher.flush_all()
+            else:
+                from django.core.cache import caches
+
+                caches[target[1]].clear()
+        except Exception:  # the server may be down at this moment: that's the test
+            self.flusher = None
+
+
+def read_stamps_after_query(rt, key, tags, model, timeout, can_fill, run):
+    """The bug the stamp protocol exists to prevent (positive control only):
+    stamps read *after* the query, so a write landing in between is missed."""
+    from querystash import _codec, _stamps
+
+    stamp_keys = [rt.stamp_prefix + t for t in tags]
+    values = rt.storage.get_many([key, *stamp_keys])
+    if values[0] is not None and None not in values[1:]:
+        payload = _codec.decode(rt.secret, key, values[0])
+        if payload is not None and payload[0] == values[1:]:
+            return payload[1]
+    result = run()
+    if _stamps.checkpoint is not None:
+        _stamps.checkpoint("before_fill")
+    if can_fill:
+        stamps = rt.storage.get_many(stamp_keys)
+        missing = {k: os.urandom(8) for k, v in zip(stamp_keys, stamps, strict=True) if v is None}
+        if missing:
+            rt.storage.add_many(missing, rt.stamp_timeout)
+            stamps = rt.storage.get_many(stamp_keys)
+        if None not in stamps:
+            _stamps._fill(rt, key, model, tags, timeout, stamps, result)
+    return result
+
+
+def _backend_pid():
+    from django.db import connection
+
+    raw = connection.connection
+    if raw is None:
+        return None
+    info = getattr(raw, "info", None)
+    return getattr(info, "backend_pid", None)
+
+
+def run_thread(cfg, recorder: Recorder, index: int, out: dict) -> None:
+    from django.db import DatabaseError, connection
+
+    from tests.stress import workload
+
+    seed = (cfg["seed"], index)
+    local = recorder.thread_state(hash(seed))
+    rng = local.rng
+    writer = workload.Writer(index, rng, recorder.pause)
+    counts = {"operations": 0, "reads": 0, "writes": 0, "exceptions": 0, "db_errors": 0}
+    errors = []
+    deadline = time.monotonic() + cfg["seconds"]
+    ops_left = cfg["operations"]
+    try:
+        while ops_left > 0 and time.monotonic() < deadline:
+            ops_left -= 1
+            is_write = rng.random() < cfg.get("write_ratio", 0.3)
+            pid = _backend_pid()
+            start = time.time()
+            try:
+                if is_write:
+                    getattr(writer, rng.choice(cfg.get("writes") or workload.WRITES))()
+                else:
+                    workload.read(rng)
+            except DatabaseError as exc:  # deadlocks and the like: the database's, counted
+                counts["db_errors"] += 1
+                errors.append(f"db: {exc!r}"[:300])
+                if connection.needs_rollback or not connection.is_usable():
+                    connection.close()
+            except Exception:
+                counts["exceptions"] += 1
+                errors.append(traceback.format_exc()[-1500:])
+            end = time.time()
+            local.ops.append((pid or _backend_pid(), start, end))
+            counts["operations"] += 1
+            counts["writes" if is_write else "reads"] += 1
+    finally:
+        connection.close()
+    out[index] = {"counts": counts, "errors": errors[:20], "reads": local.reads,
+                  "sqls": {i: s for s, i in local.sql_ids.items()}, "ops": local.ops}
+
+
+def active_plugins() -> list[str]:
+    from querystash import _runtime, plugins
+
+    rt = _runtime.current
+    disabled = plugins.disabled_names(rt.config)
+    names = [n for n, _ in plugins.pm.list_name_plugin() if n not in disabled]
+    return sorted(n for n in names if n and not n.startswith("default_"))
+
+
+def main(cfg: dict, proc: int, path: str) -> None:
+    """Worker process ``proc``: run ``cfg["threads"]`` threads, write results to ``path``."""
+    setup(cfg)
+    from querystash import _runtime
+
+    recorder = Recorder(cfg)
+    recorder.install()
+    out: dict = {}
+    threads = [threading.Thread(target=run_thread,
+                                args=(cfg, recorder, proc * cfg["threads"] + t, out))
+               for t in range(cfg["threads"])]
+    if cfg.get("start_at"):
+        time.sleep(max(0.0, cfg["start_at"] - time.time()))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    result = {"threads": out, "stats": dict(_runtime.current.stats.totals()),
+              "plugins": active_plugins(), "storage": type(_runtime.current.storage).__name__}
+    if cfg.get("quiesce_here"):
+        result["quiescence"] = quiesce(cfg)
+    with open(path, "wb") as f:
+        pickle.dump(result, f)
+
+
+def quiesce(cfg: dict) -> dict:
+    """After the run: every read shape, cached (twice) and uncached, must agree."""
+    from django.db import connection
+
+    from querystash import _runtime
+    from tests.stress import workload
+
+    rt = _runtime.current
+    rt.breaker.open_until = 0.0  # the cooldown of an earlier fault may still run
+    mismatches, checked, exceptions = [], 0, 0
+    hits0 = rt.stats.totals()["hits"]
+    for name in sorted(workload.READS):
+        for seed in range(cfg.get("quiesce_seeds", 4)):
+            try:
+                values = []
+                for enabled in (True, True, False):
+                    rt.enabled = enabled
+                    values.append(workload.READS[name](random.Random(seed)))
+            except Exception:
+                exceptions += 1
+                mismatches.append((name, seed, traceback.format_exc()[-800:]))
+                continue
+            finally:
+                rt.enabled = True
+            checked += 1
+            if not values[0] == values[1] == values[2]:
+                mismatches.append((name, seed, repr(values)[:800]))
+    connection.close()
+    return {"checked": checked, "mismatches": mismatches, "exceptions": exceptions,
+            "hits": rt.stats.totals()["hits"] - hits0}
+
+
+def quiesce_main(cfg: dict, path: str) -> None:
+    setup(cfg)
+    result = quiesce(cfg)
+    with open(path, "wb") as f:
+        pickle.dump(result, f)
