@@ -285,9 +285,10 @@ def test_circuit_breaker_bounds_store_attempts(data, on_redis, redis_server, cou
         assert varied_reads() == varied_truth()  # 50 reads
     Book.objects.create(title="Three", author=data["alice"])  # and a write
     elapsed = time.monotonic() - started
-    # The failing call, then one attempt to settle the outage debt at once
-    # and at most one more per `retry` seconds: never one per query.
-    assert calls.total <= 2 + int(elapsed / on_redis.breaker.retry), (calls.calls, elapsed)
+    # A call the stopping server may still have answered, the failing call,
+    # one attempt to settle the outage debt at once, then at most one more
+    # per `retry` seconds: never one per query.
+    assert calls.total <= 3 + int(elapsed / on_redis.breaker.retry), (calls.calls, elapsed)
     assert counts("testapp.Book").get("bypasses", 0) >= 40
 
 
