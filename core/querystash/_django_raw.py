@@ -17,16 +17,19 @@ from django.core.cache import caches
 from .default_storage import DjangoCacheStorage, safe_key
 
 
-class DjangoRedisStorage(DjangoCacheStorage):
+class _RawStorage(DjangoCacheStorage):
+    def _names(self, keys):
+        """The backend's own key names (its KEY_PREFIX and VERSION applied)."""
+        make = self.cache.make_and_validate_key
+        return [make(safe_key(k)) for k in keys]
+
+
+class DjangoRedisStorage(_RawStorage):
     """``django.core.cache.backends.redis.RedisCache``, read and written raw."""
 
     def _client(self):
         # The primary (write) server for reads too: a replica's stamps may lag.
         return self.cache._cache.get_client(write=True)
-
-    def _names(self, keys):
-        make = self.cache.make_and_validate_key
-        return [make(safe_key(k)) for k in keys]
 
     def get_many(self, keys):
         return self._client().mget(self._names(keys))
@@ -46,7 +49,7 @@ class DjangoRedisStorage(DjangoCacheStorage):
             self._client().delete(*self._names(keys))
 
 
-class DjangoMemcachedStorage(DjangoCacheStorage):
+class DjangoMemcachedStorage(_RawStorage):
     """``django.core.cache.backends.memcached.PyMemcacheCache``, through a
     client of our own: no serializer, errors raised, and thrown away after
     any error so it never keeps a "failed server" state that skips calls."""
@@ -87,10 +90,6 @@ class DjangoMemcachedStorage(DjangoCacheStorage):
         except Exception:
             self._memcached = None
             raise
-
-    def _names(self, keys):
-        make = self.cache.make_and_validate_key
-        return [make(safe_key(k)) for k in keys]
 
     def get_many(self, keys):
         names = self._names(keys)

@@ -102,7 +102,7 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
     can_fill = True
     if in_transaction(connection):
         written = written_tags(connection)
-        if written and ("*" in written or not written.isdisjoint(tags)):
+        if written and (_runtime.GLOBAL_TAG in written or not written.isdisjoint(tags)):
             # Read-your-writes: this transaction changed what the query reads.
             rt.stats.add(label, "bypasses")
             return _shape(run(), result_type, chunked_fetch)

@@ -18,7 +18,7 @@ from django.db.models import deletion
 from . import conf, plugins
 from ._codec import derive_secret
 from ._sql import TableFinder
-from ._stamps import Breaker
+from ._stamps import GLOBAL_TAG, Breaker
 from ._stats import Stats
 from .events import Event, QueryInfo, WriteEvent
 from .storage import Storage
@@ -26,8 +26,6 @@ from .strategy import InvalidationStrategy
 
 logger = logging.getLogger("querystash")
 
-#: every entry depends on this tag: deleting its stamp invalidates everything
-GLOBAL_TAG = "*"
 
 current: Runtime | None = None
 

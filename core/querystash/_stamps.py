@@ -26,6 +26,9 @@ logger = logging.getLogger("querystash")
 #: of the miss path ("after_stamp_read", "before_fill"); never on a hit.
 checkpoint: Callable[[str], None] | None = None
 
+#: every entry depends on this tag: deleting its stamp invalidates everything
+GLOBAL_TAG = "*"
+
 
 class Breaker:
     """After a store error, leave the store alone for ``cooldown`` seconds.
@@ -73,7 +76,7 @@ class Breaker:
             return False
         if self.owes_global:
             try:
-                rt.storage.delete_many([rt.stamp_prefix + "*"])
+                _delete_global(rt)
             except Exception as exc:
                 self.trip(rt, exc, lost_invalidation=True)
                 return False
@@ -84,7 +87,7 @@ class Breaker:
     def pay_at_exit(self, rt: Runtime) -> None:
         if self.owes_global and rt.storage is not None:
             try:
-                rt.storage.delete_many([rt.stamp_prefix + "*"])
+                _delete_global(rt)
             except Exception:
                 logger.error("querystash: could not invalidate everything at exit after a "
                              "store outage; entries may outlive writes made during it")
@@ -94,6 +97,10 @@ class Breaker:
             self.in_outage = False
             self.open_until = 0.0
             logger.warning("querystash: store reachable again")
+
+
+def _delete_global(rt: Runtime) -> None:
+    rt.storage.delete_many([rt.stamp_prefix + GLOBAL_TAG])
 
 
 def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
