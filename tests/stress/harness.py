@@ -407,18 +407,7 @@ def fault_scenarios(backend: str, scale: float = 1.0) -> list[Scenario]:
     ]
 
 
-#: Issue 10, open: the long runs find stale cached reads at about one per
-#: 2,400 hits under this workload (tests/stress/README.md, "Open finding").
-#: Until its cause is found, a CI-sized run that finds some reports XFAIL —
-#: loudly, with the reads — instead of failing the build; every other
-#: property (no exception reached a caller, the fault happened, evictions
-#: happened, quiescence checked) stays a hard assertion.
-OPEN_FINDING = "open finding (issue 10): stale cached reads under the concurrent workload"
-
-
-def xfail_if_stale(result) -> None:
-    import pytest
-
-    if result.violations or result.quiesce_mismatches:
-        pytest.xfail(f"{OPEN_FINDING}: {result.violations} violation(s), "
-                     f"{result.quiesce_mismatches} stale at quiescence; {result.errors[:3]}")
+def assert_no_stale(result) -> None:
+    """No stale read during the run (history checker) or after it (quiescence)."""
+    assert result.violations == 0, "stale reads:\n" + "\n".join(result.errors)
+    assert result.quiesce_mismatches == 0, result.errors[:3]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -125,6 +126,13 @@ class Verdict:
     violations: list = field(default_factory=list)
 
 
+def _canon(rows, single: bool):
+    """A result in a form where equality means "the same answer"."""
+    if single:
+        return None if rows is None else tuple(rows)
+    return Counter(tuple(r) for r in rows)
+
+
 def _rows_equal(recorded, fresh, single: bool) -> bool:
     if single:
         if recorded is None or fresh is None:
@@ -138,16 +146,27 @@ def _rows_equal(recorded, fresh, single: bool) -> bool:
     return Counter(recorded) == Counter(tuple(r[:width]) for r in fresh)
 
 
+_WORD = re.compile(r"\b(?:" + "|".join(TABLES) + r")\b")
+
+
 def check(reads: list[Read], ops: dict[int, list[tuple[float, float]]]) -> Verdict:
-    """Compare every read with the states committed during its window.
+    """Compare every read with the writes that had returned before it began.
 
     ``ops``: backend pid -> the (start, end) windows of the operations the
     workers ran on that connection (a version's commit happened inside the
     operation that wrote it; the operation's end bounds the write's effect).
+
+    A read with window ``[s, e]`` is correct iff its rows are the query's
+    result on some state ``v <= hi(e)`` that no *finished* write (one whose
+    operation ended before ``s``) after ``v`` changed. Not "some state
+    current during the window": a write that committed but whose
+    invalidation has not run yet may be missing from a cached read even when
+    a later, finished write is in it (README.md, "The check").
     """
     verdict = Verdict(reads=len(reads), hits=sum(r.hit for r in reads))
     txs = _raw("SELECT v, xid, pid, ts FROM stress_tx ORDER BY v")
     verdict.versions = len(txs)
+    meta = [None]  # per version: (pid, commit clock time)
     ts = [0.0]  # c0 per version: at or before the commit
     done = [float("-inf")]  # c1 per version: the write's operation had returned
     xid_version = {}
@@ -155,6 +174,7 @@ def check(reads: list[Read], ops: dict[int, list[tuple[float, float]]]) -> Verdi
     for v, xid, pid, t in txs:
         assert v == len(ts), "versions are dense"
         xid_version[xid] = v
+        meta.append((pid, t))
         ts.append(t)
         windows = ops.get(pid, [])
         i = bisect.bisect_right(starts.get(pid, []), t) - 1
@@ -163,18 +183,18 @@ def check(reads: list[Read], ops: dict[int, list[tuple[float, float]]]) -> Verdi
         else:
             verdict.unmatched_versions += 1
             done.append(float("inf"))
-    # lo(s) = the newest version whose write had returned before s
-    by_done = sorted(range(len(done)), key=done.__getitem__)
-    done_sorted = [done[v] for v in by_done]
-    newest = []
-    best = 0
-    for v in by_done:
-        best = max(best, v)
-        newest.append(best)
+    # lo(s): the newest version such that it and every earlier one had
+    # finished before s; states before it need not be evaluated, since a
+    # result equal to an older state would also equal lo's unless a finished
+    # write changed it in between.
+    finished_by = []
+    latest = float("-inf")
+    for d in done:
+        latest = max(latest, d)
+        finished_by.append(latest)
 
     def lo(start):
-        i = bisect.bisect_left(done_sorted, start) - 1
-        return newest[i] if i >= 0 else 0
+        return bisect.bisect_left(finished_by, start) - 1
 
     def hi(end):
         return bisect.bisect_right(ts, end) - 1
@@ -182,7 +202,8 @@ def check(reads: list[Read], ops: dict[int, list[tuple[float, float]]]) -> Verdi
     pending: dict[int, list] = {}
     for read in reads:
         a, b = lo(read.start), hi(read.end)
-        pending.setdefault(a, []).append((b, read))
+        tables = frozenset(_WORD.findall(read.sql))
+        pending.setdefault(a, []).append([b, read, a, tables, False, None, None])
     changes = _changes(xid_version)
     replay = connections.create_connection(connection.alias)
     replay.ensure_connection()
@@ -192,6 +213,7 @@ def check(reads: list[Read], ops: dict[int, list[tuple[float, float]]]) -> Verdi
             cur.execute(f"SET search_path TO {REPLAY}")
         active: list = []
         for v in range(len(ts)):
+            touched = frozenset(changes.get(v, {}))
             if v:
                 _apply(raw, changes.get(v, {}))
             active.extend(pending.pop(v, ()))
@@ -199,21 +221,28 @@ def check(reads: list[Read], ops: dict[int, list[tuple[float, float]]]) -> Verdi
                 continue
             memo: dict = {}
             still = []
-            for b, read in active:
-                key = (read.sql, repr(read.params), read.single)
-                fresh = memo.get(key, memo)
-                if fresh is memo:
-                    fresh = memo[key] = _run(raw, read)
-                    verdict.evaluations += 1
-                if _rows_equal(read.result, fresh, read.single):
-                    continue
-                if b <= v:
-                    verdict.violations.append((read, v, fresh))
-                else:
-                    still.append((b, read))
+            for entry in active:
+                b, read, a, tables, ok, previous, fresh = entry
+                if v == a or not tables.isdisjoint(touched):
+                    key = (read.sql, repr(read.params), read.single)
+                    fresh = memo.get(key, memo)
+                    if fresh is memo:
+                        fresh = memo[key] = _run(raw, read)
+                        verdict.evaluations += 1
+                    canon = _canon(fresh, read.single)
+                    if v > a and done[v] < read.start and canon != previous:
+                        ok = False  # a finished write changed the answer
+                    if _rows_equal(read.result, fresh, read.single):
+                        ok = True
+                    entry[4:] = ok, canon, fresh
+                if v < b:
+                    still.append(entry)
+                elif not ok:
+                    around = [(n, *meta[n], done[n]) for n in range(max(1, a - 2), b + 1)]
+                    verdict.violations.append((read, v, fresh, a, around))
             active = still
-        for b, read in active:  # cannot happen: hi <= the last version
-            verdict.violations.append((read, b, None))
+        for b, read, a, *_ in active:  # cannot happen: hi <= the last version
+            verdict.violations.append((read, b, None, a, []))
     finally:
         replay.close()
     return verdict
@@ -250,10 +279,15 @@ def _run(raw, read: Read):
 
 
 def describe(violation) -> str:
-    read, v, fresh = violation
-    return (f"stale read ({'hit' if read.hit else 'miss'}) in [{read.start:.6f}, {read.end:.6f}]"
-            f"\n  sql: {read.sql}\n  params: {read.params!r}\n  served: {read.result!r}"
-            f"\n  state {v}: {fresh!r}")
+    read, v, fresh, a, around = violation
+    lines = [f"stale read ({'hit' if read.hit else 'miss'}) in [{read.start:.6f}, {read.end:.6f}]",
+             f"  sql: {read.sql}", f"  params: {read.params!r}", f"  served: {read.result!r}",
+             f"  legal states {a}..{v}; state {v}: {fresh!r}"]
+    # Which versions bound the window: (version, backend pid, commit time,
+    # the end of the operation that wrote it).
+    lines += [f"  version {n}: pid {pid} committed {t:.6f}, its operation ended {end:.6f}"
+              for n, pid, t, end in around]
+    return "\n".join(lines)
 
 
 def dumps(obj) -> str:

@@ -30,7 +30,7 @@ def run_fault(backend, server, name):
         assert result.store_errors > 0  # the fault did happen
     if "memory" in name:
         assert result.evictions > 0, "the tiny store evicted nothing"
-    harness.xfail_if_stale(result)  # last: no stale read, during or after (OPEN_FINDING)
+    harness.assert_no_stale(result)  # during the fault and after recovery
     return result
 
 

@@ -38,7 +38,7 @@ def assert_clean(result: harness.Result, min_reads: int = 200) -> None:
         assert result.reads_checked >= min_reads
         assert result.hits > 0  # the cache was exercised, not just the database
         assert result.versions > 0
-    harness.xfail_if_stale(result)  # last: see harness.OPEN_FINDING
+    harness.assert_no_stale(result)
 
 
 def test_stress_workload_redis(redis_server):
@@ -84,15 +84,10 @@ def test_stress_control_invalidation_before_commit_only(redis_server):
 def test_stress_control_field_tags_without_old_values(redis_server):
     needs_postgres()
     pytest.importorskip("querystash_fields", reason="querystash-fields is not installed")
-    # Open (issue 10): this workload rarely moves a row out of a cached
-    # equality filter while that entry is live, so the planted bug shows in
-    # some runs only (once in the CI runs so far; 0 in 5 seeds at 40%
-    # writes). Until the workload targets it, a miss is reported as XFAIL,
-    # never as a pass.
-    try:
-        result = assert_detected(harness.Scenario(
-            "control: field tags without old values", "redis", workers=3, operations=250,
-            bug="fields_no_old_values", expect_violations=True), redis_server, rounds=2)
-    except AssertionError as exc:
-        pytest.xfail(f"positive control not sensitive enough yet (issue 10): {exc}")
+    # Only save() writes (the path whose old values the bug drops): the other
+    # write paths invalidate the whole family of a table, which would hide it.
+    result = assert_detected(harness.Scenario(
+        "control: field tags without old values", "redis", workers=3, operations=250,
+        write_ratio=0.3, writes=["save_mine"], bug="fields_no_old_values",
+        expect_violations=True), redis_server)
     assert "fields" in result.plugins
