@@ -223,6 +223,86 @@ def test_lost_invalidation_while_data_kept(data, counts, monkeypatch, request, w
     prime(counts)
 
 
+def _lose_one_invalidation(rt, monkeypatch, counts):
+    """Fill, then make a write whose stamp deletion fails once (the store
+    keeps the old entry and stamps). Returns the rows cached before it."""
+    rt.breaker.retry = 0.05
+    old = prime(counts)
+    original = rt.storage.delete_many
+    failures = []
+
+    def fail_once(keys):
+        if not failures:
+            failures.append(list(keys))
+            raise ConnectionError("store unreachable (simulated)")
+        return original(keys)
+
+    monkeypatch.setattr(rt.storage, "delete_many", fail_once)
+    Book.objects.filter(title="One").update(title="Uno")
+    assert failures, "the write did not try to invalidate"
+    return old
+
+
+def wait_for_payment(breaker, seconds=10.0):
+    """Poll (no query, no store use from this thread) until the debt is paid."""
+    deadline = time.monotonic() + seconds
+    while breaker.owes_global and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not breaker.owes_global
+
+
+@pytest.mark.parametrize("where", ["locmem", "redis"])
+def test_idle_process_pays_its_outage_debt_in_the_background(
+        data, counts, monkeypatch, request, where):
+    """The writer whose invalidation was lost makes no further call: its
+    background thread still deletes the global stamp, so another process
+    (a fresh breaker: it saw no outage) is not served the old rows."""
+    from querystash._stamps import Breaker
+
+    rt = request.getfixturevalue("on_locmem" if where == "locmem" else "on_redis")
+    old = _lose_one_invalidation(rt, monkeypatch, counts)
+    assert rt.breaker.owes_global
+    assert wait_for_payment(rt.breaker), "the idle process never paid its debt"
+    rt.breaker = Breaker()  # another process
+    assert cached() == truth() != old
+
+
+def test_positive_control_without_the_background_payer_an_idle_debtor_leaves_stale_rows(
+        data, counts, monkeypatch, on_locmem):
+    """The test above can fail: with no background payment, the idle
+    writer's lost invalidation lets another process serve the old rows."""
+    from querystash._stamps import Breaker
+
+    monkeypatch.setattr(Breaker, "_pay_while_idle", lambda self: None)
+    old = _lose_one_invalidation(on_locmem, monkeypatch, counts)
+    assert not wait_for_payment(on_locmem.breaker, seconds=0.5)
+    on_locmem.breaker = Breaker()  # another process
+    assert cached() == old != truth()
+
+
+def test_a_payment_does_not_clear_a_debt_incurred_while_it_ran(data, on_locmem, monkeypatch):
+    """Two threads: one pays the debt while another's invalidation fails.
+    The later failure is not covered by the payment and must stay owed."""
+    from querystash import _stamps
+
+    rt = on_locmem
+    rt.breaker.trip(rt, ConnectionError("first outage"), lost_invalidation=True)
+    rt.breaker.open_until = 0.0
+    original = _stamps._delete_global
+
+    def paying_while_another_thread_fails(rt_):
+        original(rt_)
+        rt_.breaker.trip(rt_, ConnectionError("meanwhile"), lost_invalidation=True)
+
+    monkeypatch.setattr(_stamps, "_delete_global", paying_while_another_thread_fails)
+    assert rt.breaker.settle(rt) is False  # the store is not used with a debt still owed
+    assert rt.breaker.owes_global
+    monkeypatch.setattr(_stamps, "_delete_global", original)
+    rt.breaker.open_until = rt.breaker.next_payment = 0.0
+    assert rt.breaker.settle(rt) is True
+    assert not rt.breaker.owes_global
+
+
 @pytest.mark.parametrize("where", ["locmem", "redis"])
 def test_lost_invalidation_inside_transaction(data, counts, monkeypatch, request, where):
     from django.db import transaction

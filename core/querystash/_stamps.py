@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -40,7 +41,8 @@ class Breaker:
     every process that saw the outage — not only one whose own deletion
     failed, which may be idle or gone by then — deletes the global stamp,
     which every entry depends on, before it reads the store again. It tries
-    that every ``retry`` seconds, and once more at exit.
+    that every ``retry`` seconds: on its next store use, from a background
+    thread while it is idle, and once more at exit.
     """
 
     def __init__(self, cooldown: float = 5.0, retry: float = 1.0):
@@ -50,13 +52,26 @@ class Breaker:
         self.next_payment = 0.0
         self.in_outage = False
         self.owes_global = False
+        #: bumped by every trip: a payment clears only the debts it covered
+        self.debts = 0
+        self._lock = threading.Lock()  # never held across a store call
+        self._paying = threading.Lock()
+        self._payer_pid = 0  # the process whose background payer is running
 
     def allows(self) -> bool:
         return time.monotonic() >= self.open_until
 
     def trip(self, rt: Runtime, exc: BaseException, *, lost_invalidation: bool) -> None:
         # Any outage may have swallowed some process's invalidations.
-        self.owes_global = True
+        with self._lock:
+            self.debts += 1
+            self.owes_global = True
+            start_payer = self._payer_pid != os.getpid()
+            if start_payer:
+                self._payer_pid = os.getpid()
+        if start_payer:
+            threading.Thread(target=self._pay_while_idle, name="querystash-outage-debt",
+                             daemon=True).start()
         rt.stats.add("", "errors")
         if not self.in_outage:
             self.in_outage = True
@@ -68,21 +83,49 @@ class Breaker:
 
     def settle(self, rt: Runtime) -> bool:
         """Before using the store after an outage: pay the debt of lost
-        invalidations. False if the store is still out."""
+        invalidations. False if the store is still out (or being paid)."""
         now = time.monotonic()
         if self.owes_global and now >= self.next_payment:
             self.next_payment = now + self.retry  # a dead store: one timeout per retry
         elif not self.allows():
             return False
         if self.owes_global:
-            try:
-                _delete_global(rt)
-            except Exception as exc:
-                self.trip(rt, exc, lost_invalidation=True)
+            # One payment at a time, and never wait for one: a request
+            # thread bypasses the store while another thread pays.
+            if not self._paying.acquire(blocking=False):
                 return False
-            self.owes_global = False
+            try:
+                owed = self.debts
+                try:
+                    _delete_global(rt)
+                except Exception as exc:
+                    self.trip(rt, exc, lost_invalidation=True)
+                    return False
+                with self._lock:
+                    if self.debts == owed:  # no invalidation was lost meanwhile
+                        self.owes_global = False
+            finally:
+                self._paying.release()
+            if self.owes_global:
+                return False
             self.succeeded()
         return True
+
+    def _pay_while_idle(self) -> None:
+        """Background thread: pays the debt of a process that does not use
+        the store meanwhile (an idle worker), so no other process serves
+        what it failed to invalidate for longer than it must."""
+        from . import _runtime
+
+        while True:
+            time.sleep(self.retry)
+            rt = _runtime.current
+            with self._lock:
+                if not self.owes_global or rt is None or rt.breaker is not self \
+                        or rt.storage is None:
+                    self._payer_pid = 0  # a later trip starts a new payer
+                    return
+            self.settle(rt)
 
     def pay_at_exit(self, rt: Runtime) -> None:
         if self.owes_global and rt.storage is not None:
