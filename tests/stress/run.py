@@ -24,6 +24,8 @@ def main(argv=None) -> int:
                         help="repeatable; default: redis and memcached")
     parser.add_argument("--scenarios", default="workload",
                         help="comma list of: workload, controls, faults (default: workload)")
+    parser.add_argument("--match", default="",
+                        help="only the scenarios whose name contains this text")
     parser.add_argument("--workers", type=int, default=6)
     parser.add_argument("--round", type=int, default=1500,
                         help="operations per worker and round (default 1500)")
@@ -64,7 +66,7 @@ def main(argv=None) -> int:
                               for bug in ("stamps_after_query", "no_post_commit_invalidation")]
             if "faults" in kinds and server is not None:
                 templates += harness.fault_scenarios(backend, scale=args.round / 250)
-            for template in templates:
+            for template in [t for t in templates if args.match in t.name]:
                 results.append(_run_until(harness, template, server, args))
                 print(harness.table(results[-1:]), flush=True)
     finally:
@@ -92,9 +94,9 @@ def _run_until(harness, template, server, args):
             operations=template.operations if template.faults or template.server_args
             else args.round)
         result = harness.run(scenario, server)
-        for name in ("operations", "reads_checked", "hits", "violations", "exceptions",
-                     "db_errors", "quiesce_checked", "quiesce_mismatches", "quiesce_hits",
-                     "versions", "unmatched_versions", "store_errors"):
+        for name in ("operations", "reads_checked", "hits", "violations", "in_outage",
+                     "exceptions", "db_errors", "quiesce_checked", "quiesce_mismatches",
+                     "quiesce_hits", "versions", "unmatched_versions", "store_errors"):
             setattr(total, name, getattr(total, name) + getattr(result, name))
         total.plugins, total.storage = result.plugins, result.storage
         total.errors += result.errors[:3]

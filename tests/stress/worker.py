@@ -44,6 +44,7 @@ class Recorder:
         self.delays = cfg.get("delays", {})
         self.flush_rate = cfg.get("flush_mid_fill", 0.0)
         self.flusher = None
+        self.payments: list[float] = []  # when this process paid an outage debt
 
     # -- per thread -------------------------------------------------------------------------
     def thread_state(self, seed):
@@ -128,6 +129,13 @@ class Recorder:
             return result
 
         _stamps.read = read
+        delete_global = _stamps._delete_global
+
+        def recorded_payment(rt):
+            delete_global(rt)
+            recorder.payments.append(time.time())  # the debt of an outage, paid
+
+        _stamps._delete_global = recorded_payment
 
         def checkpoint(name):
             if name == "before_fill" and self.flush_rate and \
@@ -380,7 +388,8 @@ def main(cfg: dict, proc: int, path: str) -> None:
     for thread in threads:
         thread.join()
     result = {"threads": out, "stats": dict(_runtime.current.stats.totals()),
-              "plugins": active_plugins(), "storage": type(_runtime.current.storage).__name__}
+              "plugins": active_plugins(), "storage": type(_runtime.current.storage).__name__,
+              "payments": recorder.payments}
     if cfg.get("quiesce_here"):
         result["quiescence"] = quiesce(cfg)
     with open(path, "wb") as f:
