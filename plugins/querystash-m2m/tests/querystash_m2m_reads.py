@@ -86,4 +86,4 @@ def mgr(manager, cached: bool):
 
 
 def content_type(model) -> ContentType:
-    return ContentType.objects.nocache().get_for_model(model)
+    return ContentType.objects.get_for_model(model)
