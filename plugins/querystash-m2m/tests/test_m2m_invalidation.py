@@ -13,9 +13,10 @@ import os
 import sys
 
 import pytest
+from django.conf import settings
 from django.db.models import Prefetch
+from django.test import override_settings
 
-from querystash import _runtime
 from tests.testapp.models import Author, Book, Club, ClubMember, Tag
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -26,13 +27,20 @@ pytestmark = pytest.mark.django_db(transaction=True)
 Through = Book.tags.through
 
 
-@pytest.fixture(params=["fields", "table"])
-def mode(request, settings):
-    if request.param == "table":
-        settings.QUERYSTASH = {**settings.QUERYSTASH, "DISABLED_PLUGINS": ["fields"]}
-    # This module's models were registered after the runtime was built.
-    _runtime.rebuild()
-    return request.param
+@pytest.fixture(params=["fields", "table", "fields-redis", "fields-memcached"])
+def mode(request):
+    """querystash-fields on or off; the store: locmem, or a real redis or
+    memcached server (the core's store on a Django cache pointing at it)."""
+    name, _, server = request.param.partition("-")
+    config = dict(settings.QUERYSTASH)
+    if name == "table":
+        config["DISABLED_PLUGINS"] = ["fields"]
+    if server:
+        config["django"] = {"cache": request.getfixturevalue(f"{server}_cache_alias")}
+    # Rebuilds the runtime, which also learns this suite's models (registered
+    # after it was first built); undone before the cache alias goes away.
+    with override_settings(QUERYSTASH=config):
+        yield name
 
 
 @pytest.fixture
