@@ -17,7 +17,7 @@ from . import _install, _state
 
 __all__ = ["DEFAULTS"]
 
-DEFAULTS = {"related_counts": True}
+DEFAULTS = {"related_counts": True, "max_rows": 1000}
 
 
 @djp.hookimpl

@@ -57,8 +57,9 @@ def make_execute_sql(compiler_class, original=None):
             with self.connection.cursor() as cursor:
                 cursor.execute(sql, params)
                 raw = cursor.fetchall()
-            rows = _rows.returned(self.connection, fields, raw)
-            statement.settle([(table, model, row, None) for row in rows])
+            if len(raw) <= _state.max_rows():  # else the block's exit: the family
+                rows = _rows.returned(self.connection, fields, raw)
+                statement.settle([(table, model, row, None) for row in rows])
         return len(raw)
 
     return execute_sql

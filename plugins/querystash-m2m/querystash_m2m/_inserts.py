@@ -29,7 +29,9 @@ def make_bulk_create(original):
         table = model._meta.db_table
         with _state.capture.writing(alias, table, "insert") as statement:
             result = original(self, objs, *args, **kwargs)
-            statement.settle([(table, model, None, _rows.inserted(model, o)) for o in objs])
+            if len(objs) <= _state.max_rows():  # else the block's exit: the family
+                statement.settle([(table, model, None, _rows.inserted(model, o))
+                                  for o in objs])
         return result
 
     bulk_create.__querystash_original__ = original

@@ -34,6 +34,12 @@ def setting(name: str, default):
     return section.get(name, default)
 
 
+def max_rows() -> int:
+    """Most rows of one statement settled one by one; more: the family
+    (cheaper than thousands of tags, and as correct)."""
+    return int(setting("max_rows", 1000))
+
+
 def precise(alias: str) -> bool:
     """May through-row writes on ``alias`` be handed to querystash-fields?"""
     return capture is not None and active() and capture.active(alias)

@@ -254,3 +254,26 @@ def test_connection_is_left_clean(mode, books):
     b1, _, t1, _ = books
     b1.tags.clear()
     assert connection.get_autocommit()
+
+
+# -- settings ------------------------------------------------------------------------
+
+
+def test_related_counts_off(settings, books, counts):
+    settings.QUERYSTASH = {**settings.QUERYSTASH, "m2m": {"related_counts": False}}
+    b1 = books[0]
+    before = counts().get("hits", 0)
+    for _ in range(2):
+        assert Book(pk=b1.pk).tags.count() == 2
+    assert counts().get("hits", 0) == before
+
+
+def test_more_rows_than_max_rows_is_the_family(settings, books, counts):
+    settings.QUERYSTASH = {**settings.QUERYSTASH, "m2m": {"max_rows": 1}}
+    b1, b2, t1, t2 = books
+    other = Read("c2", count_of(b2), counts).prime()
+    b1.tags.clear()  # two rows: more than max_rows
+    other.fresh()
+    other = Read("c2", count_of(b2), counts).prime()
+    b1.tags.add(t1)  # one row: precise
+    other.hit()
