@@ -14,14 +14,17 @@ Reversible patches on ``Model`` (``install()`` / ``uninstall()``):
   database-generated primary key included once the INSERT returns.
 
 Every other write statement (``QuerySet.update``/``delete``, ``delete()``
-and its cascades, bulk operations, m2m, raw SQL) is unmatched and
-invalidates the family of each table it writes.
+and its cascades, bulk operations, raw SQL) is unmatched and invalidates
+the family of each table it writes, unless another plugin claims it through
+the public ``capture.writing()`` (querystash-m2m does for through tables).
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.db import connections
 from django.db.models import Model
@@ -66,6 +69,41 @@ class Statement:
 current: contextvars.ContextVar[Statement | None] = contextvars.ContextVar(
     "querystash_fields_statement", default=None
 )
+
+
+class Writing:
+    """The statement a ``writing()`` block stands for (see ``capture``)."""
+
+    __slots__ = ("statement", "settled")
+
+    def __init__(self, statement: Statement):
+        self.statement = statement
+        self.settled = False
+
+    @property
+    def ran(self) -> bool:
+        """Has a matching statement reached the database?"""
+        return self.statement.ran
+
+    def settle(self, items) -> None:
+        """Invalidate the field tags of ``items``, the rows the statement changed."""
+        settle(self.statement.alias, list(items))
+        self.settled = True
+
+
+@contextmanager
+def writing(alias: str, table: str, kind: str) -> Iterator[Writing]:
+    """Statements of ``kind`` writing exactly ``table`` on ``alias`` inside
+    this block skip the family; the caller settles their rows."""
+    handle = Writing(Statement(alias, table, kind))
+    token = current.set(handle.statement)
+    try:
+        yield handle
+    finally:
+        current.reset(token)
+        if handle.statement.ran and not handle.settled:
+            # Ran, but its rows were never told: every query on the table.
+            family(alias, table)
 
 
 # -- snapshots of loaded rows -------------------------------------------------------------
@@ -232,19 +270,11 @@ def make_do_update(original):
         new = dict(old)
         for field, _, value in values:
             new[field.attname] = value
-        statement = Statement(using, meta.db_table, "update")
-        token = current.set(statement)
-        settled = False
-        try:
+        with writing(using, meta.db_table, "update") as statement:
             result = original(self, base_qs.filter(**conditions), using, pk_val, values,
                               *args, **kwargs)
             if result:
-                settle(using, [(meta.db_table, model, old, new)])
-                settled = True
-        finally:
-            current.reset(token)
-            if statement.ran and not settled:
-                family(using, meta.db_table)
+                statement.settle([(meta.db_table, model, old, new)])
         if result:
             _remember(self, new)
             return result
@@ -263,10 +293,7 @@ def make_do_insert(original):
         if strategy is None or _manual_transaction(connections[using]):
             return original(self, manager, using, fields, returning_fields, raw, *args, **kwargs)
         table = model._meta.db_table
-        statement = Statement(using, table, "insert")
-        token = current.set(statement)
-        settled = False
-        try:
+        with writing(using, table, "insert") as statement:
             result = original(self, manager, using, fields, returning_fields, raw,
                               *args, **kwargs)
             returned = {}
@@ -278,12 +305,7 @@ def make_do_insert(original):
                 else self.__dict__.get(f.attname, UNKNOWN)
                 for f in model._meta.local_concrete_fields
             }
-            settle(using, [(table, model, None, new)])
-            settled = True
-        finally:
-            current.reset(token)
-            if statement.ran and not settled:
-                family(using, table)
+            statement.settle([(table, model, None, new)])
         _remember(self, new)
         return result
 
