@@ -71,7 +71,9 @@ DATABASES = {
 }
 
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    # MAX_ENTRIES: Django's default (300) culls stamps (check querystash.W005).
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                "OPTIONS": {"MAX_ENTRIES": 100_000}},
 }
 
 QUERYSTASH = {

@@ -10,6 +10,7 @@ import difflib
 
 from django.apps import apps
 from django.conf import settings
+from django.core.cache import caches
 from django.core.checks import Error, Tags, Warning, register
 
 from . import _runtime, conf, plugins
@@ -101,6 +102,35 @@ def check_shared_store(app_configs=None, **kwargs) -> list:
         'QUERYSTASH["django"]["cache"] at a redis or memcached cache, or install '
         "querystash-redis / querystash-memcached.",
         id="querystash.W001")]
+
+
+#: below this, a culling Django cache (locmem, file, database) evicts stamps
+#: with entries often enough to matter: Django's default MAX_ENTRIES is 300
+MIN_ENTRIES = 10_000
+
+
+@register("querystash", Tags.caches)
+def check_culling_cache(app_configs=None, **kwargs) -> list:
+    from django.core.cache.backends.db import DatabaseCache
+    from django.core.cache.backends.filebased import FileBasedCache
+    from django.core.cache.backends.locmem import LocMemCache
+
+    rt = _runtime.current
+    alias = getattr(rt.storage, "alias", None) if rt is not None else None
+    if alias is None:
+        return []
+    backend = caches[alias]
+    if not isinstance(backend, (LocMemCache, FileBasedCache, DatabaseCache)):
+        return []
+    if backend._max_entries >= MIN_ENTRIES:
+        return []
+    return [Warning(
+        f"querystash's store, CACHES[{alias!r}], holds at most {backend._max_entries} keys "
+        "(MAX_ENTRIES) and culls a share of them when full.",
+        hint="Stamps are culled with entries, and every entry that depends on a culled "
+        "stamp misses: the hit ratio drops (never a stale read). Set "
+        f'CACHES[{alias!r}]["OPTIONS"]["MAX_ENTRIES"] to {MIN_ENTRIES} or more.',
+        id="querystash.W005")]
 
 
 def _check_models(models) -> list:

@@ -25,7 +25,12 @@ DATABASES = {
         "NAME": BASE_DIR / "db.sqlite3",
     }
 }
-# No CACHES: Django's default local-memory cache is querystash's embedded store.
+# Django's local-memory cache is querystash's embedded store; its default
+# MAX_ENTRIES (300) would cull stamps (manage.py check: querystash.W005).
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                "OPTIONS": {"MAX_ENTRIES": 100_000}},
+}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True

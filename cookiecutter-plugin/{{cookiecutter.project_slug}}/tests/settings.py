@@ -24,6 +24,11 @@ DATABASES = {
     }
 }
 
+# Local memory, with room: Django's default MAX_ENTRIES (300) culls stamps
+# (manage.py check: querystash.W005).
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                      "OPTIONS": {"MAX_ENTRIES": 100_000}}}
+
 QUERYSTASH = {
     # The core's store on Django's cache (locmem here), whatever else is installed.
     "STORAGE": "django",
