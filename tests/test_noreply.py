@@ -58,6 +58,21 @@ def test_redis_connection_is_probed_again_after_a_reconnect(redis_cache_alias):
     assert _client_reply_calls(client) - before == 4  # one probe + 3 fills
 
 
+def test_redis_fill_on_a_broken_connection_is_a_plain_set(redis_cache_alias, monkeypatch):
+    store = DjangoRedisStorage(redis_cache_alias)
+    _replies_in_step(store, rounds=2)
+    conn = store._client().connection_pool._available_connections[0]
+
+    def broken_once(*args, **kwargs):
+        monkeypatch.undo()
+        raise redis.exceptions.ConnectionError("gone")
+
+    monkeypatch.setattr(conn, "send_packed_command", broken_once)
+    store.set("qs:e:after", b"v", 60)  # no error: the plain SET went through
+    assert store.get_many(["qs:e:after"]) == [b"v"]
+    _replies_in_step(store, rounds=5)
+
+
 def test_redis_without_client_reply_gets_plain_sets(redis_server):
     # redis_server: skipped (failed in CI) like every redis test without redis-server
     with RedisServer(extra_args=["--rename-command", "CLIENT", "qs-no-client"]) as server:

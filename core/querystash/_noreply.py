@@ -50,34 +50,40 @@ class RedisQuietSet:
         ):
             client.set(name, value, ex=ttl)
             return
+        from redis.exceptions import ConnectionError, TimeoutError
+
         try:
             conn = pool.get_connection()
         except TypeError:  # redis-py < 5.3 wants a command name
             conn = pool.get_connection("SET")
+        sent = False
         try:
-            sock = getattr(conn, "_sock", None)
-            if sock is None or getattr(conn, _ATTR, None) is not sock:
-                if not _probe(conn):
+            sock = conn._sock
+            if sock is not None and getattr(conn, _ATTR, None) is not sock:
+                if _probe(conn):
+                    setattr(conn, _ATTR, sock)
+                else:
                     with self._lock:
                         self._refused.add(pool)
                     conn.disconnect()  # whatever it still holds is never read
-                    pool.release(conn)
-                    conn = None
-                    client.set(name, value, ex=ttl)
-                    return
-                setattr(conn, _ATTR, conn._sock)
-            conn.send_packed_command(
-                conn.pack_commands(
-                    [("CLIENT", "REPLY", "SKIP"), ("SET", name, value, "EX", ttl)]
+            if sock is not None and getattr(conn, _ATTR, None) is sock:
+                conn.send_packed_command(
+                    conn.pack_commands(
+                        [("CLIENT", "REPLY", "SKIP"), ("SET", name, value, "EX", ttl)]
+                    )
                 )
-            )
+                sent = True
+        except (ConnectionError, TimeoutError, OSError):
+            conn.disconnect()  # may be mid-command: never hand it out again
         except BaseException:
-            if conn is not None:
-                conn.disconnect()  # may be mid-command: never hand it out again
+            conn.disconnect()
             raise
         finally:
-            if conn is not None:
-                pool.release(conn)
+            pool.release(conn)
+        if not sent:
+            # Refused, or the connection broke: a plain, acknowledged SET, with
+            # the client's own retries and errors.
+            client.set(name, value, ex=ttl)
 
 
 def _probe(conn) -> bool:
