@@ -5,6 +5,7 @@ server that does not honour ``CLIENT REPLY SKIP`` gets plain SETs."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import redis
@@ -71,6 +72,25 @@ def test_redis_fill_on_a_broken_connection_is_a_plain_set(redis_cache_alias, mon
     store.set("qs:e:after", b"v", 60)  # no error: the plain SET went through
     assert store.get_many(["qs:e:after"]) == [b"v"]
     _replies_in_step(store, rounds=5)
+
+
+def test_redis_reconnect_by_a_health_check_is_probed_again(redis_server):
+    redis_server.ensure_running()
+    client = redis.Redis.from_url(redis_server.url, health_check_interval=0.001)
+    admin = redis.Redis.from_url(redis_server.url)
+    quiet = RedisQuietSet()
+    quiet(client, "hc", b"1", 60)  # probed
+    conn = client.connection_pool._available_connections[0]
+    first = conn._sock
+    admin.client_kill_filter(_id=client.client_id())  # the server drops it
+    time.sleep(0.01)
+    echoes = admin.info("commandstats")["cmdstat_echo"]["calls"]
+    quiet(client, "hc", b"2", 60)  # health check reconnects: a new socket, probed again
+    assert conn._sock is not first
+    assert admin.info("commandstats")["cmdstat_echo"]["calls"] == echoes + 1
+    assert client.get("hc") == b"2"
+    client.close()
+    admin.close()
 
 
 def test_redis_without_client_reply_gets_plain_sets(redis_server):

@@ -58,7 +58,10 @@ class RedisQuietSet:
             conn = pool.get_connection("SET")
         sent = False
         try:
-            sock = conn._sock
+            # A health check may reconnect (to another server, after a
+            # failover): run it before looking at which socket was probed.
+            conn.check_health()
+            sock = getattr(conn, "_sock", None)  # None: not connected, or an unknown client
             if sock is not None and getattr(conn, _ATTR, None) is not sock:
                 if _probe(conn):
                     setattr(conn, _ATTR, sock)
@@ -66,11 +69,12 @@ class RedisQuietSet:
                     with self._lock:
                         self._refused.add(pool)
                     conn.disconnect()  # whatever it still holds is never read
-            if sock is not None and getattr(conn, _ATTR, None) is sock:
+            if sock is not None and getattr(conn, _ATTR, None) is sock is conn._sock:
                 conn.send_packed_command(
                     conn.pack_commands(
                         [("CLIENT", "REPLY", "SKIP"), ("SET", name, value, "EX", ttl)]
-                    )
+                    ),
+                    check_health=False,  # no reconnect onto an unprobed socket
                 )
                 sent = True
         except (ConnectionError, TimeoutError, OSError):
@@ -90,7 +94,8 @@ def _probe(conn) -> bool:
     """True if the server behind ``conn`` skips the reply of the command
     after ``CLIENT REPLY SKIP`` (and sends no reply to that command itself)."""
     conn.send_packed_command(
-        conn.pack_commands([("CLIENT", "REPLY", "SKIP"), ("PING",), ("ECHO", _TOKEN)])
+        conn.pack_commands([("CLIENT", "REPLY", "SKIP"), ("PING",), ("ECHO", _TOKEN)]),
+        check_health=False,
     )
     from redis.exceptions import ResponseError
 
