@@ -29,7 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.modes import MODES, available_modes  # noqa: E402
 
-PG_NAME = "querystash_bench"
+#: overridable so that two checkouts can run the benchmark side by side
+PG_NAME = os.environ.get("QUERYSTASH_BENCH_PG_NAME", "querystash_bench")
+if not PG_NAME.isidentifier() or not PG_NAME.islower():
+    raise SystemExit(f"QUERYSTASH_BENCH_PG_NAME must be a lowercase identifier, not {PG_NAME!r}")
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres connect_timeout=5"
 
 #: worker options per profile; memory and mixed load run in the first round only

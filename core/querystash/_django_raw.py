@@ -10,26 +10,55 @@ version) but talks to the server itself, in bytes.
 
 from __future__ import annotations
 
+import re
 import threading
 
 from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCacheClient
 
+from ._noreply import QUIET_LIMIT, RedisQuietSet
 from .default_storage import DjangoCacheStorage, safe_key
+
+#: a key name every cache backend takes as is (what Django's validate_key
+#: checks for memcached: no spaces or control characters, at most 250)
+_PLAIN_NAME = re.compile(r"[\x21-\x7e]{1,250}")
 
 
 class _RawStorage(DjangoCacheStorage):
     def _names(self, keys):
         """The backend's own key names (its KEY_PREFIX and VERSION applied)."""
-        make = self.cache.make_and_validate_key
-        return [make(safe_key(k)) for k in keys]
+        cache = self.cache
+        make, plain = cache.make_key, _PLAIN_NAME.fullmatch
+        names = [make(safe_key(k)) for k in keys]
+        for name in names:
+            if not plain(name):
+                # Django's own check (a character-by-character Python loop,
+                # hence only here): warns, or raises for memcached
+                cache.validate_key(name)
+        return names
 
 
 class DjangoRedisStorage(_RawStorage):
     """``django.core.cache.backends.redis.RedisCache``, read and written raw."""
 
+    def __init__(self, alias: str = "default"):
+        super().__init__(alias)
+        self._quiet_set = RedisQuietSet()
+
     def _client(self):
         # The primary (write) server for reads too: a replica's stamps may lag.
-        return self.cache._cache.get_client(write=True)
+        backend = self.cache._cache
+        if type(backend).get_client is not RedisCacheClient.get_client:  # a custom client class
+            return backend.get_client(write=True)
+        # Django's get_client builds a new redis.Redis around the pool on every
+        # call (~100 µs with redis-py 8): keep one per pool (and per thread,
+        # as Django keeps the cache, hence the pools).
+        pool = backend._get_connection_pool(True)
+        local = self._local
+        cached = getattr(local, "redis", None)
+        if cached is None or cached[0] is not pool:
+            cached = local.redis = (pool, backend.get_client(write=True))
+        return cached[1]
 
     def get_many(self, keys):
         return self._client().mget(self._names(keys))
@@ -42,7 +71,8 @@ class DjangoRedisStorage(_RawStorage):
         return {k for k, added in zip(mapping, results, strict=True) if not added}
 
     def set(self, key, value, timeout):
-        self._client().set(self._names([key])[0], value, ex=timeout)
+        # An entry fill: not acknowledged (see _noreply), a lost one is a miss.
+        self._quiet_set(self._client(), self._names([key])[0], value, timeout)
 
     def delete_many(self, keys):
         if keys:
@@ -70,19 +100,29 @@ class DjangoMemcachedStorage(_RawStorage):
     def _client(self):
         client = self._memcached
         if client is None:
-            from pymemcache.client.hash import HashClient
-
             with self._lock:
-                client = self._memcached = self._memcached or HashClient(
-                    self._config["servers"],
-                    connect_timeout=self._config["connect_timeout"],
-                    timeout=self._config["timeout"],
-                    use_pooling=True,
-                    ignore_exc=False,
-                    retry_attempts=0,
-                    default_noreply=False,
-                )
+                client = self._memcached = self._memcached or self._new_client()
         return client
+
+    def _new_client(self):
+        from pymemcache.client.base import PooledClient
+        from pymemcache.client.hash import HashClient
+
+        options = {
+            "connect_timeout": self._config["connect_timeout"],
+            "timeout": self._config["timeout"],
+            "default_noreply": False,
+            # small requests, and fills not waiting for their reply: with
+            # Nagle on, the request after a fill would wait for an ACK
+            "no_delay": True,
+        }
+        servers = self._config["servers"]
+        if len(servers) == 1:
+            # One server: nothing to place, so no HashClient hashing every key
+            # (pure-Python murmur3, ~10 µs a key) to find it.
+            return PooledClient(servers[0], **options)
+        return HashClient(servers, use_pooling=True, ignore_exc=False, retry_attempts=0,
+                          **options)
 
     def _run(self, method, *args):
         try:
@@ -105,7 +145,9 @@ class DjangoMemcachedStorage(_RawStorage):
         return existed
 
     def set(self, key, value, timeout):
-        self._run("set", self._names([key])[0], value, self._backend_timeout(timeout), False)
+        # An entry fill: small ones are not acknowledged (noreply, see _noreply).
+        self._run("set", self._names([key])[0], value, self._backend_timeout(timeout),
+                  len(value) <= QUIET_LIMIT)
 
     def delete_many(self, keys):
         if keys:

@@ -198,6 +198,8 @@ def _ensure_stamps(rt: Runtime, tags: list[str], stamp_keys: list[str], stamps: 
     """Create missing stamps (add = SET NX), re-reading those another process
     created first. Fills ``stamps`` in place; False if one cannot be known,
     or a pinned stamp (``InvalidationStrategy.stamp_value``) holds another value."""
+    if not rt.pinning and None not in stamps:
+        return True  # the usual cold miss: every stamp found, none pinned
     pinned = rt.stamp_values(tags, stamps)
     new = {
         k: pinned[i][0] if i in pinned else os.urandom(8)

@@ -35,7 +35,11 @@ class Storage:
         raise NotImplementedError
 
     def set(self, key: str, value: bytes, timeout: int) -> None:
-        """Store ``value`` under ``key`` for ``timeout`` seconds."""
+        """Store ``value`` under ``key`` for ``timeout`` seconds.
+
+        The core calls it for entry fills only (stamps go through
+        ``add_many``), so it may return before the store acknowledges: a
+        lost entry is a later miss, never a stale read."""
         raise NotImplementedError
 
     def delete_many(self, keys: Sequence[str]) -> None:

@@ -22,6 +22,7 @@ from pymemcache.exceptions import MemcacheServerError
 from pymemcache.pool import ObjectPool
 
 from querystash import Storage
+from querystash._noreply import QUIET_LIMIT
 
 from . import _config
 from ._keys import KeyMaker, Ring
@@ -48,7 +49,7 @@ class _Server:
                 connect_timeout=options["connect_timeout"],
                 timeout=options["timeout"],
                 no_delay=True,  # small requests: don't wait for Nagle
-                default_noreply=False,  # every write is acknowledged or raises
+                default_noreply=False,  # acknowledged or raises (small entry fills: noreply)
             ),
             after_remove=Client.close,
             max_size=options["pool_size"],
@@ -156,9 +157,14 @@ class MemcachedStorage(Storage):
         name = self.key(key)
         if not self._fits(name, value):
             return
-        self.counters["round trips"] += 1
+        # An entry fill: a small one is sent with noreply (querystash._noreply),
+        # saving a round trip on every miss; a lost fill is a later miss. A
+        # larger one waits for the answer, so a server refusing it is seen.
+        quiet = len(value) <= QUIET_LIMIT
+        if not quiet:
+            self.counters["round trips"] += 1
         try:
-            self._server(name).run(Client.set, name, value, _expire(timeout), False)
+            self._server(name).run(Client.set, name, value, _expire(timeout), quiet)
         except MemcacheServerError as exc:
             if not self._refused(exc, key, len(value)):
                 raise

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Mapping, Sequence
 
 from querystash import Storage, StorageError
+from querystash._noreply import RedisQuietSet
 
 from ._config import RedisConfig, parse
 from ._connect import Connection
@@ -50,6 +51,7 @@ class RedisStorage(Storage):
         self._failovers = 0
         self._owes_global = False
         self._failover_lock = threading.RLock()
+        self._quiet_set = RedisQuietSet()
 
     @classmethod
     def from_config(cls, config: dict) -> RedisStorage:
@@ -94,7 +96,11 @@ class RedisStorage(Storage):
     def set(self, key: str, value: bytes, timeout: int) -> None:
         name = self.redis_key(key)
         generation = self._before()
-        if self._leases is None:
+        if self._leases is None and not self._cluster:
+            # An entry fill: not acknowledged (querystash._noreply), a lost one
+            # is a later miss. Saves a round trip on every miss.
+            self._quiet_set(self.client, name, value, _ttl(timeout))
+        elif self._leases is None:
             self.client.set(name, value, ex=_ttl(timeout))
         else:
             # Same slot: one pipeline to one node, and the waiters wake up.

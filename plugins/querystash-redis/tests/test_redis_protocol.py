@@ -55,6 +55,22 @@ def test_miss_creates_stamps_with_set_nx_and_keeps_existing_ones(
         assert counts("testapp.Book")["hits"] == 1  # entry stored under the existing stamp
 
 
+def test_fill_is_a_set_whose_reply_is_skipped(data, redis_single, use_redis, monitor, counts):
+    with use_redis(url=redis_single.url):
+        titles()  # stamps created, the connection probed
+        querystash.invalidate_models("testapp.Author")  # not a stamp titles() reads
+        list(Author.objects.all())  # miss
+        with monitor(redis_single.port) as m:
+            list(Author.objects.filter(name="Alice"))  # miss: MGET, SET
+        skip = [i for i, c in enumerate(m.commands) if c == "CLIENT REPLY SKIP"]
+        assert len(skip) == 1, m.commands
+        assert m.commands[skip[0] + 1].startswith("SET ") and " EX " in m.commands[skip[0] + 1]
+        for _ in range(20):  # the connection stays in step: every read gets its own reply
+            assert titles() == ["One", "Two"]
+            assert list(Author.objects.filter(name="Alice")) == [data]
+        assert counts("testapp.Author")["hits"] == 20
+
+
 def test_many_tags_are_invalidated_by_one_del(data, redis_single, use_redis, monitor):
     with use_redis(url=redis_single.url):
         titles()

@@ -1,0 +1,61 @@
+"""The core's raw stores on Django's redis and memcached caches: what they
+keep between calls, and the key names they send."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+from django.core.cache import caches
+from django.core.cache.backends.base import InvalidCacheKey
+from django.test import override_settings
+from pymemcache.client.base import PooledClient
+from pymemcache.client.hash import HashClient
+
+from querystash._django_raw import DjangoMemcachedStorage, DjangoRedisStorage
+
+
+def test_django_redis_client_is_kept_per_pool(redis_cache_alias):
+    store = DjangoRedisStorage(redis_cache_alias)
+    first = store._client()
+    assert store._client() is first
+    backend = caches[redis_cache_alias]._cache
+    backend._pools.clear()  # Django makes a new pool: a new client around it
+    second = store._client()
+    assert second is not first
+    assert second.connection_pool is backend._get_connection_pool(True)
+    assert store._client() is second
+
+
+def test_django_memcached_one_server_is_not_hashed(memcached_cache_alias, memcached_server):
+    store = DjangoMemcachedStorage(memcached_cache_alias)
+    assert isinstance(store._client(), PooledClient)
+    store.set("qs:e:one", b"1", 60)
+    assert store.get_many(["qs:e:one", "qs:t:x"]) == [b"1", None]
+    store.close()
+    cache = settings.CACHES[memcached_cache_alias]
+    two = {**cache, "LOCATION": [memcached_server.url, memcached_server.url.replace(
+        "127.0.0.1", "localhost")]}
+    with override_settings(CACHES={**settings.CACHES, "two": two}):
+        store = DjangoMemcachedStorage("two")
+        assert isinstance(store._client(), HashClient)
+        store.close()
+
+
+@pytest.mark.parametrize("alias_fixture", ["redis_cache_alias", "memcached_cache_alias"])
+def test_key_names_carry_the_backend_prefix_and_version(request, alias_fixture):
+    alias = request.getfixturevalue(alias_fixture)
+    cache = settings.CACHES[alias]
+    with override_settings(CACHES={**settings.CACHES, "p": {**cache, "KEY_PREFIX": "site",
+                                                            "VERSION": 3}}):
+        cls = DjangoRedisStorage if "redis" in alias else DjangoMemcachedStorage
+        store = cls("p")
+        assert store._names(["qs:e:k", "qs:t:*"]) == ["site:3:qs:e:k", "site:3:qs:t:*"]
+        assert store._names(["qs:e:k"]) == [caches["p"].make_and_validate_key("qs:e:k")]
+
+
+def test_a_name_memcached_would_refuse_is_still_refused(memcached_cache_alias):
+    cache = settings.CACHES[memcached_cache_alias]
+    with override_settings(CACHES={**settings.CACHES, "p": {**cache, "KEY_PREFIX": "a b"}}):
+        store = DjangoMemcachedStorage("p")
+        with pytest.raises(InvalidCacheKey):
+            store._names(["qs:e:k"])
