@@ -109,7 +109,7 @@ def check_shared_store(app_configs=None, **kwargs) -> list:
 MIN_ENTRIES = 10_000
 
 
-@register("querystash", Tags.caches)
+@register("querystash", Tags.caches, deploy=True)
 def check_culling_cache(app_configs=None, **kwargs) -> list:
     from django.core.cache.backends.db import DatabaseCache
     from django.core.cache.backends.filebased import FileBasedCache
