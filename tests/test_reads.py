@@ -809,3 +809,20 @@ def test_auto_created_through_models_are_not_cached_by_wildcards(django_assert_n
         through.objects.filter(book=book).count()
         with django_assert_num_queries(0):
             assert through.objects.filter(book=book).count() == 1
+
+
+def test_entry_keys_name_the_database_not_only_the_alias(monkeypatch):
+    """Two sites (or staging and production) sharing a store under one
+    KEY_PREFIX: same alias, same SQL, different databases, different keys."""
+    from querystash import default_keys
+    from querystash.events import QueryInfo
+
+    key = default_keys.querystash_key_function(config=conf.config())
+    info = QueryInfo("SELECT 1", (), "default", "multi", "fetch", frozenset())
+    first = key(info)
+    assert key(info) == first
+    monkeypatch.setitem(connection.settings_dict, "NAME", "another_site")
+    assert key(info) != first
+    monkeypatch.undo()
+    monkeypatch.setitem(connection.settings_dict, "HOST", "db2.internal")
+    assert key(info) != first
