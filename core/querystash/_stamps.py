@@ -41,9 +41,13 @@ class Breaker:
     every process that saw the outage — not only one whose own deletion
     failed, which may be idle or gone by then — deletes the global stamp,
     which every entry depends on, before it reads the store again. It tries
-    that every ``retry`` seconds: on its next store use, from a background
-    thread while it is idle, and once more at exit.
+    that from a background thread every ``PAYER_INTERVAL`` seconds, before a
+    store use at most every ``retry`` seconds (a request pays for a dead
+    store's timeout), and once more at exit.
     """
+
+    #: how often the background thread tries to pay a debt
+    PAYER_INTERVAL = 0.1
 
     def __init__(self, cooldown: float = 5.0, retry: float = 1.0):
         self.cooldown = cooldown
@@ -90,42 +94,55 @@ class Breaker:
         elif not self.allows():
             return False
         if self.owes_global:
-            # One payment at a time, and never wait for one: a request
-            # thread bypasses the store while another thread pays.
-            if not self._paying.acquire(blocking=False):
-                return False
             try:
+                return self._pay(rt)
+            except Exception as exc:
+                self.trip(rt, exc, lost_invalidation=True)
+                return False
+        return True
+
+    def _pay(self, rt: Runtime) -> bool:
+        """Delete the global stamp for the debts owed now; True once nothing
+        is owed. Raises the store's error."""
+        # One payment at a time, and never wait for one: a request thread
+        # bypasses the store while another thread pays.
+        if not self._paying.acquire(blocking=False):
+            return False
+        try:
+            if self.owes_global:
                 owed = self.debts
-                try:
-                    _delete_global(rt)
-                except Exception as exc:
-                    self.trip(rt, exc, lost_invalidation=True)
-                    return False
+                _delete_global(rt)
                 with self._lock:
                     if self.debts == owed:  # no invalidation was lost meanwhile
                         self.owes_global = False
-            finally:
-                self._paying.release()
-            if self.owes_global:
-                return False
-            self.succeeded()
+        finally:
+            self._paying.release()
+        if self.owes_global:
+            return False
+        self.succeeded()
         return True
 
     def _pay_while_idle(self) -> None:
-        """Background thread: pays the debt of a process that does not use
-        the store meanwhile (an idle worker), so no other process serves
-        what it failed to invalidate for longer than it must."""
+        """Background thread: tries to pay every ``PAYER_INTERVAL`` seconds
+        while a debt is owed, busy or idle, so other processes are served
+        what the outage failed to invalidate for as short a time as it can
+        be: the first attempt that reaches the store after it comes back
+        pays. A failed attempt costs only this thread's time; the requests
+        that meet the outage count and log it."""
         from . import _runtime
 
         while True:
-            time.sleep(self.retry)
+            time.sleep(self.PAYER_INTERVAL)
             rt = _runtime.current
             with self._lock:
                 if not self.owes_global or rt is None or rt.breaker is not self \
                         or rt.storage is None:
                     self._payer_pid = 0  # a later trip starts a new payer
                     return
-            self.settle(rt)
+            try:
+                self._pay(rt)
+            except Exception:  # noqa: BLE001 - still out: the next attempt is shortly
+                pass
 
     def pay_at_exit(self, rt: Runtime) -> None:
         if self.owes_global and rt.storage is not None:
