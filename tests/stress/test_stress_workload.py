@@ -55,7 +55,13 @@ def test_stress_workload_memcached(memcached_server):
 # -- positive controls: a harness that cannot catch a planted bug proves nothing -----------
 
 
-def assert_detected(scenario: harness.Scenario, server, rounds: int = 3) -> harness.Result:
+#: the controls' size: a planted race shows a few times per thousand reads,
+#: and a longer pause before the fill widens the window both bugs live in
+CONTROL = {"workers": 3, "operations": 400, "write_ratio": 0.3,
+           "delays": dict(harness.DELAYS, before_fill=(0.5, 20))}
+
+
+def assert_detected(scenario: harness.Scenario, server, rounds: int = 4) -> harness.Result:
     """A race is probabilistic: up to ``rounds`` seeds until the bug shows."""
     for seed in range(1, rounds + 1):
         scenario.seed = seed
@@ -70,14 +76,15 @@ def assert_detected(scenario: harness.Scenario, server, rounds: int = 3) -> harn
 def test_stress_control_stamps_read_after_the_query(redis_server):
     needs_postgres()
     assert_detected(harness.Scenario(
-        "control: stamps after query", "redis", workers=3, operations=250,
+        "control: stamps after query", "redis", **CONTROL,
         bug="stamps_after_query", expect_violations=True), redis_server)
 
 
 def test_stress_control_invalidation_before_commit_only(redis_server):
     needs_postgres()
     assert_detected(harness.Scenario(
-        "control: no post-commit invalidation", "redis", workers=3, operations=250,
+        "control: no post-commit invalidation", "redis", **CONTROL,
+        writes=["transaction"],  # the only writes with a post-commit invalidation
         bug="no_post_commit_invalidation", expect_violations=True), redis_server)
 
 
