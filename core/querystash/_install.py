@@ -10,17 +10,13 @@ from django.db.models.manager import BaseManager
 from django.db.models.sql.compiler import SQLCompiler
 
 from . import _queryset, _reads, _runtime, _writes
+from .patching import Patches
 
-_patches: list[tuple[type, str, object]] = []  # (owner, name, original or _ABSENT)
-_ABSENT = object()
+_patches = Patches()
+_patch = _patches.patch
 
 #: settings whose change means rebuilding the runtime
 WATCHED_SETTINGS = {"QUERYSTASH", "CACHES", "SECRET_KEY", "INSTALLED_APPS"}
-
-
-def _patch(owner: type, name: str, new) -> None:
-    _patches.append((owner, name, owner.__dict__.get(name, _ABSENT)))
-    setattr(owner, name, new)
 
 
 def install() -> None:
@@ -53,12 +49,7 @@ def install() -> None:
 def uninstall() -> None:
     """Undo ``install()``: Django behaves as if querystash were absent."""
     setting_changed.disconnect(dispatch_uid="querystash")
-    while _patches:
-        owner, name, original = _patches.pop()
-        if original is _ABSENT:
-            delattr(owner, name)
-        else:
-            setattr(owner, name, original)
+    _patches.undo()
     _runtime.current = None
 
 

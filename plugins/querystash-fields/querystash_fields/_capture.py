@@ -30,6 +30,7 @@ from django.db import connections
 from django.db.models import Model
 
 from querystash import _runtime, _stamps, _transactions
+from querystash.patching import Patches
 
 from ._values import UNKNOWN, render, taggable
 
@@ -312,7 +313,7 @@ def make_do_insert(original):
     return _do_insert
 
 
-_patches: list[tuple[str, object]] = []
+_patches = Patches()
 
 
 def install() -> None:
@@ -320,12 +321,8 @@ def install() -> None:
         return
     for name, make in (("from_db", make_from_db), ("_do_update", make_do_update),
                        ("_do_insert", make_do_insert)):
-        original = Model.__dict__[name]
-        _patches.append((name, original))
-        setattr(Model, name, make(original))
+        _patches.patch(Model, name, make(Model.__dict__[name]))
 
 
 def uninstall() -> None:
-    while _patches:
-        name, original = _patches.pop()
-        setattr(Model, name, original)
+    _patches.undo()

@@ -6,15 +6,12 @@ from django.db.models import QuerySet
 from django.db.models.fields import related_descriptors
 from django.db.models.sql.compiler import SQLDeleteCompiler
 
+from querystash.patching import Patches
+
 from . import _deletes, _inserts, _managers
 
-_ABSENT = object()
-_patches: list[tuple[object, str, object]] = []  # (owner, name, original or _ABSENT)
-
-
-def _patch(owner, name: str, new) -> None:
-    _patches.append((owner, name, vars(owner).get(name, _ABSENT)))
-    setattr(owner, name, new)
+_patches = Patches()
+_patch = _patches.patch
 
 
 def install() -> None:
@@ -30,12 +27,7 @@ def install() -> None:
 
 
 def uninstall() -> None:
-    while _patches:
-        owner, name, original = _patches.pop()
-        if original is _ABSENT:
-            delattr(owner, name)
-        else:
-            setattr(owner, name, original)
+    _patches.undo()
     _managers.forget_manager_classes()
 
 
