@@ -14,6 +14,23 @@ import sys
 import time
 
 
+def timed_and_profiled(what: str, call, n: int, cumulative: int) -> None:
+    """Time ``n`` calls of ``call()`` unprofiled, then profile ``n`` more and
+    print the top functions by own and by cumulative time."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        call()
+    print(f"{what}: {(time.perf_counter() - t0) / n * 1e6:.1f} µs per call (unprofiled)")
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(n):
+        call()
+    prof.disable()
+    stats = pstats.Stats(prof).strip_dirs()
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(cumulative)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     op = argv[0] if argv else "get"
@@ -26,18 +43,7 @@ def main(argv=None):
     fn = ops.READ_OPS[op][0]
     for _ in range(50):
         fn(ops.HIT_K)
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn(ops.HIT_K)
-    print(f"{op}: {(time.perf_counter() - t0) / n * 1e6:.1f} µs per hit (unprofiled)")
-    prof = cProfile.Profile()
-    prof.enable()
-    for _ in range(n):
-        fn(ops.HIT_K)
-    prof.disable()
-    stats = pstats.Stats(prof).strip_dirs()
-    stats.sort_stats("tottime").print_stats(25)
-    stats.sort_stats("cumulative").print_stats(30)
+    timed_and_profiled(f"{op} hit", lambda: fn(ops.HIT_K), n, cumulative=30)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,10 @@ cumulative time.
 
 from __future__ import annotations
 
-import cProfile
-import pstats
 import random
 import sys
-import time
+
+from bench.profile_hit import timed_and_profiled
 
 
 def main(argv=None):
@@ -33,18 +32,7 @@ def main(argv=None):
         raise SystemExit(f"{op}: only {len(pool)} distinct parameters; lower N")
     for _ in range(10):
         fn(pool.pop())
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn(pool.pop())
-    print(f"{op}: {(time.perf_counter() - t0) / n * 1e6:.1f} µs per cold miss (unprofiled)")
-    prof = cProfile.Profile()
-    prof.enable()
-    for _ in range(n):
-        fn(pool.pop())
-    prof.disable()
-    stats = pstats.Stats(prof).strip_dirs()
-    stats.sort_stats("tottime").print_stats(25)
-    stats.sort_stats("cumulative").print_stats(40)
+    timed_and_profiled(f"{op} cold miss", lambda: fn(pool.pop()), n, cumulative=40)
 
 
 if __name__ == "__main__":
