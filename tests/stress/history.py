@@ -166,7 +166,7 @@ def check(reads: list[Read], ops: dict[int, list[tuple[float, float]]]) -> Verdi
     verdict = Verdict(reads=len(reads), hits=sum(r.hit for r in reads))
     txs = _raw("SELECT v, xid, pid, ts FROM stress_tx ORDER BY v")
     verdict.versions = len(txs)
-    meta = [None]  # per version: (pid, commit clock time)
+    pids = [None]  # per version: the backend that committed it
     ts = [0.0]  # c0 per version: at or before the commit
     done = [float("-inf")]  # c1 per version: the write's operation had returned
     xid_version = {}
@@ -174,7 +174,7 @@ def check(reads: list[Read], ops: dict[int, list[tuple[float, float]]]) -> Verdi
     for v, xid, pid, t in txs:
         assert v == len(ts), "versions are dense"
         xid_version[xid] = v
-        meta.append((pid, t))
+        pids.append(pid)
         ts.append(t)
         windows = ops.get(pid, [])
         i = bisect.bisect_right(starts.get(pid, []), t) - 1
@@ -238,7 +238,7 @@ def check(reads: list[Read], ops: dict[int, list[tuple[float, float]]]) -> Verdi
                 if v < b:
                     still.append(entry)
                 elif not ok:
-                    around = [(n, *meta[n], done[n]) for n in range(max(1, a - 2), b + 1)]
+                    around = [(n, pids[n], ts[n], done[n]) for n in range(max(1, a - 2), b + 1)]
                     verdict.violations.append((read, v, fresh, a, around))
             active = still
         for b, read, a, *_ in active:  # cannot happen: hi <= the last version
