@@ -78,14 +78,14 @@ def encode_into(value: Any, out: Out) -> None:
 def encode_params_into(params: tuple | list, out: Out) -> None:
     """Append the code of a parameter tuple: the same as ``encode_into`` of
     the tuple, with the common exact ``str`` / ``int`` members inlined."""
-    out.append(f"t{len(params)}[")
+    append = out.append
+    append(f"t{len(params)}[")
     for value in params:
         t = type(value)
-        if t is str:
-            out.append(f"s{len(value)}:")
-            out.append(value)
-        elif t is int:
-            out.append(f"i{value:x};")
+        if t is int:
+            append(f"i{value:x};")
+        elif t is str:
+            append(f"s{len(value)}:{value}")
         else:
             encode_into(value, out)
 

@@ -16,19 +16,29 @@ def querystash_key_function(config):
     # The library version is in the namespace: a new release never reads an
     # entry in an older payload format. Stamps carry no version (see _protocol).
     namespace = f"{config['KEY_PREFIX']}:{__version__}:e:"
+    # The encoded (database, alias, shape) part, by those values: a hit only
+    # encodes the SQL and the parameters.
+    heads: dict[tuple, str] = {}
 
     def key(info) -> str:
         # Which database, not only which alias: two sites (or staging and
         # production) sharing a store under one KEY_PREFIX never read each
         # other's rows. (Their stamps are shared: that only over-invalidates.)
-        # Every part goes through the injective encoder (see _encode): never
+        # Every part goes through the injective encoder (see _encode), never
         # repr(), which is not an encoding. An unknown parameter type raises
-        # UnencodableValue (an Uncacheable): the read runs uncached.
+        # UnencodableValue, an Uncacheable: the read runs uncached.
         db = connections[info.alias].settings_dict
         sql = info.sql
-        out = [f"s{len(sql)}:", sql, f"s{len(info.alias)}:", info.alias, info.shape, ";"]
         try:
-            encode_into((db["ENGINE"], str(db["NAME"]), db.get("HOST"), db.get("PORT")), out)
+            ident = (info.alias, info.shape, db["ENGINE"], db["NAME"], db.get("HOST"),
+                     db.get("PORT"))
+            head = heads.get(ident)
+            if head is None:
+                parts: list[str] = []
+                alias, shape, engine, name, host, port = ident
+                encode_into((alias, shape, engine, str(name), host, port), parts)
+                head = heads[ident] = "".join(parts)
+            out = [head, f"s{len(sql)}:", sql]
             encode_params_into(info.params, out)
         except Exception as exc:
             raise failed(info.params, exc) from exc
