@@ -343,6 +343,11 @@ def test_values_that_look_alike_encode_apart():
     for group in groups:
         codes = [_encode.encode(v) for v in group]
         assert len(set(codes)) == len(codes), group
+    # parameter tuples, through the key function's fast paths
+    tuples = [(1, 1, 1), (True, 1, 1), (1, 1, True), (Int4(1),) * 3, (Int8(1),) * 3,
+              (Int4(1), Int8(1), 1), ("1", "1", "1"), (1.0, 1, 1)]
+    keys = {key_of(t) for t in tuples}
+    assert len(keys) == len(tuples)
 
 
 def test_equal_values_of_known_types_encode_alike():
@@ -487,3 +492,24 @@ def test_control_the_property_finds_a_collision_in_a_broken_encoding(monkeypatch
                  settings=hsettings(max_examples=2000, database=None))
     assert canon(found[0]) != canon(found[1])
     assert _encode.encode(found[0]) == _encode.encode(found[1])
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.sampled_from(["int", "Int2", "Int4", "Int8"]),
+       st.lists(st.integers(-(2 ** 70), 2 ** 70), min_size=1, max_size=25))
+def test_property_the_one_format_path_for_int_lists_writes_the_loops_codes(kind, ints):
+    from psycopg.types import numeric
+
+    cls = int if kind == "int" else getattr(numeric, kind)
+    params = tuple(map(cls, ints))
+    out: list[str] = []
+    _encode.encode_params_into(params, out)
+    one_by_one: list[str] = [f"t{len(params)}["]
+    for p in params:
+        _encode.encode_into(p, one_by_one)
+    assert "".join(out) == "".join(one_by_one)
+    # a bool among them is not an int (it takes the loop, and its own tag)
+    if params[0] == 1:
+        mixed: list[str] = []
+        _encode.encode_params_into((True, *params[1:]), mixed)
+        assert mixed != out

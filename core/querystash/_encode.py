@@ -78,8 +78,16 @@ def encode_into(value: Any, out: Out) -> None:
 def encode_params_into(params: tuple | list, out: Out) -> None:
     """Append the code of a parameter tuple: the same as ``encode_into`` of
     the tuple, with the common exact ``str`` / ``int`` members inlined."""
+    n = len(params)
     append = out.append
-    append(f"t{len(params)}[")
+    append(f"t{n}[")
+    if n > 2:
+        # Many ints of one exact type (an IN list): one %-format in C writes
+        # the same codes the loop would.
+        types = set(map(type, params))
+        if len(types) == 1 and (tag := _INT_TAGS.get(types.pop())) is not None:
+            append(f"{tag}%x;" * n % tuple(params))
+            return
     for value in params:
         t = type(value)
         if t is int:
@@ -330,6 +338,10 @@ def _float_as(tag: str) -> Callable[[Any, Out], None]:
     return handler
 
 
+#: exact int types and their tag, for encode_params_into's one-format path
+_INT_TAGS: dict[type, str] = {int: "i"}
+
+
 def _register_psycopg() -> None:
     try:
         from psycopg import Binary
@@ -339,14 +351,11 @@ def _register_psycopg() -> None:
         from psycopg.types.range import Range
     except ImportError:  # SQLite-only sites: these types never reach a query
         return
+    _INT_TAGS.update({Int2: "2", Int4: "4", Int8: "8", IntNumeric: "9", Oid: "O"})
     _HANDLERS.update({
         # int / float subclasses that pick the PostgreSQL type sent (Django
         # wraps every integer field's value in Int2/Int4/Int8): one tag each.
-        Int2: _int_as("2"),
-        Int4: _int_as("4"),
-        Int8: _int_as("8"),
-        IntNumeric: _int_as("9"),
-        Oid: _int_as("O"),
+        **{t: _int_as(tag) for t, tag in _INT_TAGS.items() if t is not int},
         Float4: _float_as("g"),
         Float8: _float_as("G"),
         Json: _json_wrapper("J"),
