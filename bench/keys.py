@@ -52,6 +52,8 @@ def operations():
     return {
         "get-by-pk": lambda: Book.objects.get(pk=1),
         "filter, 20 params": lambda: list(Book.objects.filter(id__in=ids).order_by("id")),
+        "filter, str + ints": lambda: list(Book.objects.filter(
+            title__startswith="Book 1", year__gte=1900, pages__gte=1).order_by("id")[:5]),
     }
 
 
@@ -122,7 +124,7 @@ def main(argv=None) -> None:
 
     print(f"bench.keys: {connection.vendor}, querystash-locmem, {args.rounds} rounds x "
           f"{args.inner} hits (key alone: x{args.inner * 10}), Python {sys.version.split()[0]}")
-    kinds = "; ".join(f"{op}: {len(i.params)} x {type(i.params[0]).__name__}"
+    kinds = "; ".join(f"{op}: " + ", ".join(sorted({type(p).__name__ for p in i.params}))
                       for op, i in infos.items())
     print(f"{totals['hits']} timed reads, all hits; params: {kinds}")
     print()

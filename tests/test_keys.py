@@ -513,3 +513,22 @@ def test_property_the_one_format_path_for_int_lists_writes_the_loops_codes(kind,
         mixed: list[str] = []
         _encode.encode_params_into((True, *params[1:]), mixed)
         assert mixed != out
+
+
+@pytest.mark.skipif(PG, reason="the benchmark picks its own database; once per suite run")
+def test_bench_keys_runs_and_compares_both_key_functions(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("QUERYSTASH_", "BENCH_", "DJANGO_SETTINGS"))}
+    env["BENCH_SQLITE_PATH"] = str(tmp_path / "keys.sqlite3")
+    proc = subprocess.run([sys.executable, "-m", "bench.keys", "--rounds", "1", "--inner", "2"],
+                          cwd=Path(__file__).resolve().parent.parent, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")][2:]
+    assert [row.split(" | ")[1] for row in rows] == ["repr (old)", "encoder (new)"] * 3
+    assert "timed reads, all hits" in proc.stdout
