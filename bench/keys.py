@@ -1,13 +1,14 @@
 """What the injective key encoder costs on a hit, against the old repr() key.
 
-    python -m bench.keys [--rounds 15] [--inner 300]
+    python -m bench.keys [--rounds 101] [--inner 50]
 
 One process, the querystash-locmem mode (SQLite unless BENCH_DB says
 otherwise; a temporary database is created and seeded when BENCH_SQLITE_PATH
 is unset). Both key functions are installed on the same runtime in turn, so
 the two measure the same hit path but for the key: each round takes one
 sample of every (operation, key function) pair, the order rotating from
-round to round; figures are medians over rounds. Also times the key
+round to round; figures are medians over rounds (many short samples: a busy
+machine moves single samples a lot, their median little). Also times the key
 function alone on each operation's query (the raw cost per key).
 
 The repr() key function lives here only as the reference: it is not an
@@ -66,8 +67,8 @@ def _time(call, n: int) -> float:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=15)
-    p.add_argument("--inner", type=int, default=300, help="hits per sample")
+    p.add_argument("--rounds", type=int, default=101)
+    p.add_argument("--inner", type=int, default=50, help="hits per sample")
     args = p.parse_args(argv)
 
     os.environ.setdefault("BENCH_MODE", "querystash-locmem")
