@@ -469,6 +469,18 @@ def test_same_sql_is_read_once(books, monkeypatch, django_assert_num_queries):
     assert len(calls) == 1
 
 
+def test_a_query_the_reader_cannot_walk_is_run_uncached(books, monkeypatch, counts,
+                                                       django_assert_num_queries):
+    def broken(self, query, stack):
+        raise RuntimeError("a query shape nobody foresaw")
+
+    monkeypatch.setattr(_relations._Walk, "_query", broken)
+    for _ in range(2):
+        with django_assert_num_queries(1):
+            assert titles(Book.objects.filter(title="Book 1")) == ["Book 1"]
+    assert counts("testapp.Book")["vetoed"] == 2
+
+
 def test_sql_without_a_query_is_read_as_text():
     """No Query object (info.query None): the SQL text itself is read, as
     conservatively as a RawSQL fragment."""
@@ -499,6 +511,9 @@ def test_sql_without_a_query_is_read_as_text():
          {"testapp_book", "testapp_review"}),
         ("title = 'FROM temp_stuff' AND 1 = 1", set()),  # a string, not SQL
         ("SELECT * FROM generate_series(1, 3)", set()),
+        ("SELECT 1 FROM ((testapp_book))", {"testapp_book"}),
+        ("SELECT 1 FROM (TABLE testapp_book) t", {"testapp_book"}),
+        ("SELECT 1 FROM (SELECT 1 FROM testapp_book) s, (VALUES (1)) v", {"testapp_book"}),
     ],
 )
 def test_fragments_over_known_tables(fragment, reads):
@@ -523,6 +538,12 @@ def test_fragments_over_known_tables(fragment, reads):
         "title = 'unterminated",
         "WITH t AS (SELECT 1) SELECT * FROM t",  # a CTE name: unknown, refused
         "SELECT * FROM",
+        "SELECT 1 FROM (temp_stuff)",  # a parenthesised FROM item
+        "SELECT 1 FROM (testapp_book CROSS JOIN temp_stuff)",
+        "SELECT * FROM ROWS FROM (my_rows())",
+        "SELECT 1 FROM testapp_book@remote",
+        "SELECT 1 FROM /* a comment */ temp_stuff",
+        "SELECT 1 FROM testapp_book, LATERAL my_rows(testapp_book.id)",
     ],
 )
 def test_fragments_refused(fragment):

@@ -69,10 +69,14 @@ class RelationReader:
             return self._memo[sql]
         except KeyError:
             pass
-        if query is None:
-            tables, reason = _sqlscan.scan(sql, self.known)
-        else:
-            tables, reason = _Walk(self.known, query, compiler).run()
+        try:
+            if query is None:
+                tables, reason = _sqlscan.scan(sql, self.known)
+            else:
+                tables, reason = _Walk(self.known, query, compiler).run()
+        except Exception as exc:  # a query shape nobody foresaw: never fail the read
+            logger.exception("querystash: reading the relations of %.300s failed", sql)
+            tables, reason = set(), f"its relations could not be read ({exc!r})"
         # Known names anywhere in the text too: a tag too many costs a miss,
         # one too few would cost stale rows.
         result = Relations(frozenset(tables) | self._finder.tables(sql), reason)
@@ -96,12 +100,15 @@ class _Walk:
     def run(self) -> tuple[set[str], str | None]:
         # (node, the query it belongs to): custom SQL is compiled in its query
         stack: list[tuple[object, Query]] = [(self.top, self.top)]
-        seen: set[int] = set()
+        # id -> node: holding the node keeps its id from being reused by an
+        # object built later in the walk (get_source_expressions() lists,
+        # join restrictions)
+        seen: dict[int, object] = {}
         while stack:
             node, owner = stack.pop()
             if isinstance(node, _ATOMS) or id(node) in seen:
                 continue
-            seen.add(id(node))
+            seen[id(node)] = node
             if isinstance(node, Query):
                 reason = self._query(node, stack)
             elif isinstance(node, (list, tuple, set, frozenset)):

@@ -90,6 +90,8 @@ _WRITES = frozenset("INSERT UPDATE DELETE MERGE COPY CALL EXEC EXECUTE DO INTO".
 #: functions inside whose parentheses FROM is part of the call's syntax
 _FROM_IN_CALL = frozenset(("extract", "substring", "trim", "overlay", "position"))
 _SKIP_BEFORE_RELATION = frozenset(("LATERAL", "ONLY"))
+#: words that open a subquery where a relation could stand
+_SUBQUERY_START = frozenset(("SELECT", "VALUES", "WITH", "TABLE"))
 
 
 def scan(sql: str, known: Container[str]) -> tuple[frozenset[str], str | None]:
@@ -108,10 +110,14 @@ def scan(sql: str, known: Container[str]) -> tuple[frozenset[str], str | None]:
         kind, text = tokens[i]
         level = levels[-1]
         upper = text.upper() if kind == "word" else ""
-        if level[1] and not (kind == "word" and upper in _SKIP_BEFORE_RELATION):
+        if level[1] and kind == "word" and upper in _SUBQUERY_START:
+            # "(" opened a subquery, not a parenthesised FROM item
+            level[0] = level[1] = False
+        elif level[1] and not (kind == "word" and upper in _SKIP_BEFORE_RELATION):
             level[1] = False
             if kind == "punct" and text == "(":
-                levels.append([False, False, ""])
+                # a subquery, or a parenthesised FROM item: "FROM (t1 JOIN t2 ...)"
+                levels.append([True, True, ""])
                 before_prev, prev = prev, (kind, text)
                 i += 1
                 continue
@@ -134,6 +140,8 @@ def scan(sql: str, known: Container[str]) -> tuple[frozenset[str], str | None]:
                     f"reads {_show(parts)}, a relation of another schema or database"
                 )
             name = _unquote(*parts[0])
+            if i < n and tokens[i] == ("punct", "@"):
+                return frozenset(tables), f"reads {name!r} through a database link"
             if name not in known:
                 return frozenset(tables), (
                     f"reads {name!r}, which no registered model maps (a temporary "
