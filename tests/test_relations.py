@@ -19,6 +19,7 @@ from django.db.models import (
     BooleanField,
     Count,
     Exists,
+    Expression,
     F,
     FilteredRelation,
     Func,
@@ -128,6 +129,16 @@ def joined_like_join_queryset(qs):
     return qs
 
 
+class InTempStuff(Expression):
+    """An expression class of a project's own, writing its own SQL."""
+
+    output_field = BooleanField()
+
+    def as_sql(self, compiler, connection):
+        book = connection.ops.quote_name("testapp_book")
+        return f"{book}.id IN (SELECT book_id FROM temp_stuff)", []
+
+
 TEMP_READS = {
     "alias_map_join": lambda: titles(joined_like_join_queryset(Book.objects.cache())),
     "extra_tables": lambda: titles(
@@ -168,6 +179,11 @@ TEMP_READS = {
             .values("book_id")[:1]
         )).values_list("title", "flagged") if flagged
     ),
+    "custom_expression": lambda: titles(Book.objects.cache().filter(InTempStuff())),
+    "func_template": lambda: titles(Book.objects.cache().annotate(flagged=Func(
+        F("id"), template="%(expressions)s IN (SELECT book_id FROM temp_stuff)",
+        output_field=BooleanField(),
+    )).filter(flagged=True)),
     "filtered_relation": lambda: titles(Book.objects.cache().annotate(flagged=FilteredRelation(
         "reviews", condition=Q(reviews__book_id__in=RawSQL("SELECT book_id FROM temp_stuff", []))
     )).filter(flagged__isnull=False)),

@@ -175,9 +175,9 @@ class _Walk:
         def push(*nodes):
             stack.extend((n, owner) for n in nodes if n is not None)
 
-        if isinstance(node, RawSQL):
+        if isinstance(node, RawSQL) and not _renders_itself(type(node)):
             return self._fragment(node.sql)
-        if isinstance(node, ExtraWhere):
+        if isinstance(node, ExtraWhere) and not _renders_itself(type(node)):
             for sql in node.sqls:
                 reason = self._fragment(sql)
                 if reason is not None:
