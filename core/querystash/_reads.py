@@ -94,11 +94,17 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
         finally:
             del compiler.as_sql
 
+    label = model._meta.label if model is not None else ""
+    relations = rt.relations.read(sql, query, compiler)
+    if relations.unwatched is not None:
+        # It reads something whose writes querystash never sees (a temporary
+        # table, a view, another schema): no invalidation could reach it.
+        rt.stats.add(label, "vetoed")
+        return _shape(run(), result_type, chunked_fetch)
     info = QueryInfo(
         sql, params, compiler.using, "multi" if result_type == MULTI else "single", op,
-        rt.finder.tables(sql), model, query, spec is not None, spec.fields if spec else (),
+        relations.tables, model, query, spec is not None, spec.fields if spec else (),
     )
-    label = model._meta.label if model is not None else ""
     if not rt.eligible(info):
         rt.stats.add(label, "vetoed")
         return _shape(run(), result_type, chunked_fetch)

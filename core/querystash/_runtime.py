@@ -17,6 +17,7 @@ from django.db.models import deletion
 
 from . import conf, plugins
 from ._codec import derive_secret
+from ._relations import RelationReader
 from ._sql import TableFinder
 from ._stamps import GLOBAL_TAG, Breaker
 from ._stats import Stats
@@ -62,9 +63,10 @@ class Runtime:
         self.secret = derive_secret(settings.SECRET_KEY)
         self.verify = float(config.get("VERIFY", 0) or 0)
         self.table_labels = _table_labels()
-        self.finder = TableFinder(
-            _known_tables() | set(config["IGNORE_TABLES"]), *_foreign_keys()
-        )
+        known = _known_tables() | set(config["IGNORE_TABLES"])
+        self.finder = TableFinder(known, *_foreign_keys())
+        #: what each read reads; a read of anything but ``known`` is never cached
+        self.relations = RelationReader(known, self.finder)
         self.stats = Stats()
         self.breaker = Breaker()
         self._rules: dict[type, conf.ModelRule | None] = {}
