@@ -221,6 +221,34 @@ def test_writes_inside_atomic_inside_an_override(data, other, counts):
         fresh(old_b)
 
 
+def write_below_django():
+    """A write querystash cannot see: only a manual invalidation covers it."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    raw = connection.connection.cursor()
+    raw.execute("UPDATE testapp_book SET status = status + 1")
+    raw.close()
+    if not connection.get_autocommit():
+        connection.connection.commit()
+
+
+@pytest.mark.parametrize("where", ["locmem", "dummy"])
+def test_manual_invalidation_inside_an_override(data, counts, where):
+    import querystash
+
+    old = prime(counts)
+    with on_cache(locmem("querystash-stores-b") if where == "locmem" else DUMMY):
+        write_below_django()
+        querystash.invalidate_models("testapp.Book")
+    fresh(old)
+    old = prime(counts)
+    with on_cache(locmem("querystash-stores-b") if where == "locmem" else DUMMY):
+        write_below_django()
+        querystash.invalidate_all()
+    fresh(old)
+
+
 # -- a fill racing the switch: the pre- and post-commit invalidations ---------------------
 
 

@@ -44,6 +44,9 @@ class Breaker:
     that from a background thread every ``PAYER_INTERVAL`` seconds, before a
     store use at most every ``retry`` seconds (a request pays for a dead
     store's timeout), and once more at exit.
+
+    There is one per store (``_stores.Store``): a store's debt follows it
+    through configuration changes, and is paid before it is read again.
     """
 
     #: how often the background thread tries to pay a debt

@@ -77,9 +77,9 @@ def adopt(storage: Any, stamp_prefix: str) -> Store:
     """The record of the store a new runtime uses, made the most recent.
 
     A store this process already knows keeps its debt and takes the new
-    storage object (the previous one is closed); a new one owes its global
-    stamp unless it is the process's first, since writes made before it was
-    known never reached it."""
+    storage object (the previous one is closed). In a new one, unless it is
+    the process's first, the global stamp is deleted now — writes made before
+    it was known never reached it — or owed if that fails."""
     from ._stamps import Breaker
 
     global known
@@ -88,7 +88,8 @@ def adopt(storage: Any, stamp_prefix: str) -> Store:
     with _lock:
         others = [s for s in known if s.key != key]
         store = next((s for s in known if s.key == key), None)
-        if store is None:
+        new = store is None
+        if new:
             store = Store(key, storage, stamp_prefix, Breaker())
             if started:
                 store.breaker.owe()
@@ -97,9 +98,16 @@ def adopt(storage: Any, stamp_prefix: str) -> Store:
             store.storage = storage
         while len(others) >= MAX_STORES:
             to_close.append(others.pop(0).storage)
-        known = (*others, store)
+        known = (*others, store)  # before the deletion: later writes reach it
     for old in to_close:
         _close(old)
+    if new and store.breaker.owes_global:
+        # Paid now rather than by the first reads, which would go to the
+        # database while one of them pays.
+        try:
+            store.breaker._pay(store)
+        except Exception:  # noqa: BLE001 - still owed: paid before the first read
+            pass
     return store
 
 
