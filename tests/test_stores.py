@@ -186,6 +186,32 @@ def test_override_to_dummy_cache_and_back(data, counts):
     fresh(old)
 
 
+def test_after_a_dummy_cache_override_the_store_is_back_at_once(data, counts):
+    """The store is built on the CACHES being entered, not the one being left
+    (querystash's receiver ran before Django's reset of the cache handler: the
+    exit left the runtime on the DummyCache, i.e. without a store)."""
+    old = prime(counts)
+    with on_cache(DUMMY):
+        assert _runtime.current.storage is None
+    rt = _runtime.current
+    assert rt.enabled and rt.storage is not None, rt.problems
+    write()
+    _runtime.rebuild()
+    fresh(old)
+
+
+def test_each_override_builds_the_store_of_its_own_caches(redis_config, memcached_config):
+    from querystash._django_raw import DjangoMemcachedStorage, DjangoRedisStorage
+    from querystash.default_storage import DjangoCacheStorage
+
+    with on_cache(redis_config):
+        assert type(_runtime.current.storage) is DjangoRedisStorage
+        with on_cache(memcached_config):
+            assert type(_runtime.current.storage) is DjangoMemcachedStorage
+        assert type(_runtime.current.storage) is DjangoRedisStorage
+    assert type(_runtime.current.storage) is DjangoCacheStorage
+
+
 def test_dummy_cache_then_a_store_never_used_before(data, counts):
     """Writes made while no store is in use never reached a store the
     process meets afterwards: everything in it is invalidated before use."""
