@@ -275,6 +275,16 @@ def test_manual_invalidation_inside_an_override(data, counts, where):
     fresh(old)
 
 
+def test_flush_inside_an_override(data, counts):
+    from django.core.management import call_command
+
+    old = prime(counts)
+    with on_cache(locmem("querystash-stores-b")):
+        call_command("flush", interactive=False, verbosity=0)
+    fresh(old)
+    assert truth() == []
+
+
 # -- a fill racing the switch: the pre- and post-commit invalidations ---------------------
 
 
