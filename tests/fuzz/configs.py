@@ -1,0 +1,52 @@
+"""The configurations the fuzzer runs under, and its size (env vars)."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+from django.conf import settings
+from django.test import override_settings
+
+from querystash import _runtime
+
+#: name -> QUERYSTASH["DISABLED_PLUGINS"]; "all" = every installed plugin
+CONFIGS: dict[str, list[str]] = {
+    "core": ["fields", "m2m"],
+    "all": [],
+}
+
+#: CI size: steps per seed and seeds per configuration
+DEFAULT_STEPS = 400
+DEFAULT_SEEDS = 2
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+def seeds() -> list[int]:
+    """QUERYSTASH_FUZZ_SEED (first seed, default 1) and QUERYSTASH_FUZZ_SEEDS (how many)."""
+    first = env_int("QUERYSTASH_FUZZ_SEED", 1)
+    return list(range(first, first + env_int("QUERYSTASH_FUZZ_SEEDS", DEFAULT_SEEDS)))
+
+
+def steps() -> int:
+    return env_int("QUERYSTASH_FUZZ_STEPS", DEFAULT_STEPS)
+
+
+def selected_configs() -> list[str]:
+    """QUERYSTASH_FUZZ_CONFIGS: a comma-separated subset of CONFIGS (default: all)."""
+    wanted = os.environ.get("QUERYSTASH_FUZZ_CONFIGS", "").strip()
+    return [c.strip() for c in wanted.split(",") if c.strip()] if wanted else list(CONFIGS)
+
+
+@contextmanager
+def configuration(name: str, **extra):
+    """The suite's QUERYSTASH with the configuration's plugins disabled."""
+    value = {**settings.QUERYSTASH, "DISABLED_PLUGINS": CONFIGS[name]}
+    with override_settings(QUERYSTASH=value, **extra):
+        rt = _runtime.current
+        assert rt.enabled, f"querystash is off under {name!r}: {rt.problems}"
+        yield rt
