@@ -10,10 +10,12 @@ from django.test import override_settings
 
 from querystash import _runtime
 
-#: name -> QUERYSTASH["DISABLED_PLUGINS"]; "all" = every installed plugin
-CONFIGS: dict[str, list[str]] = {
-    "core": ["fields", "m2m"],
-    "all": [],
+#: name -> (QUERYSTASH["DISABLED_PLUGINS"], other settings); "all" = every installed plugin
+CONFIGS: dict[str, tuple[list[str], dict]] = {
+    "core": (["fields", "m2m"], {}),
+    "all": ([], {}),
+    # naive datetimes (the suite runs with USE_TZ = True)
+    "all_no_tz": ([], {"USE_TZ": False}),
 }
 
 #: CI size: steps per seed and seeds per configuration
@@ -43,9 +45,10 @@ def selected_configs() -> list[str]:
 
 
 @contextmanager
-def configuration(name: str, **extra):
+def configuration(name: str):
     """The suite's QUERYSTASH with the configuration's plugins disabled."""
-    value = {**settings.QUERYSTASH, "DISABLED_PLUGINS": CONFIGS[name]}
+    disabled, extra = CONFIGS[name]
+    value = {**settings.QUERYSTASH, "DISABLED_PLUGINS": disabled}
     with override_settings(QUERYSTASH=value, **extra):
         rt = _runtime.current
         assert rt.enabled, f"querystash is off under {name!r}: {rt.problems}"
