@@ -271,6 +271,8 @@ class Fuzzer:
         #: read description -> len(history) when it was last made
         self.last_made: dict[str, int] = {}
         self.counter = 0
+        #: instances loaded earlier, saved again later (their loaded values may be stale)
+        self.loaded: list[models.Model] = []
         self.recent: list[tuple[str, Callable[[], object]]] = []
         self.result = Result(config)
         self.step = 0
@@ -433,7 +435,7 @@ class Fuzzer:
             v = self.pick(JSONS[1:])
             qs, desc = Owner.objects.filter(data__k=v["k"]), f"data__k={v['k']!r}"
         elif kind == "score":
-            v = self.pick(SCORES)
+            v = self.pick([*SCORES, Decimal("1.56")])  # 1.555 is stored as 1.56
             qs, desc = Owner.objects.filter(score=v), f"score={v!r}"
         elif kind == "blob":
             v = self.pick(BLOBS[1:])
@@ -951,3 +953,41 @@ class Fuzzer:
             k = self.pick(QTYS)
             out = Child.objects.filter(extra=k).delete()
             self.log(f"Child.filter(extra={k}).delete() -> {out}")
+
+    def w_stale_instance(self):
+        """Load an instance (sometimes with only()/defer()), keep it, and save a
+        change to it later, after other writes may have changed its row."""
+        if self.loaded and self.rng.random() < 0.6:
+            obj = self.loaded.pop(self.rng.randrange(len(self.loaded)))
+            if isinstance(obj, Owner):
+                obj.rank = self.pick(RANKS)
+                fields = ["rank"] if self.rng.random() < 0.5 else None
+            elif isinstance(obj, Item):
+                obj.qty = self.pick(QTYS)
+                fields = None
+            else:  # Child: a parent-table field and its own
+                obj.n, obj.extra = self.pick([0, 1, 2]), self.pick(QTYS)
+                fields = None
+            if not type(obj).objects.nocache().filter(pk=obj.pk).exists():
+                self.log(f"kept {type(obj).__name__}(pk={obj.pk}) not saved: row gone")
+                return
+            obj.save(update_fields=fields)
+            values = {f: obj.__dict__[f] for f in ("rank", "qty", "n", "extra")
+                      if f in obj.__dict__}
+            self.log(f"save kept {type(obj).__name__}(pk={obj.pk}) {values} "
+                     f"update_fields={fields}")
+            return
+        which = self.pick(["owner", "owner_only", "owner_defer", "item", "child"])
+        if which.startswith("owner"):
+            qs = Owner.objects.all()
+            qs = qs.only("name", "rank") if which == "owner_only" else \
+                qs.defer("data", "blob") if which == "owner_defer" else qs
+            pk = self.existing(Owner)
+        elif which == "item":
+            qs, pk = Item.objects.all(), self.existing(Item)
+        else:
+            qs, pk = Child.objects.all(), self.existing(Child)
+        obj = qs.filter(pk=pk).first()
+        if obj is not None:
+            self.loaded = [*self.loaded[-5:], obj]
+            self.log(f"load and keep {which} pk={pk}")
