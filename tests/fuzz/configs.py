@@ -16,7 +16,11 @@ CONFIGS: dict[str, tuple[list[str], dict]] = {
     "all": ([], {}),
     # naive datetimes (the suite runs with USE_TZ = True)
     "all_no_tz": ([], {"USE_TZ": False}),
+    # querystash-redis on the suite's throwaway redis server; on demand only
+    "all_redis": ([], {}),
 }
+#: run only when QUERYSTASH_FUZZ_CONFIGS names them
+ON_DEMAND = {"all_redis"}
 
 #: CI size: steps per seed and seeds per configuration
 DEFAULT_STEPS = 400
@@ -41,14 +45,19 @@ def steps() -> int:
 def selected_configs() -> list[str]:
     """QUERYSTASH_FUZZ_CONFIGS: a comma-separated subset of CONFIGS (default: all)."""
     wanted = os.environ.get("QUERYSTASH_FUZZ_CONFIGS", "").strip()
-    return [c.strip() for c in wanted.split(",") if c.strip()] if wanted else list(CONFIGS)
+    if not wanted:
+        return [c for c in CONFIGS if c not in ON_DEMAND]
+    return [c.strip() for c in wanted.split(",") if c.strip()]
 
 
 @contextmanager
-def configuration(name: str):
-    """The suite's QUERYSTASH with the configuration's plugins disabled."""
+def configuration(name: str, redis_url: str | None = None):
+    """The suite's QUERYSTASH with the configuration's plugins disabled (and
+    querystash-redis on ``redis_url`` if given)."""
     disabled, extra = CONFIGS[name]
     value = {**settings.QUERYSTASH, "DISABLED_PLUGINS": disabled}
+    if redis_url:
+        value.update(STORAGE="redis", redis={"url": redis_url})
     with override_settings(QUERYSTASH=value, **extra):
         rt = _runtime.current
         assert rt.enabled, f"querystash is off under {name!r}: {rt.problems}"

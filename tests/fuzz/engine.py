@@ -32,6 +32,7 @@ from django.core.management.color import no_style
 from django.db import connection, models, transaction
 from django.db.models import Case, Count, Exists, F, Max, OuterRef, Q, Subquery, Sum, Value, When
 
+import querystash
 from querystash import _runtime
 from tests.fuzzapp.models import (
     Base,
@@ -191,18 +192,23 @@ class Result:
     bypasses: int = 0
     writes: int = 0
     steps: int = 0
+    #: the runtime's storage class and USE_TZ, to tell configurations apart
+    storage: str = ""
+    use_tz: bool = True
     violations: list[Violation] = field(default_factory=list)
 
     def add(self, other: Result) -> None:
         for name in ("reads", "hit_reads", "hits", "misses", "bypasses", "writes", "steps"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.violations.extend(other.violations)
+        self.storage, self.use_tz = other.storage, other.use_tz
 
     def summary(self) -> str:
         unknown = sum(1 for v in self.violations if not v.known)
         known = len(self.violations) - unknown
         ratio = self.hit_reads / self.reads if self.reads else 0
-        return (f"fuzz[{self.config}] db={connection.vendor} steps={self.steps} "
+        return (f"fuzz[{self.config}] db={connection.vendor} storage={self.storage} "
+                f"USE_TZ={self.use_tz} steps={self.steps} "
                 f"reads={self.reads} hit_reads={self.hit_reads} ({ratio:.0%}) "
                 f"query_hits={self.hits} misses={self.misses} bypasses={self.bypasses} "
                 f"writes={self.writes} violations={unknown} known_bug_violations={known}")
@@ -239,7 +245,8 @@ def reset_database() -> None:
     tables += [Item.labels.through._meta.db_table]
     connection.ops.execute_sql_flush(
         connection.ops.sql_flush(no_style(), tables, reset_sequences=True, allow_cascade=True))
-    reset_querystash()
+    reset_querystash()  # the suite's Django caches and the counters
+    querystash.invalidate_all()  # any other store (redis): nothing filled before counts
 
 
 def pks(model) -> list:
@@ -307,6 +314,8 @@ class Fuzzer:
         self.result.misses = after["misses"] - before["misses"]
         self.result.bypasses = after["bypasses"] - before["bypasses"]
         self.result.steps = self.steps
+        self.result.storage = type(rt.storage).__name__
+        self.result.use_tz = settings.USE_TZ
         return self.result
 
     def log(self, text: str) -> None:

@@ -17,19 +17,25 @@ from .engine import Fuzzer, Result
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def fuzz(config: str, seeds: list[int], steps: int) -> Result:
+def fuzz(config: str, seeds: list[int], steps: int, redis_url: str | None = None) -> Result:
     total = Result(config)
-    with configs.configuration(config):
+    with configs.configuration(config, redis_url):
         for seed in seeds:
             total.add(Fuzzer(seed, steps, config).run())
     return total
 
 
 @pytest.mark.parametrize("config", list(configs.CONFIGS))
-def test_fuzz(config, record_property):
+def test_fuzz(config, record_property, request):
     if config not in configs.selected_configs():
-        pytest.skip("not in QUERYSTASH_FUZZ_CONFIGS")
-    result = fuzz(config, configs.seeds(), configs.steps())
+        pytest.skip("not in QUERYSTASH_FUZZ_CONFIGS" + (" (runs on demand only)"
+                                                         if config in configs.ON_DEMAND else ""))
+    redis_url = None
+    if config == "all_redis":
+        server = request.getfixturevalue("redis_server")
+        server.ensure_running()
+        redis_url = server.url
+    result = fuzz(config, configs.seeds(), configs.steps(), redis_url)
     summary.record(result)
     record_property(f"fuzz_{config}", result.summary())
     print(result.summary())
