@@ -37,19 +37,24 @@ from querystash import _runtime
 from tests.fuzzapp.models import (
     Base,
     Child,
+    Doc,
+    Folder,
     Group,
     Item,
     Label,
+    Link,
     Membership,
     Note,
     Owner,
     OwnerProxy,
+    Page,
     Pair,
     Profile,
 )
 from tests.helpers import reset_querystash
 
-MODELS = (Owner, Profile, Label, Item, Group, Membership, Base, Child, Note, Pair)
+MODELS = (Owner, Profile, Label, Item, Group, Membership, Base, Child, Note, Pair,
+          Folder, Doc, Page, Link)
 
 # -- value domains: small, so reads repeat and writes hit what reads read ------
 
@@ -411,6 +416,12 @@ class Fuzzer:
             for owner in owners[:4]:
                 Note.objects.create(target=owner, text=self.pick(TEXTS))
             Pair.objects.bulk_create(Pair(a=a, b=b, v=a + b) for a in range(2) for b in range(2))
+            folders = [Folder.objects.create(name=n) for n in NAMES]
+            docs = [Doc.objects.create(folder=folders[i % 3], n=i % 3) for i in range(5)]
+            for i in range(8):
+                Page.objects.create(doc=docs[i % 5], num=i % 3)
+            for i in range(4):
+                Link.objects.create(doc=docs[i], n=i % 2)
         self.log("seed data")
 
     def new_owner(self, **kwargs) -> Owner:
@@ -698,6 +709,26 @@ class Fuzzer:
                              .values_list("pk", flat=True))
             return tuple(Owner.objects.dates("seen", "month"))
         return f"Owner {which}", thunk
+
+    def r_db_on_delete(self):
+        # Rows the database deletes or nulls itself (DB_CASCADE / DB_SET_NULL).
+        which = self.pick(["pages", "docs", "links", "prefetch", "count"])
+        n, k = self.pick(NAMES), self.pick([0, 1, 2])
+        def thunk():
+            if which == "pages":
+                return tuple(Page.objects.filter(doc__folder__name=n).order_by("pk")
+                             .values_list("pk", "num"))
+            if which == "docs":
+                return tuple(Doc.objects.annotate(p=Count("pages")).filter(n=k).order_by("pk")
+                             .values_list("pk", "p"))
+            if which == "links":
+                return instances(Link.objects.filter(Q(doc__isnull=True) | Q(doc__n=k))
+                                 .order_by("pk"))
+            if which == "prefetch":
+                return instances(Folder.objects.prefetch_related("docs__pages").order_by("pk"),
+                                 "docs__pages")
+            return Link.objects.filter(doc__isnull=True).count()
+        return f"db-on-delete {which} name={n!r} n={k}", thunk
 
     # -- writes ----------------------------------------------------------------
 
@@ -1000,3 +1031,27 @@ class Fuzzer:
         if obj is not None:
             self.loaded = [*self.loaded[-5:], obj]
             self.log(f"load and keep {which} pk={pk}")
+
+    def w_db_on_delete(self):
+        which = self.pick(["delete_folder", "delete_doc", "raw_delete_doc", "create", "update"])
+        if which == "delete_folder":
+            if Folder.objects.nocache().count() <= 1:
+                return
+            pk = self.existing(Folder)
+            out = Folder.objects.get(pk=pk).delete()
+        elif which == "delete_doc":
+            out = Doc.objects.filter(n=self.pick([0, 1, 2]), folder=self.existing(Folder)).delete()
+        elif which == "raw_delete_doc":
+            pk = self.existing(Doc)
+            with connection.cursor() as cursor:
+                cursor.execute(f"DELETE FROM {Doc._meta.db_table} WHERE id = %s", [pk])
+                out = cursor.rowcount
+        elif which == "create":
+            folder = self.existing(Folder) or Folder.objects.create(name=self.pick(NAMES)).pk
+            doc = Doc.objects.create(folder_id=folder, n=self.pick([0, 1, 2]))
+            Page.objects.create(doc=doc, num=self.pick([0, 1, 2]))
+            Link.objects.create(doc=doc if self.rng.random() < 0.7 else None, n=self.pick([0, 1]))
+            out = f"doc {doc.pk} with a page and a link"
+        else:
+            out = Doc.objects.filter(n=self.pick([0, 1, 2])).update(n=(F("n") + 1) % 3)
+        self.log(f"db-on-delete {which} -> {out}")

@@ -90,3 +90,30 @@ class Pair(models.Model):
     a = models.IntegerField()
     b = models.IntegerField()
     v = models.IntegerField(default=0)
+
+
+
+# Database-level on_delete (Django >= 6.1): the database deletes or nulls these
+# rows itself; no statement names their table. Python-level before 6.1. A chain
+# of its own: Django forbids mixing the two kinds along one chain of references.
+DB_CASCADE = getattr(models, "DB_CASCADE", models.CASCADE)
+DB_SET_NULL = getattr(models, "DB_SET_NULL", models.SET_NULL)
+
+
+class Folder(models.Model):
+    name = models.CharField(max_length=20)
+
+
+class Doc(models.Model):
+    folder = models.ForeignKey(Folder, on_delete=DB_CASCADE, related_name="docs")
+    n = models.IntegerField(default=0)
+
+
+class Page(models.Model):
+    doc = models.ForeignKey(Doc, on_delete=DB_CASCADE, related_name="pages")
+    num = models.IntegerField(default=0)
+
+
+class Link(models.Model):
+    doc = models.ForeignKey(Doc, null=True, on_delete=DB_SET_NULL, related_name="links")
+    n = models.IntegerField(default=0)
