@@ -30,7 +30,20 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import MultipleObjectsReturned, ObjectDoesNotExist
 from django.core.management.color import no_style
 from django.db import connection, models, transaction
-from django.db.models import Case, Count, Exists, F, Max, OuterRef, Q, Subquery, Sum, Value, When
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    F,
+    Max,
+    OuterRef,
+    Prefetch,
+    Q,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
 
 import querystash
 from querystash import _runtime
@@ -729,6 +742,33 @@ class Fuzzer:
                                  "docs__pages")
             return Link.objects.filter(doc__isnull=True).count()
         return f"db-on-delete {which} name={n!r} n={k}", thunk
+
+    def r_nested_aggregates(self):
+        which = self.pick(["agg_over_annotate", "group_by", "union_count", "sliced_count",
+                           "prefetch_to_attr", "reverse_o2o"])
+        k, r = self.pick(QTYS), self.pick(RANKS)
+        def thunk():
+            if which == "agg_over_annotate":
+                return norm(Owner.objects.filter(rank__lte=r).annotate(n=Count("items"))
+                            .aggregate(m=Max("n"), s=Sum("n")))
+            if which == "group_by":
+                return tuple(Item.objects.filter(qty__gte=k).values("owner__name")
+                             .annotate(t=Sum("qty")).order_by("owner__name")
+                             .values_list("owner__name", "t"))
+            if which == "union_count":
+                return (Owner.objects.filter(rank=r).values_list("name")
+                        .union(Item.objects.filter(qty=k).values_list("label")).count())
+            if which == "sliced_count":
+                qs = Item.objects.filter(qty__gte=k).order_by("pk")[1:4]
+                return (qs.count(), qs.exists())
+            if which == "prefetch_to_attr":
+                big = Prefetch("items", queryset=Item.objects.filter(qty__gte=k).order_by("pk"),
+                               to_attr="big")
+                return tuple((norm(o), tuple(norm(i) for i in o.big))
+                             for o in Owner.objects.prefetch_related(big).order_by("pk"))
+            return instances(Owner.objects.select_related("profile").filter(rank=r)
+                             .order_by("pk"), "profile")
+        return f"{which} qty={k} rank={r}", thunk
 
     # -- writes ----------------------------------------------------------------
     # The objects a write changes are fetched with nocache(): a wrong cached
