@@ -1100,3 +1100,48 @@ class Fuzzer:
         else:
             out = Doc.objects.filter(n=self.pick([0, 1, 2])).update(n=(F("n") + 1) % 3)
         self.log(f"db-on-delete {which} -> {out}")
+
+    def w_raw_sql_spellings(self):
+        """Raw writes spelt the ways people write SQL: case, quoting, comments,
+        schema names, CTEs, INSERT ... SELECT, upserts, UPDATE ... FROM."""
+        item, owner, label = (m._meta.db_table for m in (Item, Owner, Label))
+        schema = "public." if connection.vendor == "postgresql" else "main."
+        q = connection.ops.quote_name
+        k = self.pick(QTYS)
+        self.counter += 1
+        statements = {
+            "lower": (f"update {item} set qty = qty + 1 where qty = %s", [k]),
+            "upper": (f"UPDATE {item.upper()} SET qty = qty + 1 WHERE qty = %s", [k]),
+            "quoted": (f"UPDATE {q(item)} SET qty = qty + 1 WHERE qty = %s", [k]),
+            "comment": (f"/* fuzz */ -- note\n UPDATE {item} SET qty = qty + 1 WHERE qty = %s",
+                        [k]),
+            "schema": (f"UPDATE {schema}{item} SET qty = qty + 1 WHERE qty = %s", [k]),
+            "cte": (f"WITH t AS (SELECT id FROM {item} WHERE qty = %s) "
+                    f"UPDATE {item} SET qty = qty + 1 WHERE id IN (SELECT id FROM t)", [k]),
+            "insert_select": (f"INSERT INTO {label} (name, weight) "
+                              f"SELECT %s, qty FROM {item} ORDER BY id LIMIT 1",
+                              [f"sel{self.counter}"]),
+            "on_conflict": (f"INSERT INTO {label} (name, weight) VALUES (%s, %s) "
+                            f"ON CONFLICT (name) DO UPDATE SET weight = excluded.weight",
+                            [self.pick(LABEL_NAMES), k]),
+            "update_from": (f"UPDATE {item} SET qty = 0 FROM {owner} "
+                            f"WHERE {item}.owner_id = {owner}.id AND {owner}.rank = %s",
+                            [self.pick(RANKS)]),
+        }
+        if connection.vendor == "sqlite":
+            doc = Doc._meta.db_table
+            statements["replace"] = (f"REPLACE INTO {label} (id, name, weight) "
+                                     f"SELECT id, name, weight + 1 FROM {label} "
+                                     f"WHERE name = %s", [self.pick(LABEL_NAMES)])
+            if hasattr(models, "DB_CASCADE"):
+                # REPLACE deletes the conflicting row: do the database's
+                # ON DELETE actions (pages, links) happen, and are they seen?
+                statements["replace_cascade"] = (
+                    f"REPLACE INTO {doc} (id, folder_id, n) "
+                    f"SELECT id, folder_id, n FROM {doc} WHERE n = %s", [self.pick([0, 1, 2])])
+        name = self.pick(sorted(statements))
+        sql, params = statements[name]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.rowcount
+        self.log(f"raw ({name}) {sql} {params} -> {rows}")
