@@ -298,6 +298,8 @@ class Fuzzer:
         self.counter = 0
         #: instances loaded earlier, saved again later (their loaded values may be stale)
         self.loaded: list[models.Model] = []
+        #: every read made so far, by description
+        self.made: dict[str, Callable[[], object]] = {}
         self.recent: list[tuple[str, Callable[[], object]]] = []
         self.result = Result(config)
         self.step = 0
@@ -340,11 +342,19 @@ class Fuzzer:
         self.history.append(f"[{self.step}] {text}")
 
     def read(self) -> None:
-        if self.recent and self.rng.random() < self.REPEAT_SHARE:
-            desc, thunk = self.rng.choice(self.recent)
+        roll = self.rng.random()
+        if self.recent and roll < self.REPEAT_SHARE:
+            # Mostly the hot reads; a third of the time any read made so far,
+            # so a stale entry of a rarely made read is found too.
+            if roll < self.REPEAT_SHARE / 3:
+                desc = self.rng.choice(sorted(self.made))
+                thunk = self.made[desc]
+            else:
+                desc, thunk = self.rng.choice(self.recent)
         else:
             desc, thunk = self.rng.choice(self.reads)()
             self.recent = [*self.recent[-(self.HOT - 1):], (desc, thunk)]
+            self.made.setdefault(desc, thunk)
         stats = _runtime.current.stats
         before = stats.totals()
         cached = evaluate(thunk)
@@ -725,7 +735,9 @@ class Fuzzer:
 
     def r_db_on_delete(self):
         # Rows the database deletes or nulls itself (DB_CASCADE / DB_SET_NULL).
-        which = self.pick(["pages", "docs", "links", "prefetch", "count"])
+        # page_only/link_only name no doc table: only the cascade reaches them.
+        which = self.pick(["pages", "docs", "links", "prefetch", "count", "page_only",
+                           "link_only"])
         n, k = self.pick(NAMES), self.pick([0, 1, 2])
         def thunk():
             if which == "pages":
@@ -740,6 +752,10 @@ class Fuzzer:
             if which == "prefetch":
                 return instances(Folder.objects.prefetch_related("docs__pages").order_by("pk"),
                                  "docs__pages")
+            if which == "page_only":
+                return tuple(Page.objects.filter(num=k).order_by("pk").values_list("pk", "doc"))
+            if which == "link_only":
+                return instances(Link.objects.filter(n=k % 2).order_by("pk"))
             return Link.objects.filter(doc__isnull=True).count()
         return f"db-on-delete {which} name={n!r} n={k}", thunk
 
@@ -1076,9 +1092,12 @@ class Fuzzer:
             self.log(f"load and keep {which} pk={pk}")
 
     def w_db_on_delete(self):
-        which = self.pick(["delete_folder", "delete_doc", "raw_delete_doc", "create", "update"])
-        if which == "raw_delete_doc" and not hasattr(models, "DB_CASCADE"):
+        which = self.pick(["delete_folder", "delete_doc", "raw_delete_doc", "create", "update",
+                           "replace_doc"])
+        if which in ("raw_delete_doc", "replace_doc") and not hasattr(models, "DB_CASCADE"):
             which = "delete_doc"  # before Django 6.1 the cascade is Django's, not the database's
+        if which == "replace_doc" and connection.vendor != "sqlite":
+            which = "raw_delete_doc"
         if which == "delete_folder":
             if Folder.objects.nocache().count() <= 1:
                 return
@@ -1090,6 +1109,15 @@ class Fuzzer:
             pk = self.existing(Doc)
             with connection.cursor() as cursor:
                 cursor.execute(f"DELETE FROM {Doc._meta.db_table} WHERE id = %s", [pk])
+                out = cursor.rowcount
+        elif which == "replace_doc":
+            # REPLACE deletes the row it conflicts with: the database's ON
+            # DELETE actions empty its pages and null its links.
+            pk = self.existing(Doc)
+            with connection.cursor() as cursor:
+                cursor.execute(f"REPLACE INTO {Doc._meta.db_table} (id, folder_id, n) "
+                               f"SELECT id, folder_id, n FROM {Doc._meta.db_table} "
+                               f"WHERE id = %s", [pk])
                 out = cursor.rowcount
         elif which == "create":
             folder = self.existing(Folder) or Folder.objects.create(name=self.pick(NAMES)).pk
