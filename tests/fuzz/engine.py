@@ -786,6 +786,33 @@ class Fuzzer:
                              .order_by("pk"), "profile")
         return f"{which} qty={k} rank={r}", thunk
 
+    def r_field_scoped_types(self):
+        # querystash-fields' value rendering per column type, and MTI, generic,
+        # composite-key and through tables, on explicitly cached reads.
+        which = self.pick(["score", "seen", "uid", "flag", "note", "pair", "child",
+                           "membership", "owner_name_path", "code"])
+        pk, k = self.owner_id(), self.pick([0, 1, 2])
+        v = {"score": self.pick([*SCORES, Decimal("1.56")]), "seen": self.pick(self.seen),
+             "uid": self.pick(UUIDS), "flag": self.pick(FLAGS), "code": self.pick([7, 8])}.get(
+                 which)
+        def thunk():
+            if which in ("score", "seen", "uid", "flag", "code"):
+                return instances(Owner.objects.cache().filter(**{which: v}).order_by("pk"))
+            if which == "note":
+                ct = ContentType.objects.get_for_model(Owner)
+                return instances(Note.objects.cache().filter(content_type=ct, object_id=pk)
+                                 .order_by("pk"))
+            if which == "pair":
+                return instances(Pair.objects.cache().filter(a=k, b=k % 2).order_by("a", "b"))
+            if which == "child":
+                return instances(Child.objects.cache().filter(n=k).order_by("pk"))
+            if which == "membership":
+                return instances(Membership.objects.cache().filter(owner=pk, role="member")
+                                 .order_by("pk"))
+            return instances(Item.objects.cache("owner__name")
+                             .filter(owner__name=NAMES[k], qty__gte=1).order_by("pk"))
+        return f"field-scoped {which}={v!r} pk={pk} k={k}", thunk
+
     # -- writes ----------------------------------------------------------------
     # The objects a write changes are fetched with nocache(): a wrong cached
     # row must show up as a violation of a compared read, not crash a write.
