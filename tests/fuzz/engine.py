@@ -239,8 +239,9 @@ KNOWN_BUGS: dict[str, tuple[str, Callable[[Violation], bool]]] = {
     "binary-json-key-collision": (
         "default_keys repr()s the parameters: a memoryview (SQLite binary) prints its "
         "address and psycopg's Jsonb abbreviates, so two reads with different binary or "
-        "JSON parameters can share a key (keys helper; e.g. sqlite seed 13 step 320: "
-        "Owner.filter(blob=b'\\x00a') served the rows of blob=b'a')",
+        "JSON parameters can share a key (keys helper). Replay: python -m tests.fuzz "
+        "--config core --seed 1 --steps 1500 (SQLite, step 1021: Owner.filter(blob=b'ab') "
+        "served another blob's rows); gone once main's 'keys' merge is in",
         lambda v: v.read.startswith(("Owner.filter(blob=", "Owner.filter(data__k=")),
     ),
 }
