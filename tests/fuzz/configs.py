@@ -23,7 +23,7 @@ CONFIGS: dict[str, tuple[list[str], dict]] = {
 ON_DEMAND = {"all_redis"}
 
 #: CI size: steps per seed and seeds per configuration
-DEFAULT_STEPS = 400
+DEFAULT_STEPS = 800
 DEFAULT_SEEDS = 2
 
 
