@@ -283,7 +283,7 @@ class Fuzzer:
     #: share of steps: reads, then writes, the rest atomic blocks
     READ_SHARE = 0.84
     WRITE_SHARE = 0.12
-    #: share of reads that repeat one of the last HOT reads (what makes hits)
+    #: share of reads that repeat an earlier read (what makes hits; see read())
     REPEAT_SHARE = 0.6
     HOT = 12
 
@@ -291,7 +291,8 @@ class Fuzzer:
         self.seed = seed
         self.steps = steps
         self.config = config
-        self.replay = replay or f"python -m tests.fuzz --config {config} --seed {seed}"
+        db = " --db postgres" if connection.vendor == "postgresql" else ""
+        self.replay = replay or f"python -m tests.fuzz --config {config} --seed {seed}{db}"
         self.rng = random.Random(seed)
         self.history: list[str] = []
         #: read description -> len(history) when it was last made
@@ -971,9 +972,10 @@ class Fuzzer:
             manager.clear()
         elif op == "remove":
             manager.remove(*chosen)
+        elif op == "set":
+            manager.set(chosen, **through)
         else:
-            getattr(manager, op)(chosen, **through) if op == "set" else \
-                manager.add(*chosen, **through)
+            manager.add(*chosen, **through)
         self.log(f"{source.__name__}(pk={pk}).{rel}.{op}({chosen if op != 'clear' else ''})")
 
     def w_membership(self):
