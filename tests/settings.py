@@ -21,6 +21,7 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "querystash",
     "tests.testapp",
+    "tests.fuzzapp",  # the differential fuzzer's schema (tests/fuzz)
 ]
 MIDDLEWARE = []
 
@@ -82,6 +83,7 @@ QUERYSTASH = {
     "STORAGE": "django",
     "MODELS": {
         "testapp.*": {"ops": "all", "timeout": 600},
+        "fuzzapp.*": {"ops": "all", "timeout": 600},
     },
 }
 

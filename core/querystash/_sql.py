@@ -39,6 +39,9 @@ _LEADING = re.compile(r"\s*(?:(?:--[^\n]*\n)|(?:/\*.*?\*/)|\()*\s*", re.S)
 _WORD = re.compile(r"[A-Za-z]+")
 _DML_INSIDE = re.compile(r"\b(INSERT|UPDATE|DELETE|MERGE)\b", re.I)
 _CASCADE = re.compile(r"\bCASCADE\b", re.I)
+#: REPLACE, INSERT OR REPLACE, UPDATE OR REPLACE delete the rows they conflict
+#: with (SQLite, MySQL)
+_REPLACE = re.compile(r"\bREPLACE\b", re.I)
 
 
 class TableFinder:
@@ -114,7 +117,11 @@ class TableFinder:
         tables = self.tables(sql)
         if kind == "truncate" and _CASCADE.search(sql):
             tables = _closure(tables, self._referenced_by)
-        elif kind in ("delete", "truncate"):
+        elif kind in ("delete", "truncate") or (
+            kind in ("insert", "update") and _REPLACE.search(sql)
+        ):
+            # The database's own ON DELETE actions change the tables they
+            # reach; a REPLACE deletes what it conflicts with, so it too.
             tables = _closure(tables, self._db_cascades)
         return (kind, tables, False)
 
