@@ -176,13 +176,10 @@ class Violation:
     fresh: object
     history: list[str]
     replay: str
-    #: name of the known bug (KNOWN_BUGS) it is attributed to, if any
-    known: str | None = None
 
     def __str__(self) -> str:
         lines = [
-            f"VIOLATION config={self.config} seed={self.seed} step={self.step}"
-            + (f" (known bug: {self.known})" if self.known else ""),
+            f"VIOLATION config={self.config} seed={self.seed} step={self.step}",
             f"  read:   {self.read}",
             f"  cached: {_short(self.cached)}",
             f"  fresh:  {_short(self.fresh)}",
@@ -222,36 +219,12 @@ class Result:
         self.storage, self.use_tz = other.storage, other.use_tz
 
     def summary(self) -> str:
-        unknown = sum(1 for v in self.violations if not v.known)
-        known = len(self.violations) - unknown
         ratio = self.hit_reads / self.reads if self.reads else 0
         return (f"fuzz[{self.config}] db={connection.vendor} storage={self.storage} "
                 f"USE_TZ={self.use_tz} steps={self.steps} "
                 f"reads={self.reads} hit_reads={self.hit_reads} ({ratio:.0%}) "
                 f"query_hits={self.hits} misses={self.misses} bypasses={self.bypasses} "
-                f"writes={self.writes} violations={unknown} known_bug_violations={known}")
-
-
-#: Violations caused by bugs other helpers are fixing (issue 14). Each entry:
-#: name -> (what the bug is, predicate on the violation). The lead removes an
-#: entry once its fix is merged; an empty list is the goal.
-KNOWN_BUGS: dict[str, tuple[str, Callable[[Violation], bool]]] = {
-    "binary-json-key-collision": (
-        "default_keys repr()s the parameters: a memoryview (SQLite binary) prints its "
-        "address and psycopg's Jsonb abbreviates, so two reads with different binary or "
-        "JSON parameters can share a key (keys helper). Replay: python -m tests.fuzz "
-        "--config core --seed 1 --steps 1500 (SQLite, step 1021: Owner.filter(blob=b'ab') "
-        "served another blob's rows); gone once main's 'keys' merge is in",
-        lambda v: v.read.startswith(("Owner.filter(blob=", "Owner.filter(data__k=")),
-    ),
-}
-
-
-def known_bug(violation: Violation) -> str | None:
-    for name, (_why, matches) in KNOWN_BUGS.items():
-        if matches(violation):
-            return name
-    return None
+                f"writes={self.writes} violations={len(self.violations)}")
 
 
 # -- the database --------------------------------------------------------------
@@ -379,7 +352,6 @@ class Fuzzer:
             violation = Violation(self.config, self.seed, self.step, desc, cached, fresh,
                                   list(history) or ["(none)"],
                                   f"{self.replay} --steps {self.step + 1}")
-            violation.known = known_bug(violation)
             self.result.violations.append(violation)
         self.log(f"read {desc}")
         self.last_made[desc] = len(self.history)
