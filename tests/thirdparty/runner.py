@@ -49,7 +49,7 @@ class Run:
 
 
 def run(suite: Suite, mode: str, redis_url: str | None = None,
-        args: tuple[str, ...] | None = None) -> Run:
+        args: tuple[str, ...] | None = None, plant: str = "") -> Run:
     root = fetch.ensure(suite)
     with tempfile.TemporaryDirectory(prefix=f"qs3p-{suite.name}-") as tmp:
         results = Path(tmp) / "results.json"
@@ -62,6 +62,7 @@ def run(suite: Suite, mode: str, redis_url: str | None = None,
             "QS_THIRDPARTY_NAME": suite.name,
             "QS_THIRDPARTY_RESULTS": str(results),
             "QS_THIRDPARTY_REDIS_URL": redis_url or "",
+            "QS_THIRDPARTY_PLANT": plant,
             # django-treebeard's conftest creates the ltree extension only when told so.
             "DATABASE_ENGINE": "psql" if os.environ.get("QUERYSTASH_TEST_DB") == "postgres"
             else "sqlite",

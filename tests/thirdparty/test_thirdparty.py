@@ -60,6 +60,7 @@ def test_suite_passes_with_querystash_caching_every_model(suite: Suite, redis_se
     assert totals.get("hits", 0) > 0, f"{suite.name}: the cache was never hit: {totals}"
     assert totals.get("stale", 0) == 0, totals
     assert totals.get("errors", 0) == 0, f"store errors: {totals}"
+    assert totals.get("corrupt", 0) == 0, f"undecodable entries: {totals}"
 
     still_passing = sorted((set(suite.known_bugs) | set(suite.num_queries)) - new)
     with capsys.disabled():
@@ -68,9 +69,24 @@ def test_suite_passes_with_querystash_caching_every_model(suite: Suite, redis_se
             f"plain {len(plain.ids('passed'))} passed / {len(plain_failed)} failed / "
             f"{len(plain.ids('skipped'))} skipped in {plain.seconds:.1f}s; "
             f"cached {len(cached.ids('passed'))} passed / {len(cached.ids('failed'))} failed "
-            f"in {cached.seconds:.1f}s; hits {totals.get('hits', 0)}, misses "
-            f"{totals.get('misses', 0)}, verified {totals.get('hits', 0)} (VERIFY=1), "
-            f"fills {totals.get('fills', 0)}, invalidations {totals.get('invalidations', 0)}; "
+            f"in {cached.seconds:.1f}s; querystash {dict(sorted(totals.items()))} "
+            f"(VERIFY=1: every hit was verified); "
             f"listed failures seen: {sorted(new & allowed)}"
             + (f"; listed but passing now: {still_passing}" if still_passing else "")
         )
+
+
+def test_planted_stale_reads_fail_the_cached_run(redis_server):
+    """Positive control: with invalidation switched off in the subprocess, the same machinery
+    (VERIFY_RAISE, the comparison with the plain run) reports the stale reads."""
+    suite = next(s for s in SUITES if s.name == "treebeard")
+    args = ("tests/test_treebeard.py", "-k", "TestMoveBranch and MP_TestNode and not Proxy"
+            " and not Uuid and not CustomId and not Sorted and not Inherited")
+    redis_server.ensure_running()
+    plain = runner.run(suite, "plain", args=args)
+    planted = runner.run(suite, "cached", redis_server.url, args=args, plant="no-invalidation")
+    assert plain.tests and not plain.ids("failed"), plain.output
+    new = planted.ids("failed") - plain.ids("failed")
+    assert new, f"no test failed with invalidation off: {planted.totals()}"
+    assert planted.totals().get("stale", 0) > 0
+    assert any("StaleRead" in planted.tests[node]["longrepr"] for node in new)

@@ -88,6 +88,13 @@ class FlushingTestCase(TransactionTestCase):
 
 django.test.TestCase = FlushingTestCase
 
+if os.environ.get("QS_THIRDPARTY_PLANT") == "no-invalidation":
+    # Positive control (test_thirdparty.py): writes no longer invalidate, so cached reads go
+    # stale and VERIFY must catch them.
+    from querystash import _writes
+
+    _writes.statement_done = lambda connection, sql: None
+
 _outcomes: dict[str, dict] = {}
 
 
