@@ -10,6 +10,8 @@ See tests/thirdparty/README.md.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import django
 import pytest
 
@@ -28,8 +30,12 @@ def _failures(run: runner.Run, ids: set[str]) -> str:
 def test_suite_passes_with_querystash_caching_every_model(suite: Suite, redis_server,
                                                           capsys):
     redis_server.ensure_running()
-    plain = runner.run(suite, "plain")
-    cached = runner.run(suite, "cached", redis_server.url)
+    # The two runs share nothing (own processes, databases and key prefixes): run them at
+    # once, which halves the wall time on a machine with two cores.
+    with ThreadPoolExecutor(2) as pool:
+        plain_future = pool.submit(runner.run, suite, "plain")
+        cached = runner.run(suite, "cached", redis_server.url)
+        plain = plain_future.result()
 
     assert plain.tests, f"{suite.name}: no tests ran\n{plain.output}"
     assert set(cached.tests) == set(plain.tests), "the two runs ran different tests"
