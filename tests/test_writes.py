@@ -556,6 +556,32 @@ def test_raw_unknowable_statement_invalidates_everything(data, probe):
     p.assert_fresh()
 
 
+@pytest.mark.skipif(not POSTGRES, reason="psycopg runs several statements in one execute()")
+@pytest.mark.parametrize("sql", [
+    'SELECT 1; DELETE FROM "testapp_review"',
+    "SELECT 1 FROM testapp_book; DELETE FROM testapp_review WHERE score = 5",
+    "SET search_path TO public; UPDATE testapp_review SET score = 0",
+    "SELECT ';'; DELETE FROM testapp_review",  # the split cuts a literal: everything
+])
+def test_raw_write_after_another_statement(data, probe, sql):
+    # The first statement reads; a later one in the same string writes.
+    p = probe(Review, reviews)
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+    p.assert_fresh()
+
+
+def test_several_statements_classified_by_every_one():
+    from querystash._sql import TableFinder
+
+    finder = TableFinder(["t_a", "t_b"])
+    assert finder.write("SELECT 1 FROM t_a; ") is None
+    assert finder.write("SELECT 1 FROM t_a; SELECT 2 FROM t_b") is None
+    assert finder.write("SELECT 1 FROM t_a; DELETE FROM t_b") == ("delete", {"t_b"}, False)
+    kind, tables, everything = finder.write("UPDATE t_a SET x = 1; DELETE FROM t_b")
+    assert (tables, everything) == ({"t_a", "t_b"}, True)
+
+
 @pytest.mark.skipif(POSTGRES, reason="executescript is sqlite3's")
 def test_sqlite_executescript(data, probe):
     p = probe(Book, books)

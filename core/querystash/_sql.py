@@ -38,6 +38,8 @@ _WRITE_KINDS = {
 _LEADING = re.compile(r"\s*(?:(?:--[^\n]*\n)|(?:/\*.*?\*/)|\()*\s*", re.S)
 _WORD = re.compile(r"[A-Za-z]+")
 _DML_INSIDE = re.compile(r"\b(INSERT|UPDATE|DELETE|MERGE)\b", re.I)
+#: a ";" with more SQL after it: several statements in one string
+_MORE = re.compile(r";\s*\S")
 _CASCADE = re.compile(r"\bCASCADE\b", re.I)
 #: REPLACE, INSERT OR REPLACE, UPDATE OR REPLACE delete the rows they conflict
 #: with (SQLite, MySQL)
@@ -100,6 +102,25 @@ class TableFinder:
         return result
 
     def _classify(self, sql: str) -> tuple[str, frozenset[str], bool] | None:
+        if _MORE.search(sql):
+            return self._classify_many(sql)
+        return self._classify_one(sql)
+
+    def _classify_many(self, sql: str) -> tuple[str, frozenset[str], bool] | None:
+        # Several statements in one execute() (PostgreSQL's simple query
+        # protocol runs them all): any of them may write, not only the first.
+        # Splitting on every ";" may cut a string literal: a piece that is not
+        # a statement classifies as "other" (everything), never as no write.
+        found = [w for w in map(self._classify_one, sql.split(";")) if w is not None]
+        if not found:
+            return None
+        if len(found) == 1:
+            return found[0]
+        return ("other", frozenset().union(*(w[1] for w in found)), True)
+
+    def _classify_one(self, sql: str) -> tuple[str, frozenset[str], bool] | None:
+        if not sql.strip():
+            return None
         start = _LEADING.match(sql).end()
         word = _WORD.match(sql, start)
         keyword = word.group(0).upper() if word else ""
