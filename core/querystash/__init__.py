@@ -7,10 +7,11 @@ Importing this package never touches the ORM; the Django side starts in
 from .events import Event, QueryInfo, WriteEvent
 from .hookspecs import hookimpl
 from .storage import Storage, StorageError
-from .strategy import InvalidationStrategy
+from .strategy import Dependencies, InvalidationStrategy
 from .version import __version__
 
 __all__ = [
+    "Dependencies",
     "Event",
     "InvalidationStrategy",
     "QueryInfo",
