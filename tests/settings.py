@@ -21,6 +21,7 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "querystash",
     "tests.testapp",
+    "tests.fieldtypes.apps.FieldtypesConfig",
 ]
 MIDDLEWARE = []
 
@@ -64,6 +65,9 @@ elif DB == "postgres":
 
 else:
     raise ValueError(f"QUERYSTASH_TEST_DB must be 'sqlite' or 'postgres', not {DB!r}")
+
+if DB == "postgres":
+    INSTALLED_APPS.append("django.contrib.postgres")  # ArrayField, HStoreField (fieldtypes)
 
 DATABASES = {
     "default": _db("querystash"),
