@@ -276,26 +276,35 @@ def make_do_update(original):
         if how is None:
             # Unclaimed: write_tags gives the table's family.
             return original(self, base_qs, using, pk_val, values, *args, **kwargs)
+        # Opened here (autocommit): settle once, after our own commit, as a
+        # bare autocommit UPDATE would; inside the caller's transaction the
+        # statement settles now and again after the caller's commit.
+        own = not connection.in_atomic_block and how in ("immediate", "for_update")
         if how == "immediate":
             block = _Immediate(connection)
         elif how == "for_update":
             block = transaction.atomic(using=using, savepoint=False)
         else:
             block = _Nothing()
+        items = []
         with block:
             old = {meta.pk.attname: pk_val}
             if fields:
                 stored = _old_row(model, using, pk_val, fields, how)
                 old = None if stored is None else {**old, **stored}
-            new = None
-            if old is not None:
-                new = dict(old)
-                for field, _, value in values:
-                    new[field.attname] = value
             with writing(using, meta.db_table, "update") as statement:
                 result = original(self, base_qs, using, pk_val, values, *args, **kwargs)
-                # Nothing matched: nothing changed (the row is gone).
-                statement.settle([(meta.db_table, model, old, new)] if result and old else [])
+                if result and old is not None:  # nothing matched: nothing changed
+                    new = dict(old)
+                    for field, _, value in values:
+                        new[field.attname] = value
+                    items = [(meta.db_table, model, old, new)]
+                if own:
+                    statement.settled = True  # settled below, once committed
+                else:
+                    statement.settle(items)
+        if own and items:
+            settle(using, items)
         return result
 
     return _do_update
