@@ -236,6 +236,7 @@ def check(chosen, order, writes, trigger, first: str = ""):
             strategies = list(rt.strategies)
             rt.strategies[:] = [strategies[i] for i in _permutation(order, len(strategies))]
             rt.strategies.sort(key=lambda s: type(s).__name__ != first)  # stable
+            rt.asked[:] = [s for s in rt.strategies if s in rt.asked]
             counter = _reset()
             checks = reads()
             for fn in checks.values():

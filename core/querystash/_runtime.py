@@ -52,6 +52,11 @@ class Runtime:
         self.storage = storage
         self.key_function = key_function
         self.strategies = strategies
+        #: the strategies with something to say about reads (asked per hit)
+        self.asked = [
+            s for s in strategies
+            if type(s).query_tags is not InvalidationStrategy.query_tags
+        ]
         #: strategies that pin stamp values (see InvalidationStrategy.stamp_value)
         self.pinning = [
             s for s in strategies
@@ -103,7 +108,7 @@ class Runtime:
         depends on each tag any strategy gives it, in any plugin order.
         Runs on every hit: memoized on the answers, which strategies memoize."""
         answers = tuple(
-            a for a in (s.query_tags(info) for s in self.strategies) if a is not None
+            a for a in (s.query_tags(info) for s in self.asked) if a is not None
         )
         key = (info.tables, answers)
         try:

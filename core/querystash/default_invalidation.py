@@ -18,8 +18,8 @@ class TableStrategy(InvalidationStrategy):
     def __init__(self, ignore_tables=()):
         self.ignore = frozenset(ignore_tables)
 
-    def query_tags(self, info):
-        return None  # the table tags: the core gives every read its own
+    # query_tags: not overridden. The table tags are the core's own, and a
+    # strategy that doesn't override it is not asked on reads.
 
     def write_tags(self, event):
         return event.tables - self.ignore

@@ -121,12 +121,12 @@ def test_the_core_keeps_every_strategys_tags():
     ours = DependsOnStrategy({"stock": ["order"]})
     rt = _runtime.current
     for order in ([Refining(), ours], [ours, Refining()]):
-        saved = rt.strategies
-        rt.strategies = order
+        saved = rt.asked  # the strategies asked on reads, in order
+        rt.asked = order
         try:
             tags = rt.query_tags(info("stock"))
         finally:
-            rt.strategies = saved
+            rt.asked = saved
         assert {"order", "stock#", "stock:id=1"} <= set(tags), tags
         assert "stock" not in tags  # refined: every write to stock tags stock#
 
