@@ -423,6 +423,24 @@ def test_save_keeps_djangos_update_statement(data, read, settings):
     assert len(with_plugin) == 1 and with_plugin == without
 
 
+def test_old_values_are_read_holding_the_row(data, settings):
+    """Autocommit: the old values are read in one transaction with the
+    UPDATE, holding the row (FOR UPDATE) or the database (BEGIN IMMEDIATE)."""
+    from django.test.utils import CaptureQueriesContext
+
+    book = Book.objects.get(pk=data["b2"].pk)
+    book.status = 3
+    with CaptureQueriesContext(connection) as ctx:
+        book.save()
+    sql = [q["sql"] for q in ctx.captured_queries]
+    kinds = [s.split()[0] for s in sql]
+    assert kinds == ["BEGIN", "SELECT", "UPDATE", "COMMIT"], sql
+    if connection.vendor == "sqlite":
+        assert sql[0] == "BEGIN IMMEDIATE"
+    else:
+        assert sql[1].rstrip().endswith("FOR UPDATE"), sql[1]
+
+
 def test_plugin_disabled_is_table_level(data, counts, settings):
     settings.QUERYSTASH = {**settings.QUERYSTASH, "DISABLED_PLUGINS": ["fields"]}
     r = Read(counts, ann_status2(data)).prime()
