@@ -6,6 +6,7 @@ from django.conf import settings
 from django.contrib.contenttypes.fields import GenericForeignKey, GenericRelation
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
+from model_utils import FieldTracker
 
 POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
 
@@ -64,8 +65,27 @@ class Owner(models.Model):
     notes = GenericRelation(Note, object_id_field="object_pk")
 
 
+class Tracked(models.Model):
+    """django-model-utils' FieldTracker (it wraps save() and keeps loaded values)."""
+
+    name = models.CharField(max_length=20)
+    level = models.SmallIntegerField(default=0)
+    data = models.JSONField(default=dict)
+    tracker = FieldTracker()
+
+    class Meta:
+        required_db_features = {"supports_json_field"}
+
+
 if POSTGRES:
     from django.contrib.postgres.fields import ArrayField, HStoreField
+
+    class PgTracked(models.Model):
+        """The issue's failing save: text next to a smallint[] with a FieldTracker."""
+
+        name = models.TextField()
+        levels = ArrayField(models.SmallIntegerField(), default=list)
+        tracker = FieldTracker()
 
     class PgKinds(models.Model):
         array = ArrayField(models.SmallIntegerField(), null=True)

@@ -228,3 +228,33 @@ def test_save_never_fails_and_keeps_djangos_update(settings):
         loaded.array, loaded.texts, loaded.hstore = [2, 3], ["b"], {"b": "2"}
         assert len(_update_statements(loaded.save)) == 1
         assert PgKinds.objects.nocache().get(pk=pg.pk).array == [2, 3]
+
+
+def test_save_of_a_field_tracker_model_never_fails():
+    """django-model-utils' FieldTracker models: the issue's failing save
+    (text next to smallint[] on PostgreSQL); and the reads stay fresh."""
+    from tests.fieldtypes.models import Tracked
+
+    def read(cached):
+        qs = Tracked.objects.all() if cached else Tracked.objects.nocache()
+        return sorted(qs.filter(name="a", level=1).values_list("pk", flat=True))
+
+    row = Tracked.objects.create(name="a", level=0, data={"k": [1, 2]})
+    assert read(True) == read(True) == []
+    row = Tracked.objects.nocache().get(pk=row.pk)
+    row.level = 1
+    row.data = {"k": [3]}
+    assert len(_update_statements(row.save)) == 1
+    assert read(True) == read(False) == [row.pk]
+    row.name = "b"
+    row.save(update_fields=["name"])
+    assert read(True) == read(False) == []
+    if POSTGRES:
+        from tests.fieldtypes.models import PgTracked
+
+        pg = PgTracked.objects.create(name="x", levels=[1, 2])
+        pg = PgTracked.objects.nocache().get(pk=pg.pk)
+        pg.levels = [3]
+        pg.name = "y"
+        assert len(_update_statements(pg.save)) == 1
+        assert PgTracked.objects.nocache().get(pk=pg.pk).levels == [3]
