@@ -9,18 +9,22 @@ import pytest
 from django.conf import settings
 from django.core.cache import caches
 
-from querystash import _runtime
+from querystash import _runtime, _stores
 from querystash._stamps import Breaker
 
 
 def reset_querystash() -> None:
-    """Empty every configured cache and zero the counters and the breaker."""
+    """Empty every configured cache, zero the counters and the breaker, and
+    forget the stores earlier tests used (one store, as in production)."""
     for alias in settings.CACHES:
         caches[alias].clear()
     rt = _runtime.current
     if rt is not None:
         rt.stats.reset()
         rt.breaker = Breaker()
+        if rt.store is not None:
+            rt.store.breaker = rt.breaker
+        _stores.forget_others(rt.store)
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +32,9 @@ def fresh_querystash():
     """Every test starts with an empty store and zeroed counters."""
     reset_querystash()
     yield
+    # and leaves no store of its own behind (nor its debt, paid at exit)
+    rt = _runtime.current
+    _stores.forget_others(rt.store if rt is not None else None)
 
 
 @pytest.fixture

@@ -4,7 +4,9 @@ Importing this package never touches the ORM; the Django side starts in
 ``apps.QuerystashConfig.ready()``.
 """
 
+from ._encode import UnencodableValue, encode
 from .events import Event, QueryInfo, WriteEvent
+from .exceptions import Uncacheable
 from .hookspecs import hookimpl
 from .storage import Storage, StorageError
 from .strategy import Dependencies, InvalidationStrategy
@@ -17,8 +19,11 @@ __all__ = [
     "QueryInfo",
     "Storage",
     "StorageError",
+    "Uncacheable",
+    "UnencodableValue",
     "WriteEvent",
     "__version__",
+    "encode",
     "hookimpl",
     "invalidate_all",
     "invalidate_models",

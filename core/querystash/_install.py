@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.db.models.manager import BaseManager
 from django.db.models.sql.compiler import SQLCompiler
 
-from . import _queryset, _reads, _runtime, _writes
+from . import _queryset, _reads, _runtime, _stores, _writes
 from .patching import Patches
 
 _patches = Patches()
@@ -51,6 +51,9 @@ def uninstall() -> None:
     setting_changed.disconnect(dispatch_uid="querystash")
     _patches.undo()
     _runtime.current = None
+    # Writes are no longer seen: a store used after a new install() is
+    # invalidated entirely before its first read (_stores.adopt).
+    _stores.close_all()
 
 
 def installed() -> bool:
@@ -59,4 +62,11 @@ def installed() -> bool:
 
 def _on_setting_changed(setting, **kwargs) -> None:
     if setting in WATCHED_SETTINGS:
+        if setting == "CACHES":
+            # Django's own receiver resets django.core.cache.caches, but it may
+            # run after this one (it did: connected later): the store must be
+            # built on the new CACHES, not on the cache objects of the old.
+            from django.test.signals import clear_cache_handlers
+
+            clear_cache_handlers(setting=setting)
         _runtime.rebuild()

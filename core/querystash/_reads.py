@@ -8,6 +8,8 @@ one multi-get, verify the signature, unpickle.
 
 from __future__ import annotations
 
+import logging
+
 from django.core.exceptions import EmptyResultSet
 from django.db.models.sql.compiler import (
     SQLDeleteCompiler,
@@ -20,6 +22,9 @@ from . import _runtime, _stamps
 from ._queryset import NOCACHE, current_op, spec_of
 from ._transactions import fill_is_safe, in_transaction, written_tags
 from .events import QueryInfo
+from .exceptions import Uncacheable
+
+logger = logging.getLogger("querystash")
 
 _WRITE_COMPILERS = (SQLInsertCompiler, SQLUpdateCompiler, SQLDeleteCompiler)
 
@@ -89,13 +94,26 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
         finally:
             del compiler.as_sql
 
+    label = model._meta.label if model is not None else ""
+    relations = rt.relations.read(sql, query, compiler)
+    if relations.unwatched is not None:
+        # It reads something whose writes querystash never sees (a temporary
+        # table, a view, another schema): no invalidation could reach it.
+        rt.stats.add(label, "vetoed")
+        return _shape(run(), result_type, chunked_fetch)
     info = QueryInfo(
         sql, params, compiler.using, "multi" if result_type == MULTI else "single", op,
-        rt.finder.tables(sql), model, query, spec is not None, spec.fields if spec else (),
+        relations.tables, model, query, spec is not None, spec.fields if spec else (),
     )
-    label = model._meta.label if model is not None else ""
     if not rt.eligible(info):
         rt.stats.add(label, "vetoed")
+        return _shape(run(), result_type, chunked_fetch)
+    try:
+        key = rt.key_function(info)
+    except Uncacheable as exc:
+        # A key function's veto: e.g. a parameter the encoder cannot key exactly.
+        rt.stats.add(label, "vetoed")
+        logger.debug("querystash: not caching a read of %s: %s", label or "?", exc.reason)
         return _shape(run(), result_type, chunked_fetch)
     tags = rt.query_tags(info)
     connection = compiler.connection
@@ -107,7 +125,6 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
             rt.stats.add(label, "bypasses")
             return _shape(run(), result_type, chunked_fetch)
         can_fill = fill_is_safe(connection)
-    key = rt.key_function(info)
     result = _stamps.read(rt, key, tags, label, timeout, can_fill, run)
     return _shape(result, result_type, chunked_fetch)
 

@@ -15,8 +15,9 @@ from django.apps import apps
 from django.conf import settings
 from django.db.models import deletion
 
-from . import conf, plugins
+from . import _stores, conf, plugins
 from ._codec import derive_secret
+from ._relations import RelationReader
 from ._sql import TableFinder
 from ._stamps import GLOBAL_TAG, Breaker
 from ._stats import Stats
@@ -50,6 +51,9 @@ class Runtime:
     ):
         self.config = config
         self.storage = storage
+        #: the record of ``storage`` among the stores this process used (set by
+        #: ``rebuild()``; ``_stores``)
+        self.store: _stores.Store | None = None
         self.key_function = key_function
         self.strategies = strategies
         #: the strategies with something to say about reads (asked per hit)
@@ -75,9 +79,10 @@ class Runtime:
         self.verify = float(config.get("VERIFY", 0) or 0)
         self.ignore_tables = frozenset(config["IGNORE_TABLES"])
         self.table_labels = _table_labels()
-        self.finder = TableFinder(
-            _known_tables() | set(config["IGNORE_TABLES"]), *_foreign_keys()
-        )
+        known = _known_tables() | set(config["IGNORE_TABLES"])
+        self.finder = TableFinder(known, *_foreign_keys())
+        #: what each read reads; a read of anything but ``known`` is never cached
+        self.relations = RelationReader(known, self.finder)
         self.stats = Stats()
         self.breaker = Breaker()
         self._rules: dict[type, conf.ModelRule | None] = {}
@@ -141,7 +146,9 @@ class Runtime:
     # -- writes ---------------------------------------------------------------
 
     def write_tags(self, event: WriteEvent) -> set[str]:
-        if event.everything:
+        # No strategy (the hook failed, or every one is disabled): reads depend
+        # on the global tag alone, so each write must invalidate it.
+        if event.everything or not self.strategies:
             return {GLOBAL_TAG}
         # The table tags are the core's own: every read depends on them
         # unless refined, so every write produces them whatever is installed.
@@ -214,6 +221,12 @@ def build() -> Runtime:
         storage = call("querystash_storage", name=config["STORAGE"])
         if storage is None:
             problems.append(f"no installed storage answers to STORAGE={config['STORAGE']!r}")
+    except StartupError as exc:
+        problems.append(str(exc))
+        logger.error("querystash: %s; query caching is off", exc, exc_info=exc.error)
+    # Resolved even without a storage (a DummyCache...): writes are still
+    # tagged and sent to the stores used before (``_stores``).
+    try:
         key_function = call("querystash_key_function")
         if key_function is None:
             problems.append("no plugin provides querystash_key_function")
@@ -247,8 +260,10 @@ def _culprit(caller, config: dict, kwargs: dict) -> str:
 
 
 def _pay_debts_at_exit() -> None:
-    if current is not None:
-        current.breaker.pay_at_exit(current)
+    rt = current
+    if rt is not None and rt.storage is not None:
+        rt.breaker.pay_at_exit(rt)
+    _stores.pay_at_exit(rt.store if rt is not None else None)
 
 
 atexit.register(_pay_debts_at_exit)
@@ -257,15 +272,16 @@ atexit.register(_pay_debts_at_exit)
 def rebuild() -> Runtime:
     global current
     new = build()
-    if current is not None:
-        # Counters, and a debt of invalidations the store never received,
-        # outlive a configuration change.
-        new.stats = current.stats
-        new.breaker = current.breaker
-    old, current = current, new
-    if old is not None and old.storage is not None and old.storage is not current.storage:
-        try:
-            old.storage.close()
-        except Exception:
-            logger.exception("querystash: closing the previous storage failed")
+    old = current
+    if old is not None:
+        new.stats = old.stats  # counters outlive a configuration change
+        if old.store is not None:
+            old.store.breaker = old.breaker  # the store's debt, even if replaced
+    if new.storage is not None:
+        # The stores used before stay open: every invalidation still reaches
+        # them (_stores.fan_out). The same store again keeps its debt.
+        new.store = _stores.adopt(new.storage, new.stamp_prefix)
+        new.breaker = new.store.breaker
+    _stores.started = True
+    current = new
     return current

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import _codec
+from . import _codec, _stores
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -44,6 +44,9 @@ class Breaker:
     that from a background thread every ``PAYER_INTERVAL`` seconds, before a
     store use at most every ``retry`` seconds (a request pays for a dead
     store's timeout), and once more at exit.
+
+    There is one per store (``_stores.Store``): a store's debt follows it
+    through configuration changes, and is paid before it is read again.
     """
 
     #: how often the background thread tries to pay a debt
@@ -61,6 +64,13 @@ class Breaker:
         self._lock = threading.Lock()  # never held across a store call
         self._paying = threading.Lock()
         self._payer_pid = 0  # the process whose background payer is running
+
+    def owe(self) -> None:
+        """An invalidation this store should have received did not reach it
+        (or may not have): delete the global stamp before reading it again."""
+        with self._lock:
+            self.debts += 1
+            self.owes_global = True
 
     def allows(self) -> bool:
         return time.monotonic() >= self.open_until
@@ -101,9 +111,10 @@ class Breaker:
                 return False
         return True
 
-    def _pay(self, rt: Runtime) -> bool:
+    def _pay(self, rt: Runtime | _stores.Store) -> bool:
         """Delete the global stamp for the debts owed now; True once nothing
-        is owed. Raises the store's error."""
+        is owed. Raises the store's error. ``rt``: the runtime, or the
+        store, whose breaker this is."""
         # One payment at a time, and never wait for one: a request thread
         # bypasses the store while another thread pays.
         if not self._paying.acquire(blocking=False):
@@ -144,7 +155,7 @@ class Breaker:
             except Exception:  # noqa: BLE001 - still out: the next attempt is shortly
                 pass
 
-    def pay_at_exit(self, rt: Runtime) -> None:
+    def pay_at_exit(self, rt: Runtime | _stores.Store) -> None:
         if self.owes_global and rt.storage is not None:
             try:
                 _delete_global(rt)
@@ -159,7 +170,7 @@ class Breaker:
             logger.warning("querystash: store reachable again")
 
 
-def _delete_global(rt: Runtime) -> None:
+def _delete_global(rt: Runtime | _stores.Store) -> None:
     rt.storage.delete_many([rt.stamp_prefix + GLOBAL_TAG])
 
 
@@ -269,12 +280,22 @@ def _verify(rt: Runtime, key: str, model: str, cached, run: Callable[[], Any]) -
 
 
 def invalidate(rt: Runtime, tags, model: str = "") -> None:
-    """Delete the stamps of ``tags``; remember the debt if the store fails."""
+    """Delete the stamps of ``tags`` in the runtime's store and in every other
+    store this process has used (``_stores``); remember the debt of a store
+    that fails."""
     if not tags:
         return
+    if rt.storage is not None:
+        _invalidate_current(rt, tags, model)
+    known = _stores.known
+    if known and (len(known) > 1 or known[0] is not rt.store):
+        _stores.fan_out(known, rt.store, tags)
+
+
+def _invalidate_current(rt: Runtime, tags, model: str) -> None:
     breaker = rt.breaker
     if (breaker.in_outage or breaker.owes_global) and not breaker.settle(rt):
-        breaker.owes_global = True
+        breaker.owe()  # a payment running now may predate this write
         return
     try:
         rt.storage.delete_many([rt.stamp_prefix + tag for tag in tags])

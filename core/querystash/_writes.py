@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 
-from . import _runtime, _stamps, _transactions
+from . import _runtime, _stamps, _stores, _transactions
 from .events import WriteEvent
 
 logger = logging.getLogger("querystash")
@@ -25,8 +25,8 @@ logger = logging.getLogger("querystash")
 def statement_done(connection, sql) -> None:
     """Invalidate what ``sql``, just run on ``connection``, may have changed."""
     rt = _runtime.current
-    if rt is None or rt.storage is None:
-        return
+    if rt is None or (rt.storage is None and not _stores.known):
+        return  # no store has been used: a first one is invalidated entirely
     try:
         if isinstance(sql, str):
             write = rt.finder.write(sql)
@@ -58,14 +58,14 @@ def transaction_ended(connection, invalidate: bool) -> None:
     if not written or not invalidate:
         return
     rt = _runtime.current
-    if rt is not None and rt.storage is not None:
+    if rt is not None:
         _stamps.invalidate(rt, written)
 
 
 def _invalidate_written(connection) -> None:
     written = _transactions.written_tags(connection)
     rt = _runtime.current
-    if written and rt is not None and rt.storage is not None:
+    if written and rt is not None:
         _stamps.invalidate(rt, written)
 
 

@@ -19,9 +19,8 @@ def _live():
 
 def invalidate_tags(tags: Iterable[str]) -> None:
     """Invalidate every cached entry that depends on one of ``tags``."""
-    rt = _live()
-    if rt.storage is not None:
-        _stamps.invalidate(rt, list(tags))
+    # Without a storage of its own, the runtime still reaches the stores used before.
+    _stamps.invalidate(_live(), list(tags))
 
 
 def invalidate_models(*models: type | str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import threading
 from hashlib import blake2b
@@ -9,6 +10,7 @@ from hashlib import blake2b
 from django.core.cache import caches
 from django.core.cache.backends.dummy import DummyCache
 from django.core.cache.backends.locmem import LocMemCache
+from django.utils.module_loading import import_string
 
 from .hookspecs import hookimpl
 from .storage import Storage
@@ -35,6 +37,10 @@ class DjangoCacheStorage(Storage):
         if isinstance(backend, DummyCache):
             raise ValueError(f"CACHES[{alias!r}] is a DummyCache, which cannot store stamps")
         self.shared = not isinstance(backend, LocMemCache)
+        #: CACHES[alias] as it was: the core keeps this storage after CACHES
+        #: changes (so writes still reach it), when caches[alias] is another cache
+        self.params = _snapshot(caches.settings[alias])
+        self._identity = _frozen(self.params)
         # Django hands each thread its own cache object (clients are not all
         # thread-safe); keep ours per thread too, without a lookup per call.
         self._local = threading.local()
@@ -44,8 +50,24 @@ class DjangoCacheStorage(Storage):
         try:
             return self._local.cache
         except AttributeError:
-            self._local.cache = caches[self.alias]
+            self._local.cache = self._backend()
             return self._local.cache
+
+    def _backend(self):
+        if caches.settings.get(self.alias) == self.params:
+            return caches[self.alias]
+        # CACHES changed since this storage was made: a cache object of our
+        # own, on the configuration this storage stands for (what Django's
+        # CacheHandler.create_connection does).
+        params = dict(self.params)
+        backend = params.pop("BACKEND")
+        location = params.pop("LOCATION", "")
+        return import_string(backend)(location, params)
+
+    def identity(self):
+        # The alias is only a name: the backend, location, key prefix and
+        # options say where the keys are.
+        return self._identity
 
     def get_many(self, keys):
         safe = [safe_key(k) for k in keys]
@@ -66,6 +88,26 @@ class DjangoCacheStorage(Storage):
         backend = self.cache
         return {"backend": f"{type(backend).__module__}.{type(backend).__qualname__}",
                 "cache alias": self.alias, "shared between processes": self.shared}
+
+
+def _snapshot(params: dict) -> dict:
+    try:
+        return copy.deepcopy(params)
+    except Exception:  # noqa: BLE001 - an option that can't be copied: the values as they are
+        return dict(params)
+
+
+def _frozen(value):
+    """A hashable, order-independent form of a CACHES entry."""
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
 
 
 @hookimpl(trylast=True)

@@ -17,7 +17,10 @@ class QueryInfo:
     shape: str
     #: get / fetch / count / exists / aggregate / iterator
     op: str
-    #: known tables named anywhere in ``sql`` (joins, subqueries, unions)
+    #: the known tables the query reads (joins, subqueries, unions, ``extra()``
+    #: and ``RawSQL`` included): what its cached rows depend on. A read of any
+    #: other relation (a temporary table, a view no model maps, another
+    #: schema's table) is never cached, so these are all it reads.
     tables: frozenset[str]
     model: Any = None
     query: Any = None

@@ -34,7 +34,12 @@ def querystash_key_function(config: dict) -> Callable[[QueryInfo], str] | None:
 
     The returned callable receives a :class:`querystash.QueryInfo` (SQL, params,
     database alias, result shape) and returns a string. It must be deterministic
-    across processes and must change whenever the rows could differ.
+    across processes and must change whenever the rows could differ: encode
+    values with :func:`querystash.encode` (injective, type-tagged), never
+    ``repr()``. To leave a query uncached, it raises
+    :class:`querystash.Uncacheable` (the built-in one raises its subclass
+    ``UnencodableValue`` for a parameter type it cannot encode exactly): the
+    read runs on the database and is counted as ``vetoed``.
 
     :param config: the whole ``QUERYSTASH`` setting, defaults filled in.
     :return: a callable, or ``None`` to let the next plugin decide.

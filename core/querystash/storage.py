@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 
 class StorageError(Exception):
@@ -50,5 +50,18 @@ class Storage:
         """Store-side figures for ``manage.py querystash stats``."""
         return {}
 
+    def identity(self) -> Hashable | None:
+        """Where this storage keeps its keys: two storages with equal
+        identities (the same servers, key prefix...) read and write the same
+        keys. Hashable; ``None`` (the default): this object is a store of its own.
+
+        A process keeps the stores it has used (``override_settings`` can
+        switch them) and sends every invalidation to each. Telling the core
+        that a new storage object is a store it already knows saves the
+        invalidation of everything in it before its first read."""
+        return None
+
     def close(self) -> None:
-        """Release connections (called when the configuration changes)."""
+        """Release connections (called when the core forgets this storage:
+        another object of the same identity replaces it, too many stores were
+        used, or ``uninstall()``). It may be used again afterwards."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hashlib import sha256
 
-from querystash import hookimpl
+from querystash import encode, hookimpl
 
 PREFIX = "testkeys:"
 
@@ -17,7 +17,7 @@ class CustomKeys:
     def querystash_key_function(self, config):
         def key(info):
             self.seen.append(info)
-            digest = sha256(repr((info.alias, info.shape, info.sql, info.params)).encode())
+            digest = sha256(encode((info.alias, info.shape, info.sql, info.params)))
             return PREFIX + digest.hexdigest()
 
         return key

@@ -66,3 +66,19 @@ class ClubMember(models.Model):
     club = models.ForeignKey(Club, on_delete=models.CASCADE)
     author = models.ForeignKey(Author, on_delete=models.CASCADE)
     role = models.CharField(max_length=20, default="member")
+
+
+class Doc(models.Model):
+    """Parameter types that are not plain str/int (tests/test_keys.py)."""
+
+    data = models.JSONField(null=True)
+    ip = models.GenericIPAddressField(null=True)
+    uid = models.UUIDField(null=True)
+    span = models.DurationField(null=True)
+    at = models.DateTimeField(null=True)
+    ratio = models.FloatField(null=True)
+
+    class Meta:
+        # Also keeps JSONField's system check from querying every database
+        # (tests run `manage.py check` without database access).
+        required_db_features = {"supports_json_field"}

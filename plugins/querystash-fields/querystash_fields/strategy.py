@@ -62,7 +62,7 @@ class FieldStrategy(InvalidationStrategy):
         try:
             key = (info.alias, info.sql, info.params, info.fields)
             memo = self._memo.get(key)
-        except TypeError:  # an unhashable parameter
+        except (TypeError, ValueError):  # unhashable (a writable memoryview raises ValueError)
             key = memo = None
         generation = self.registry.generation
         if memo is not None and memo[0] == generation:

@@ -200,6 +200,12 @@ class MemcachedStorage(Storage):
         return {"servers": len(self.servers), "servers unreachable": down,
                 **totals, **self.counters, **lines}
 
+    def identity(self):
+        # The whole section (servers, key prefix, options): the same settings
+        # are the same store.
+        return tuple(sorted((key, tuple(value) if isinstance(value, list) else value)
+                            for key, value in self.options.items()))
+
     def close(self) -> None:
         for server in self.servers:
             server.pool.clear()

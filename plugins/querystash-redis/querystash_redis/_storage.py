@@ -128,6 +128,10 @@ class RedisStorage(Storage):
 
         return collect(self)
 
+    def identity(self):
+        # The server(s), database and key prefix, and where the core's stamps go.
+        return (self.config, self._stamp_prefix)
+
     def close(self) -> None:
         self.connection.close()
 

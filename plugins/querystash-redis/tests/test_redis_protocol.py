@@ -41,8 +41,10 @@ def test_miss_creates_stamps_with_set_nx_and_keeps_existing_ones(
     data, redis_single, rclient, use_redis, monitor, counts
 ):
     r = rclient(redis_single.port)
-    r.set("{qs:t:}*", b"12345678", ex=1000)  # a stamp another process created
     with use_redis(url=redis_single.url):
+        # A stamp another process created (after this process began to use the
+        # store: a store new to a process loses its global stamp, see _stores).
+        r.set("{qs:t:}*", b"12345678", ex=1000)
         with monitor(redis_single.port) as m:
             assert titles() == ["One", "Two"]
         sets = m.named("SET")
