@@ -96,9 +96,7 @@ def _reads(model, name, values):
         return model.objects.all() if cached else model.objects.nocache()
 
     reads = []
-    # BinaryField parameters reach the key function as memoryviews, whose
-    # repr is an address: a core key issue, not this plugin's (reported).
-    for value in values if name != "binary" else ():
+    for value in values:
         reads.append(lambda c, v=value: sorted(qs(c).filter(**{name: v}).values_list(
             "pk", flat=True)))
         reads.append(lambda c, v=value: qs(c).filter(**{name: v}).count())
