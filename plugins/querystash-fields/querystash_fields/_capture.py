@@ -236,6 +236,9 @@ class _Immediate:
 
     def __enter__(self):
         connection = self.connection
+        # Opening the connection reads transaction_mode from the settings:
+        # open it first, or the mode set below would be overwritten.
+        connection.ensure_connection()
         saved = connection.transaction_mode
         connection.transaction_mode = "IMMEDIATE"
         try:
