@@ -437,6 +437,11 @@ def test_old_values_are_read_holding_the_row(data, settings):
     assert kinds == ["BEGIN", "SELECT", "UPDATE", "COMMIT"], sql
     if connection.vendor == "sqlite":
         assert sql[0] == "BEGIN IMMEDIATE"
+        connection.close()  # a save that opens the connection begins IMMEDIATE too
+        book.status = 4
+        with CaptureQueriesContext(connection) as ctx:
+            book.save()
+        assert ctx.captured_queries[0]["sql"] == "BEGIN IMMEDIATE"
     else:
         assert sql[1].rstrip().endswith("FOR UPDATE"), sql[1]
 
