@@ -22,6 +22,7 @@ INSTALLED_APPS = [
     "querystash",
     "tests.testapp",
     "tests.fuzzapp",  # the differential fuzzer's schema (tests/fuzz)
+    "tests.fieldtypes.apps.FieldtypesConfig",
 ]
 MIDDLEWARE = []
 
@@ -65,6 +66,9 @@ elif DB == "postgres":
 
 else:
     raise ValueError(f"QUERYSTASH_TEST_DB must be 'sqlite' or 'postgres', not {DB!r}")
+
+if DB == "postgres":
+    INSTALLED_APPS.append("django.contrib.postgres")  # ArrayField, HStoreField (fieldtypes)
 
 DATABASES = {
     "default": _db("querystash"),

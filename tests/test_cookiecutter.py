@@ -1,5 +1,7 @@
-"""The plugin template: rendered with no edits, it installs next to the core,
-passes its own tests, and `manage.py querystash plugins` lists its hook."""
+"""The plugin template: rendered with no edits, it installs next to the core
+and our other invalidation plugins (querystash-fields, querystash-m2m), passes
+its own tests with all of them active, and `manage.py querystash plugins`
+lists its hook."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from tests.helpers import run_clean
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "cookiecutter-plugin"
 CORE = ROOT / "core"
+#: installed next to the rendered plugin: its tests must pass with them active
+OTHER_PLUGINS = [ROOT / "plugins" / "querystash-fields", ROOT / "plugins" / "querystash-m2m"]
 
 try:
     from cookiecutter.main import cookiecutter
@@ -30,16 +34,17 @@ _run = run_clean  # shared with the other fresh-virtualenv tests
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
-    """The template rendered with its defaults, installed with the core (not
-    editable) in a fresh virtualenv: (python, plugin directory)."""
+    """The template rendered with its defaults, installed with the core and
+    querystash-fields and querystash-m2m (not editable) in a fresh
+    virtualenv: (python, plugin directory)."""
     root = tmp_path_factory.mktemp("cookiecutter")
     out = cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(root))
     plugin = Path(out)
     venv = root / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], cwd=root, timeout=120)
     python = venv / "bin" / "python"
-    _run([str(python), "-m", "pip", "install", "--quiet", str(CORE), str(plugin),
-          "pytest", "pytest-django"], cwd=root, timeout=300)
+    _run([str(python), "-m", "pip", "install", "--quiet", str(CORE), *map(str, OTHER_PLUGINS),
+          str(plugin), "pytest", "pytest-django"], cwd=root, timeout=300)
     return python, plugin
 
 
@@ -79,6 +84,23 @@ def test_manage_py_lists_the_plugin_and_its_hook(generated):
     row = rows["querystash_depends"]
     assert "0.1.0" in row and "yes" in row and "querystash_invalidation_strategy" in row, out
     assert "FAILED" not in out, out
+    # the tests above ran with every other invalidation plugin loaded and active
+    for other in ("fields", "m2m", "default_invalidation"):
+        assert other in rows and "yes" in rows[other], out
+        assert "querystash_invalidation_strategy" in rows[other], out
+
+
+def test_the_other_plugins_strategies_are_live_next_to_the_template(generated):
+    """Loaded is not enough: the fields strategy must be in the runtime the
+    template's tests ran against (it is the one that used to drop their tags)."""
+    python, plugin = generated
+    script = (
+        "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'tests.settings');"
+        "django.setup(); from querystash import _runtime;"
+        "print(sorted(type(s).__name__ for s in _runtime.current.strategies))"
+    )
+    out = _run([str(python), "-c", script], cwd=plugin, timeout=120)
+    assert "FieldStrategy" in out and "DependsOnStrategy" in out, out
 
 
 def test_the_generated_plugin_is_ruff_clean(generated):

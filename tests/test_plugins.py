@@ -243,9 +243,9 @@ def test_custom_strategy_tags_are_used_for_reads(library, observer):
     with registered(custom_strategy, "custom_strategy"):
         assert run(books)[1] == 1
         miss = observer.of("miss")[-1]
-        assert miss.tags == (custom_strategy.TAG, "*"), "the plugin's strategy owns Book reads"
+        assert miss.tags == (custom_strategy.TAG, "*"), "the plugin's strategy refines the table"
 
-        # the table tag no longer guards this entry: only the strategy's does
+        # the table tag no longer guards this entry: the refining one does
         querystash.invalidate_tags(["testapp_book"])
         assert run(books) == (["The Dispossessed"], 0)
         querystash.invalidate_tags([custom_strategy.TAG])

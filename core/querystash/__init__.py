@@ -9,10 +9,11 @@ from .events import Event, QueryInfo, WriteEvent
 from .exceptions import Uncacheable
 from .hookspecs import hookimpl
 from .storage import Storage, StorageError
-from .strategy import InvalidationStrategy
+from .strategy import Dependencies, InvalidationStrategy
 from .version import __version__
 
 __all__ = [
+    "Dependencies",
     "Event",
     "InvalidationStrategy",
     "QueryInfo",

@@ -23,12 +23,19 @@ from ._stamps import GLOBAL_TAG, Breaker
 from ._stats import Stats
 from .events import Event, QueryInfo, WriteEvent
 from .storage import Storage
-from .strategy import InvalidationStrategy
+from .strategy import Dependencies, InvalidationStrategy, combine
 
 logger = logging.getLogger("querystash")
 
 
 current: Runtime | None = None
+
+_COMBINED_LIMIT = 8192
+
+
+def _as_dependencies(answers) -> list[Dependencies]:
+    """A plain list of tags (the contract before ``Dependencies``) only adds."""
+    return [a if isinstance(a, Dependencies) else Dependencies(add=a) for a in answers]
 
 
 class Runtime:
@@ -49,6 +56,11 @@ class Runtime:
         self.store: _stores.Store | None = None
         self.key_function = key_function
         self.strategies = strategies
+        #: the strategies with something to say about reads (asked per hit)
+        self.asked = [
+            s for s in strategies
+            if type(s).query_tags is not InvalidationStrategy.query_tags
+        ]
         #: strategies that pin stamp values (see InvalidationStrategy.stamp_value)
         self.pinning = [
             s for s in strategies
@@ -65,6 +77,7 @@ class Runtime:
         self.stamp_prefix = f"{config['KEY_PREFIX']}:t:"
         self.secret = derive_secret(settings.SECRET_KEY)
         self.verify = float(config.get("VERIFY", 0) or 0)
+        self.ignore_tables = frozenset(config["IGNORE_TABLES"])
         self.table_labels = _table_labels()
         known = _known_tables() | set(config["IGNORE_TABLES"])
         self.finder = TableFinder(known, *_foreign_keys())
@@ -73,6 +86,9 @@ class Runtime:
         self.stats = Stats()
         self.breaker = Breaker()
         self._rules: dict[type, conf.ModelRule | None] = {}
+        #: (tables, strategies' answers) -> the read's tags; answers are
+        #: compared by identity (Dependencies) and kept alive by the key
+        self._combined: dict[tuple, list[str]] = {}
 
     # -- reads ----------------------------------------------------------------
 
@@ -93,11 +109,24 @@ class Runtime:
         return not any(check(info) is False for check in self.checks)
 
     def query_tags(self, info: QueryInfo) -> list[str]:
-        for strategy in self.strategies:
-            tags = strategy.query_tags(info)
-            if tags is not None:
-                return [*tags, GLOBAL_TAG]
-        return [GLOBAL_TAG]
+        """Every strategy's answer combined (``strategy.combine``): a read
+        depends on each tag any strategy gives it, in any plugin order.
+        Runs on every hit: memoized on the answers, which strategies memoize."""
+        answers = tuple(
+            a for a in (s.query_tags(info) for s in self.asked) if a is not None
+        )
+        key = (info.tables, answers)
+        try:
+            return self._combined[key]
+        except KeyError:
+            pass
+        except TypeError:  # a strategy returned something unhashable (a list)
+            return [*combine(info.tables, _as_dependencies(answers)), GLOBAL_TAG]
+        tags = [*combine(info.tables, _as_dependencies(answers)), GLOBAL_TAG]
+        if len(self._combined) >= _COMBINED_LIMIT:
+            self._combined.clear()
+        self._combined[key] = tags
+        return tags
 
     def stamp_values(
         self, tags: list[str], found: list
@@ -121,7 +150,9 @@ class Runtime:
         # on the global tag alone, so each write must invalidate it.
         if event.everything or not self.strategies:
             return {GLOBAL_TAG}
-        tags: set[str] = set()
+        # The table tags are the core's own: every read depends on them
+        # unless refined, so every write produces them whatever is installed.
+        tags: set[str] = set(event.tables - self.ignore_tables)
         for strategy in self.strategies:
             tags.update(strategy.write_tags(event))
         return tags

@@ -1,4 +1,10 @@
-"""Built-in strategy: a query depends on every table its SQL names."""
+"""Built-in strategy: a query depends on every table its SQL names.
+
+The table tags are the core's baseline (``Runtime.query_tags`` gives every
+read one per table it names, ``Runtime.write_tags`` every write one per table
+it writes), so they hold even with this plugin disabled; this strategy states
+them for tooling and adds nothing else.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +17,9 @@ class TableStrategy(InvalidationStrategy):
 
     def __init__(self, ignore_tables=()):
         self.ignore = frozenset(ignore_tables)
-        self._sorted: dict[frozenset, list[str]] = {}
 
-    def query_tags(self, info):
-        try:
-            return self._sorted[info.tables]
-        except KeyError:
-            tags = self._sorted[info.tables] = sorted(info.tables)
-            return tags
+    # query_tags: not overridden. The table tags are the core's own, and a
+    # strategy that doesn't override it is not asked on reads.
 
     def write_tags(self, event):
         return event.tables - self.ignore

@@ -78,10 +78,18 @@ def querystash_invalidation_strategy(config: dict) -> InvalidationStrategy | Non
     :param config: the whole ``QUERYSTASH`` setting.
     :return: a :class:`querystash.InvalidationStrategy`, or ``None``.
 
-    Every implementation is called. For a read, strategies are asked in plugin
-    order and the first one whose ``query_tags()`` returns a list owns the
-    query. For a write, every strategy's ``write_tags()`` is used, so a write
-    invalidates every tag any strategy could have given a query.
+    Every implementation is called, and every strategy is used, in any
+    order, and only ever adds dependencies:
+
+    - a read depends on the tag of each table its SQL names, except a table
+      some strategy *refines* (``Dependencies.refine``: finer tags, allowed
+      only if every write to that table produces one of them), plus every
+      tag any strategy *adds* (``Dependencies.add``);
+    - a write invalidates the tables it writes and every strategy's
+      ``write_tags()``.
+
+    So no strategy can drop another's tags: a read is as fresh as the most
+    careful installed strategy makes it.
     """
 
 

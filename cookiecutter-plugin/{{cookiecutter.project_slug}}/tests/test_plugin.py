@@ -64,6 +64,14 @@ def item_names():
 # -- wiring ---------------------------------------------------------------------------
 
 
+def test_every_installed_invalidation_plugin_is_active():
+    """Whatever else is installed (querystash-fields, querystash-m2m ...),
+    this plugin's strategy is in the runtime next to theirs."""
+    from querystash import _runtime
+
+    assert any(isinstance(s, DependsOnStrategy) for s in _runtime.current.strategies)
+
+
 def test_the_plugin_and_its_hook_are_loaded():
     names = dict(plugins.pm.list_name_plugin())
     assert PLUGIN in names
@@ -94,9 +102,33 @@ def info(*tables):
 
 def test_query_tags_add_declared_tables_transitively():
     strategy = DependsOnStrategy({"report": ["stock"], "stock": ["order"]})
-    assert strategy.query_tags(info("report")) == ["order", "report", "stock"]
-    assert strategy.query_tags(info("stock", "product")) == ["order", "product", "stock"]
-    assert strategy.query_tags(info("product")) is None  # left to the table strategy
+    report = strategy.query_tags(info("report"))
+    assert report.add == ("order", "stock") and not report.refine  # adds, never replaces
+    assert strategy.query_tags(info("report")) is report  # memoized: the core memoizes on it
+    assert strategy.query_tags(info("stock", "product")).add == ("order",)
+    assert strategy.query_tags(info("product")) is None  # nothing to add
+
+
+def test_the_core_keeps_every_strategys_tags():
+    """Composition only adds: a strategy that refines a table (as
+    querystash-fields does) cannot drop the tables this plugin adds."""
+    from querystash import Dependencies, _runtime
+
+    class Refining(querystash.InvalidationStrategy):
+        def query_tags(self, info):
+            return Dependencies(refine={"stock": ["stock#", "stock:id=1"]})
+
+    ours = DependsOnStrategy({"stock": ["order"]})
+    rt = _runtime.current
+    for order in ([Refining(), ours], [ours, Refining()]):
+        saved = rt.asked  # the strategies asked on reads, in order
+        rt.asked = order
+        try:
+            tags = rt.query_tags(info("stock"))
+        finally:
+            rt.asked = saved
+        assert {"order", "stock#", "stock:id=1"} <= set(tags), tags
+        assert "stock" not in tags  # refined: every write to stock tags stock#
 
 
 def test_write_tags_are_the_tables_written():

@@ -1,8 +1,9 @@
 """The invalidation strategy: a query also depends on the tables it is declared
 to depend on.
 
-The SQL of a query names the tables it reads, and the core's table strategy
-tags each query with them. Some tables change without Django writing them:
+The SQL of a query names the tables it reads, and the core tags each query
+with them (or with finer tags, when a plugin such as querystash-fields refines
+a table). Some tables change without Django writing them:
 a table a database trigger maintains, a view over other tables (an unmanaged
 model), a summary table another program refreshes. Declare what they are made
 from, and a write to any of those tables invalidates their cached queries too::
@@ -20,12 +21,12 @@ _MEMO_LIMIT = 8192
 
 
 class DependsOnStrategy(querystash.InvalidationStrategy):
-    """Tags are table names, like the core's table strategy, plus declared ones."""
+    """Adds the declared tables' tags to every read of a table that depends on them."""
 
     def __init__(self, tables: Mapping[str, Iterable[str]], ignore_tables: Iterable[str] = ()):
         self.depends_on = {table: _closure(table, tables) for table in tables}
         self.ignore = frozenset(ignore_tables)
-        self._tags: dict[frozenset[str], list[str] | None] = {}
+        self._tags: dict[frozenset[str], querystash.Dependencies | None] = {}
 
     def query_tags(self, info):
         # Called on every cached read, hits included: one dict lookup once seen.
@@ -36,19 +37,19 @@ class DependsOnStrategy(querystash.InvalidationStrategy):
         extra: set[str] = set()
         for table in info.tables & self.depends_on.keys():
             extra |= self.depends_on[table]
-        # A list owns the query, so it must keep the tables the SQL reads as
-        # well (their writes still invalidate it). None leaves queries that read
-        # no declared table to the next strategy: the core's table strategy.
-        tags = sorted(info.tables | extra) if extra else None
+        # Only *adds*: the core keeps the tags of the tables the SQL reads (and
+        # whatever other strategies give them), whatever order plugins load in.
+        # The same object for the same tables lets the core memoize too.
+        tags = querystash.Dependencies(add=sorted(extra)) if extra else None
         if len(self._tags) >= _MEMO_LIMIT:
             self._tags.clear()
         self._tags[info.tables] = tags
         return tags
 
     def write_tags(self, event):
-        # Our tags are table names: a write invalidates the tables it writes.
-        # The core's table strategy says so too; saying it here keeps this
-        # strategy correct on its own (even with "default_invalidation" disabled).
+        # Our tags are table names, and the core already invalidates the
+        # tables a statement writes: nothing to add. Saying it here keeps the
+        # strategy correct on its own, tested without the core.
         return event.tables - self.ignore
 
 

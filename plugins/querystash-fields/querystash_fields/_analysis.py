@@ -27,6 +27,7 @@ from django.db.models.sql.query import Query
 from django.db.models.sql.where import AND, WhereNode
 
 from ._values import UNKNOWN, render, taggable
+from ._values import kind as _kind
 
 INNER = "INNER JOIN"
 
@@ -168,10 +169,16 @@ def _carry(aliases, inner, values) -> None:
         changed = False
         for alias, join in aliases.items():
             parent = getattr(join, "parent_alias", None)
-            cols = getattr(join, "join_cols", None)
-            if parent is None or not cols:
+            fields = getattr(join, "join_fields", None)
+            if parent is None or not fields:
                 continue
-            for parent_col, child_col in cols:
+            for parent_field, child_field in fields:
+                # Only between columns compared alike: a generic relation
+                # joins an integer id to a text object_pk ("5" is not 5).
+                kind = _kind(parent_field)
+                if kind is None or kind != _kind(child_field):
+                    continue
+                parent_col, child_col = parent_field.column, child_field.column
                 known = values.get(parent, {}).get(parent_col)
                 if known and child_col not in values.get(alias, {}):
                     values.setdefault(alias, {})[child_col] = set(known)

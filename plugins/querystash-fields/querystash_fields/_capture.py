@@ -1,15 +1,18 @@
 """Which ORM operation issued a write statement, with the row's old and new values.
 
-Reversible patches on ``Model`` (``install()`` / ``uninstall()``):
+Reversible patches on ``Model`` (``install()`` / ``uninstall()``); the SQL
+Django sends for ``save()`` is never changed:
 
-- ``from_db`` keeps the loaded values on the instance (one dict entry per
-  loaded instance; turned into a dict only when the instance is saved).
-- ``_do_update`` (``save()`` of an existing row) adds the loaded values of
-  the table's taggable columns to the UPDATE's WHERE clause. The database
-  checks them atomically with the write: when the UPDATE matches, those
-  *were* the row's old values; when it matches nothing (the row changed
-  since it was loaded, or is gone), Django's plain UPDATE runs next and the
-  table's whole family is invalidated. No SELECT is ever added.
+- ``_do_update`` (``save()`` of an existing row) learns the row's old values
+  with a separate read, ``SELECT <taggable columns> ... WHERE pk = %s``, in
+  the same transaction as Django's own UPDATE and holding the row lock across
+  both (``FOR UPDATE`` on PostgreSQL; on SQLite a transaction begun
+  ``IMMEDIATE``, which holds the database's write lock from its start). The
+  values read are those the database stored, so no concurrent write can slip
+  between them and the UPDATE. New values are rendered as the database stores
+  them (``_values.render(stored=True)``). Where that lock can't be had without
+  risking the write (SQLite inside a deferred ``atomic()``, other backends),
+  the plain UPDATE runs unclaimed and the table's family is invalidated.
 - ``_do_insert`` (``save()`` of a new row) knows every new value, the
   database-generated primary key included once the INSERT returns.
 
@@ -26,7 +29,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import Model
 
 from querystash import _runtime, _stamps, _transactions
@@ -36,7 +39,6 @@ from ._values import UNKNOWN, render, taggable
 
 logger = logging.getLogger("querystash")
 
-SNAPSHOT = "_querystash_fields_loaded"
 PENDING = "_querystash_fields_pending"
 
 #: the strategy of the last runtime build (set by the hook), or None
@@ -107,33 +109,6 @@ def writing(alias: str, table: str, kind: str) -> Iterator[Writing]:
             family(alias, table)
 
 
-# -- snapshots of loaded rows -------------------------------------------------------------
-
-
-def snapshot(instance) -> dict | None:
-    raw = instance.__dict__.get(SNAPSHOT)
-    if raw is None or isinstance(raw, dict):
-        return raw
-    field_names, values = raw
-    fields = instance._meta.concrete_fields
-    if len(values) != len(fields):
-        fields = [f for f in fields if f.attname in field_names]
-    snap = {f.attname: v for f, v in zip(fields, values, strict=False)}
-    instance.__dict__[SNAPSHOT] = snap
-    return snap
-
-
-def _remember(instance, new: dict) -> None:
-    snap = snapshot(instance)
-    if snap is None:
-        snap = instance.__dict__[SNAPSHOT] = {}
-    for attname, value in new.items():
-        if value is UNKNOWN or hasattr(value, "resolve_expression"):
-            snap.pop(attname, None)
-        else:
-            snap[attname] = value
-
-
 # -- settling: old/new values -> tags ------------------------------------------------------
 
 
@@ -169,7 +144,7 @@ def _field_tag(table, scheme, by_column, row, vendor) -> str | None:
         field = by_column.get(column)
         if field is None or field.attname not in row or not taggable(field, vendor):
             return None
-        text = render(field, row[field.attname])
+        text = render(field, row[field.attname], stored=True)
         if text is UNKNOWN:
             return None
         parts.append(f"{column}={text}")
@@ -234,15 +209,58 @@ def _queue(connection, items) -> None:
 # -- the patched methods ------------------------------------------------------------------
 
 
-def make_from_db(original):
-    func = original.__func__
+def _lockable(connection) -> str | None:
+    """How to hold the row across the old-values read and the UPDATE without
+    making the write fail where it would not have: ``"for_update"``,
+    ``"immediate"`` (SQLite: begin the transaction holding the write lock),
+    ``"held"`` (SQLite, an ``atomic()`` begun IMMEDIATE/EXCLUSIVE), or
+    ``None`` (can't: the family is invalidated instead)."""
+    if connection.features.has_select_for_update and connection.vendor == "postgresql":
+        return "for_update"
+    if connection.vendor == "sqlite":
+        if not connection.in_atomic_block:
+            return "immediate"
+        # A deferred transaction that only read so far would have to upgrade
+        # its lock after our read: SQLITE_BUSY where the bare UPDATE waits.
+        if getattr(connection, "transaction_mode", None) in ("IMMEDIATE", "EXCLUSIVE"):
+            return "held"
+    return None
 
-    def from_db(cls, db, field_names, values, *args, **kwargs):
-        new = func(cls, db, field_names, values, *args, **kwargs)
-        new.__dict__[SNAPSHOT] = (field_names, values)
-        return new
 
-    return classmethod(from_db)
+class _Immediate:
+    """``atomic()`` that, on SQLite in autocommit, begins ``IMMEDIATE``."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.atomic = transaction.atomic(using=connection.alias, savepoint=False)
+
+    def __enter__(self):
+        connection = self.connection
+        # Opening the connection reads transaction_mode from the settings:
+        # open it first, or the mode set below would be overwritten.
+        connection.ensure_connection()
+        saved = connection.transaction_mode
+        connection.transaction_mode = "IMMEDIATE"
+        try:
+            return self.atomic.__enter__()
+        finally:
+            connection.transaction_mode = saved
+
+    def __exit__(self, *exc):
+        return self.atomic.__exit__(*exc)
+
+
+def _old_row(model, using, pk_val, fields, how):
+    """The stored values of ``fields`` for the row ``pk_val``, read under the
+    lock ``how`` gives; ``None``: no such row."""
+    qs = model._base_manager.db_manager(using).filter(pk=pk_val)
+    qs = qs.nocache() if hasattr(qs, "nocache") else qs
+    if how == "for_update":
+        qs = qs.select_for_update()
+    rows = list(qs.values_list(*(f.attname for f in fields)))
+    if not rows:
+        return None
+    return dict(zip((f.attname for f in fields), rows[0], strict=True))
 
 
 def make_do_update(original):
@@ -250,41 +268,57 @@ def make_do_update(original):
         strategy = _active()
         model = base_qs.model
         meta = model._meta
+        connection = connections[using]
         if (strategy is None or not values or meta.select_on_save or not meta.pk.concrete
-                or _manual_transaction(connections[using])):
+                or _manual_transaction(connection)):
             return original(self, base_qs, using, pk_val, values, *args, **kwargs)
-        snap = snapshot(self)
-        if not snap:
+        vendor = connection.vendor
+        fields = [f for f in meta.local_concrete_fields
+                  if not f.primary_key and taggable(f, vendor)]
+        how = _lockable(connection) if fields else "none"
+        if how is None:
+            # Unclaimed: write_tags gives the table's family.
             return original(self, base_qs, using, pk_val, values, *args, **kwargs)
-        vendor = strategy.vendor(model)
-        old = {meta.pk.attname: pk_val}
-        conditions = {}
-        for field in meta.local_concrete_fields:
-            if field.primary_key or field.attname not in snap or not taggable(field, vendor):
-                continue
-            value = snap[field.attname]
-            old[field.attname] = value
-            if value is None:
-                conditions[field.attname + "__isnull"] = True
-            else:
-                conditions[field.attname] = value
-        new = dict(old)
-        for field, _, value in values:
-            new[field.attname] = value
-        with writing(using, meta.db_table, "update") as statement:
-            result = original(self, base_qs.filter(**conditions), using, pk_val, values,
-                              *args, **kwargs)
-            if result:
-                statement.settle([(meta.db_table, model, old, new)])
-        if result:
-            _remember(self, new)
-            return result
-        # The row is not as it was loaded (changed elsewhere, or gone):
-        # Django's own UPDATE, unmatched, so the family is invalidated.
-        self.__dict__.pop(SNAPSHOT, None)
-        return original(self, base_qs, using, pk_val, values, *args, **kwargs)
+        # Opened here (autocommit): settle once, after our own commit, as a
+        # bare autocommit UPDATE would; inside the caller's transaction the
+        # statement settles now and again after the caller's commit.
+        own = not connection.in_atomic_block and how in ("immediate", "for_update")
+        if how == "immediate":
+            block = _Immediate(connection)
+        elif how == "for_update":
+            block = transaction.atomic(using=using, savepoint=False)
+        else:
+            block = _Nothing()
+        items = []
+        with block:
+            old = {meta.pk.attname: pk_val}
+            if fields:
+                stored = _old_row(model, using, pk_val, fields, how)
+                old = None if stored is None else {**old, **stored}
+            with writing(using, meta.db_table, "update") as statement:
+                result = original(self, base_qs, using, pk_val, values, *args, **kwargs)
+                if result and old is not None:  # nothing matched: nothing changed
+                    new = dict(old)
+                    for field, _, value in values:
+                        new[field.attname] = value
+                    items = [(meta.db_table, model, old, new)]
+                if own:
+                    statement.settled = True  # settled below, once committed
+                else:
+                    statement.settle(items)
+        if own and items:
+            settle(using, items)
+        return result
 
     return _do_update
+
+
+class _Nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def make_do_insert(original):
@@ -307,7 +341,6 @@ def make_do_insert(original):
                 for f in model._meta.local_concrete_fields
             }
             statement.settle([(table, model, None, new)])
-        _remember(self, new)
         return result
 
     return _do_insert
@@ -319,8 +352,7 @@ _patches = Patches()
 def install() -> None:
     if _patches:
         return
-    for name, make in (("from_db", make_from_db), ("_do_update", make_do_update),
-                       ("_do_insert", make_do_insert)):
+    for name, make in (("_do_update", make_do_update), ("_do_insert", make_do_insert)):
         _patches.patch(Model, name, make(Model.__dict__[name]))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import connections
 
-from querystash import InvalidationStrategy, _runtime, _transactions
+from querystash import Dependencies, InvalidationStrategy, _runtime, _transactions
 
 from . import _capture
 from ._analysis import analyze
@@ -18,15 +18,13 @@ def field_tag(table: str, columns, combo) -> str:
 
 
 class FieldStrategy(InvalidationStrategy):
-    """Owns a read when its WHERE tree gives equality conditions on at
-    least one table; every other read is left to the core's table strategy.
-
-    Tags of an owned read, per table ``T`` it reads:
-
-    - described (exact conditions on every alias of ``T``): ``T#`` (the
-      family, killed by every write to ``T`` whose values are unknown), the
-      slot of each scheme used, and ``T:col=value,...`` per value combination;
-    - otherwise: ``T`` itself, which every write to ``T`` invalidates.
+    """Refines each table ``T`` a read describes (exact conditions on every
+    alias of ``T``): ``T``'s tag is replaced with ``T#`` (the family, killed
+    by every write to ``T`` whose values are unknown), the slot of each
+    scheme used, and ``T:col=value,...`` per value combination. That is
+    allowed because every write to ``T`` produces ``T#`` or the field tags
+    of the rows it changed (``write_tags`` and ``_capture``). Other tables
+    keep their table tag; other strategies' tags are always kept.
 
     A slot's stamp is pinned (``stamp_value``) to a registration of the
     read's scheme: see ``_schemes``.
@@ -84,24 +82,22 @@ class FieldStrategy(InvalidationStrategy):
                            self.in_limit, self.max_tags)
         if analysis is None:
             return None
-        tags: list[str] = []
-        described = False
+        refine: dict[str, list[str]] = {}
         for table in sorted(info.tables):
             conditions = analysis.get(table)
-            own = [table + "#"] if conditions else None
-            for cond in conditions or ():
+            if not conditions:
+                continue
+            own = [table + "#"]
+            for cond in conditions:
                 slot = self.registry.slot_for(rt, table, cond.columns)
                 if slot is None:
                     own = None
                     break
                 own.append(slot)
                 own.extend(field_tag(table, cond.columns, combo) for combo in cond.combos)
-            if own is None:
-                tags.append(table)
-            else:
-                tags.extend(own)
-                described = True
-        return tags if described else None
+            if own is not None:
+                refine[table] = own
+        return Dependencies(refine=refine) if refine else None
 
     # -- writes -------------------------------------------------------------------
 

@@ -401,13 +401,49 @@ def test_lost_slot_is_a_miss_and_self_heals(data, read):
     r.fresh()
 
 
-def test_save_adds_no_select(data, read, django_assert_num_queries):
+def _update_sql(settings, book, title, plugin_on):
+    from django.test.utils import CaptureQueriesContext
+
+    if not plugin_on:
+        settings.QUERYSTASH = {**settings.QUERYSTASH, "DISABLED_PLUGINS": ["fields"]}
+    book.title = title
+    with CaptureQueriesContext(connection) as ctx:
+        book.save()
+    return [q["sql"] for q in ctx.captured_queries if q["sql"].startswith("UPDATE")]
+
+
+def test_save_keeps_djangos_update_statement(data, read, settings):
+    """The plugin reads old values separately: Django's UPDATE is unchanged
+    (same SQL as without the plugin, one UPDATE), and the hit survives."""
     r = read(ann_status2(data))
     book = Book.objects.get(pk=data["b2"].pk)
-    book.title = "same one statement"
-    with django_assert_num_queries(1):
-        book.save()
+    with_plugin = _update_sql(settings, book, "same statement", True)
     r.hit()
+    without = _update_sql(settings, book, "same statement", False)
+    assert len(with_plugin) == 1 and with_plugin == without
+
+
+def test_old_values_are_read_holding_the_row(data, settings):
+    """Autocommit: the old values are read in one transaction with the
+    UPDATE, holding the row (FOR UPDATE) or the database (BEGIN IMMEDIATE)."""
+    from django.test.utils import CaptureQueriesContext
+
+    book = Book.objects.get(pk=data["b2"].pk)
+    book.status = 3
+    with CaptureQueriesContext(connection) as ctx:
+        book.save()
+    sql = [q["sql"] for q in ctx.captured_queries]
+    kinds = [s.split()[0] for s in sql]
+    assert kinds == ["BEGIN", "SELECT", "UPDATE", "COMMIT"], sql
+    if connection.vendor == "sqlite":
+        assert sql[0] == "BEGIN IMMEDIATE"
+        connection.close()  # a save that opens the connection begins IMMEDIATE too
+        book.status = 4
+        with CaptureQueriesContext(connection) as ctx:
+            book.save()
+        assert ctx.captured_queries[0]["sql"] == "BEGIN IMMEDIATE"
+    else:
+        assert sql[1].rstrip().endswith("FOR UPDATE"), sql[1]
 
 
 def test_plugin_disabled_is_table_level(data, counts, settings):
