@@ -27,9 +27,6 @@ class Suite:
     pythonpath: tuple[str, ...] = (".",)  # relative to the unpacked sdist
     #: fail in the cached run only because a hit saves a query: node id -> reason
     num_queries: dict[str, str] = field(default_factory=dict)
-    #: fail in the cached run because of a querystash bug being fixed now: node id -> reason.
-    #: The lead empties this list when the fixes are merged.
-    known_bugs: dict[str, str] = field(default_factory=dict)
     #: may fail without querystash (on some Django version or database): node id -> reason;
     #: such a test is not compared
     plain_failures: dict[str, str] = field(default_factory=dict)
@@ -91,12 +88,6 @@ SUITES: list[Suite] = [
                 for test in ("test_join_with_other_qs", "test_reverse_join", "test_self_join",
                              "test_self_join_with_where_statement")
             },
-        },
-        known_bugs={
-            f"tests/test_fields/test_field_tracker.py::{cls}::test_update_fields":
-                "querystash-fields tags the UPDATE with Python values: save(update_fields=...)"
-                " of a FieldTracker model sends a list as a SQL parameter (ProgrammingError)"
-            for cls in _TRACKER_CLASSES
         },
     ),
 ]

@@ -3,7 +3,7 @@
 For each suite in suites.py: run it in a subprocess without querystash, then with querystash
 caching every op of every model into our throwaway redis (all plugins active, VERIFY=1 with
 VERIFY_RAISE, TestCase replaced by flushes). Fails on any test that fails cached but not
-plain, except the suite's documented num_queries / known_bugs entries; on any plain failure
+plain, except the suite's documented num_queries entries; on any plain failure
 not documented as such; and when the cache was not exercised (no hits).
 See tests/thirdparty/README.md.
 """
@@ -49,7 +49,7 @@ def test_suite_passes_with_querystash_caching_every_model(suite: Suite, redis_se
 
     # With it, nothing may fail that passed without it, but for the listed tests.
     new = cached.ids("failed") - plain_failed
-    allowed = set(suite.num_queries) | set(suite.known_bugs)
+    allowed = set(suite.num_queries)
     unexpected = new - allowed
     assert not unexpected, (
         f"{suite.name}: {len(unexpected)} test(s) fail only with querystash:\n"
@@ -68,7 +68,7 @@ def test_suite_passes_with_querystash_caching_every_model(suite: Suite, redis_se
     assert totals.get("errors", 0) == 0, f"store errors: {totals}"
     assert totals.get("corrupt", 0) == 0, f"undecodable entries: {totals}"
 
-    still_passing = sorted((set(suite.known_bugs) | set(suite.num_queries)) - new)
+    still_passing = sorted(set(suite.num_queries) - new)
     with capsys.disabled():
         print(
             f"\n[thirdparty] {suite.dist}=={suite.version} on Django {django.get_version()}: "
