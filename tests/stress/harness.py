@@ -287,7 +287,7 @@ def _run_workers(scenario, cfg, workers, server, target, tmp, result, fault_log,
     stop = threading.Event()
     faults = threading.Thread(target=_fault_schedule,
                               args=(scenario.faults, server, target, cfg["start_at"], stop,
-                                    fault_log))
+                                    fault_log, [p + ".ready" for p in paths]))
     faults.start()
     try:
         for proc in procs:
@@ -336,7 +336,14 @@ def _run_workers(scenario, cfg, workers, server, target, tmp, result, fault_log,
         result.details.append(quiescence)
 
 
-def _fault_schedule(faults, server, target, start_at, stop, log) -> None:
+def _fault_schedule(faults, server, target, start_at, stop, log, ready) -> None:
+    # Faults are timed from the start of the workload: from start_at, or from
+    # when the last worker finished setting up if that was later (on a loaded
+    # machine a pause timed from start_at alone could end before any work).
+    while not all(os.path.exists(p) for p in ready):
+        if stop.wait(0.05):
+            return
+    start_at = max(start_at, time.time())
     for at, action in sorted(faults):
         if stop.wait(max(0.0, start_at + at - time.time())):
             return

@@ -381,6 +381,10 @@ def main(cfg: dict, proc: int, path: str) -> None:
     threads = [threading.Thread(target=run_thread,
                                 args=(cfg, recorder, proc * cfg["threads"] + t, out))
                for t in range(cfg["threads"])]
+    # Tell the harness this process is set up: its fault schedule counts from
+    # the moment every worker is ready (a loaded machine may set up late).
+    with open(path + ".ready", "w"):
+        pass
     if cfg.get("start_at"):
         time.sleep(max(0.0, cfg["start_at"] - time.time()))
     for thread in threads:
