@@ -147,7 +147,7 @@ PAGES_WITH_PYTHON = [p for p in PAGES if any(b.lang == "python" for b in blocks(
 def test_there_are_docs():
     names = {str(p.relative_to(DOCS)) for p in PAGES}
     assert {"index.md", "configuration.md", "hooks.md", "tutorial.md", "consistency.md",
-            "operations.md", "migrating.md", "checks.md", "benchmarks.md"} <= names
+            "operations.md", "migrating.md", "checks.md", "benchmarks.md", "design.md"} <= names
 
 
 def test_no_code_block_hides_from_the_runner():
@@ -399,6 +399,81 @@ def test_plugin_readme_shows_install_configure_and_an_example(plugin):
     assert "```python" in usage, f"{plugin.name}: no Python example under ## Usage"
 
 
+# -- the design page's map is the code's, and nothing points outside the repository -------
+
+CORE_PACKAGE = ROOT / "core" / "querystash"
+
+
+def _core_modules() -> set[str]:
+    """Every module of the core, as design.md names it (``_reads.py``,
+    ``management/commands/querystash.py``); package markers left out."""
+    return {str(path.relative_to(CORE_PACKAGE)) for path in CORE_PACKAGE.rglob("*.py")
+            if path.name != "__init__.py"}
+
+
+def test_design_names_every_core_module():
+    """A module added, renamed or split (say, the breaker out of _stamps.py)
+    must find its place in docs/design.md's map."""
+    text = (DOCS / "design.md").read_text()
+    named = set(re.findall(r"`([\w/]+\.py)`", text))
+    assert _core_modules() - named == set(), "core modules docs/design.md does not name"
+
+
+def test_design_names_no_module_that_does_not_exist():
+    text = (DOCS / "design.md").read_text()
+    named = {m for m in re.findall(r"`([\w/]+\.py)`", text) if "/" not in m or
+             m.startswith("management/")}
+    assert named - _core_modules() == set(), "docs/design.md names modules that do not exist"
+
+
+def _repository_markdown() -> list[Path]:
+    found = []
+    for top, dirs, files in os.walk(ROOT):
+        # virtualenvs, caches, the built site: not the project's own files
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in {"site", "build"}
+                   and not d.endswith(".egg-info")]
+        found += [Path(top, f) for f in files if f.endswith(".md")]
+    return sorted(found)
+
+
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _outside_links(path: Path) -> list[str]:
+    """Relative links in ``path`` that leave the repository or lead nowhere."""
+    bad = []
+    text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.S | re.M)  # not code
+    for target in _LINK.findall(text):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue  # a URL or an anchor on the same page
+        resolved = (path.parent / target.split("#")[0]).resolve()
+        if not resolved.is_relative_to(ROOT) or not resolved.exists():
+            bad.append(target)
+    if re.search(r"shared/DESIGN\.md|\.\./shared/", text):
+        bad.append("shared/DESIGN.md")
+    return bad
+
+
+def test_no_markdown_file_points_outside_the_repository():
+    """The README pointed to ../shared/DESIGN.md once: the repository must
+    stand on its own (docs/design.md is the design)."""
+    problems = {str(p.relative_to(ROOT)): _outside_links(p) for p in _repository_markdown()}
+    assert {p: links for p, links in problems.items() if links} == {}
+
+
+def test_outside_links_are_found(tmp_path):
+    """Positive control for the check above: a link leaving the repository, a
+    link to a file that does not exist, and the old reference are found; a
+    link into the repository, a URL and an anchor are not."""
+    fake = tmp_path / "page.md"
+    into_repo = os.path.relpath(DOCS / "design.md", tmp_path)
+    nowhere = os.path.relpath(DOCS / "no-such-page.md", tmp_path)
+    fake.write_text(f"[a](../shared/DESIGN.md) [b](page.md) [c]({into_repo}) [d](#x) "
+                    f"[e](https://djp.readthedocs.io/) [f]({nowhere}#top)\n")
+    assert _outside_links(fake) == [
+        "../shared/DESIGN.md", "page.md", f"{nowhere}#top", "shared/DESIGN.md"]
+
+
 # -- the site builds -------------------------------------------------------------------
 
 
@@ -427,6 +502,7 @@ def test_mkdocs_build_strict(tmp_path):
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout}\n{proc.stderr}"
     site = tmp_path / "site"
     assert (site / "index.html").is_file()
+    assert (site / "design" / "index.html").is_file()
     # the plugin pages show their READMEs: the include was expanded, not printed
     for plugin in PLUGIN_DIRS:
         html = (site / "plugins" / _plugin_page(plugin).stem / "index.html").read_text()
