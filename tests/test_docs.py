@@ -24,6 +24,10 @@ How the examples in docs/*.md are executed (the conventions for writing them):
   ``path`` of the plugin template rendered with its defaults: its lines must
   appear in that file, in order (the block is also executed as usual).
 - ```toml blocks must parse. Other languages (bash, text) are not checked.
+- A page that includes another file (``{% include-markdown "path" %}``, the
+  mkdocs-include-markdown plugin: docs/plugins/*.md include the plugins'
+  READMEs, their one source) is checked as the included file: its blocks run
+  with the same conventions, and tracebacks name the README's lines.
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ DOCUMENTED_SECTIONS = {"redis", "memcached", "fields", "m2m", "depends"}
 EXAMPLE_APP = "shop"
 
 _FENCE = re.compile(r"^```(\w*)\s*$")
+#: ``{% include-markdown "path" %}`` (options are not used on this site)
+_INCLUDE = re.compile(r'\{%\s*include-markdown\s+"([^"]+)"\s*%\}')
 _MARKER = re.compile(r"^<!--\s*(settings|not-run|template)\s*(?::\s*(.*?))?\s*-->\s*$")
 
 
@@ -79,7 +85,25 @@ def pages() -> list[Path]:
     return sorted(DOCS.rglob("*.md"))
 
 
+def included(page: Path) -> list[Path]:
+    """The files ``page`` includes, in order (paths are relative to the page)."""
+    return [(page.parent / path).resolve() for path in _INCLUDE.findall(page.read_text())]
+
+
+def sources(page: Path) -> list[Path]:
+    """Every file whose text the built page shows: the page and what it includes."""
+    return [page, *(f for inc in included(page) for f in sources(inc))]
+
+
 def blocks(page: Path) -> list[Block]:
+    """The page's code blocks, then those of the files it includes."""
+    found = _own_blocks(page)
+    for inc in included(page):
+        found += blocks(inc)
+    return found
+
+
+def _own_blocks(page: Path) -> list[Block]:
     lines = page.read_text().splitlines()
     found, i = [], 0
     while i < len(lines):
@@ -123,14 +147,14 @@ PAGES_WITH_PYTHON = [p for p in PAGES if any(b.lang == "python" for b in blocks(
 def test_there_are_docs():
     names = {str(p.relative_to(DOCS)) for p in PAGES}
     assert {"index.md", "configuration.md", "hooks.md", "tutorial.md", "consistency.md",
-            "operations.md", "migrating.md", "checks.md", "benchmarks.md"} <= names
+            "operations.md", "migrating.md", "checks.md", "benchmarks.md", "design.md"} <= names
 
 
 def test_no_code_block_hides_from_the_runner():
     """An indented ```python fence (in a list or an admonition) would not run."""
-    for page in PAGES:
-        for n, line in enumerate(page.read_text().splitlines(), 1):
-            assert not re.match(r"^\s+```", line), f"{page}:{n}: indented code fence"
+    for source in {s for page in PAGES for s in sources(page)}:
+        for n, line in enumerate(source.read_text().splitlines(), 1):
+            assert not re.match(r"^\s+```", line), f"{source}:{n}: indented code fence"
 
 
 def test_skip_markers_are_only_on_settings_fragments():
@@ -299,6 +323,157 @@ def test_every_check_id_is_documented():
     assert documented == ids
 
 
+# -- each plugin's README is the one source of its page ------------------------------------
+
+PLUGINS = ROOT / "plugins"
+PLUGIN_DIRS = sorted(p for p in PLUGINS.glob("querystash-*") if (p / "pyproject.toml").is_file())
+
+
+def _plugin_page(plugin: Path) -> Path:
+    return DOCS / "plugins" / f"{plugin.name.removeprefix('querystash-')}.md"
+
+
+def _copy_problems(page_text: str, plugin: Path) -> list[str]:
+    """Why a docs/plugins page is not exactly an include of ``plugin``'s README."""
+    problems = []
+    wanted = f"../../plugins/{plugin.name}/README.md"
+    if _INCLUDE.findall(page_text) != [wanted]:
+        problems.append(f"does not include exactly {wanted}")
+    rest = _INCLUDE.sub("", re.sub(r"<!--.*?-->", "", page_text, flags=re.S)).strip()
+    if rest:
+        problems.append(f"has text of its own besides the include (put it in the README): "
+                        f"{rest[:60]!r}")
+    return problems
+
+
+def test_every_plugin_has_a_page():
+    assert [p.name for p in PLUGIN_DIRS] == [
+        "querystash-fields", "querystash-m2m", "querystash-memcached", "querystash-redis"]
+    for plugin in PLUGIN_DIRS:
+        assert _plugin_page(plugin).is_file(), f"no {_plugin_page(plugin).relative_to(ROOT)}"
+
+
+@pytest.mark.parametrize("plugin", PLUGIN_DIRS, ids=lambda p: p.name)
+def test_plugin_page_includes_its_readme_rather_than_copying_it(plugin):
+    assert _copy_problems(_plugin_page(plugin).read_text(), plugin) == []
+
+
+def test_a_copied_plugin_page_is_found():
+    """Positive control: a hand copy, or an include plus a note, is refused."""
+    plugin = PLUGINS / "querystash-redis"
+    readme = (plugin / "README.md").read_text()
+    include = '{%\n   include-markdown "../../plugins/querystash-redis/README.md"\n%}\n'
+    assert _copy_problems(include, plugin) == []
+    assert len(_copy_problems(readme, plugin)) == 2
+    assert len(_copy_problems("!!! note\n    A copy.\n\n" + include, plugin)) == 1
+    assert len(_copy_problems(include.replace("redis", "memcached"), plugin)) == 1
+
+
+def test_included_readme_blocks_are_checked_as_the_readme():
+    """The runner sees an included README's blocks, named by the README's lines."""
+    page = DOCS / "plugins" / "fields.md"
+    found = blocks(page)
+    readme = PLUGINS / "querystash-fields" / "README.md"
+    assert found and all(b.page == readme for b in found)
+    assert any(b.lang == "python" and b.marker is None for b in found)
+    first = found[0]
+    assert readme.read_text().splitlines()[first.line - 2].startswith("```")
+    assert sources(page) == [page, readme]
+
+
+@pytest.mark.parametrize("plugin", PLUGIN_DIRS, ids=lambda p: p.name)
+def test_plugin_readme_shows_install_configure_and_an_example(plugin):
+    readme = plugin / "README.md"
+    text = readme.read_text()
+    for heading in ("## Installation", "## Usage", "## Configuration"):
+        assert re.search(rf"^{heading}\s*$", text, re.M), f"{plugin.name}: no {heading}"
+    found = _own_blocks(readme)
+    assert any(b.lang == "bash" and f"pip install {plugin.name}" in b.code for b in found), (
+        f"{plugin.name}: no `pip install {plugin.name}` block")
+    # configure: a settings.py fragment setting the plugin's section, checked like the docs'
+    section = plugin.name.removeprefix("querystash-")
+    assert any(b.marker == "settings" and f'"{section}"' in b.code for b in found), (
+        f"{plugin.name}: no <!-- settings --> fragment configuring QUERYSTASH[{section!r}]")
+    # one example: a Python block under Usage (run by test_page_examples_run)
+    usage = _section(text, "## Usage")
+    assert "```python" in usage, f"{plugin.name}: no Python example under ## Usage"
+
+
+# -- the design page's map is the code's, and nothing points outside the repository -------
+
+CORE_PACKAGE = ROOT / "core" / "querystash"
+
+
+def _core_modules() -> set[str]:
+    """Every module of the core, as design.md names it (``_reads.py``,
+    ``management/commands/querystash.py``); package markers left out."""
+    return {str(path.relative_to(CORE_PACKAGE)) for path in CORE_PACKAGE.rglob("*.py")
+            if path.name != "__init__.py"}
+
+
+def test_design_names_every_core_module():
+    """A module added, renamed or split (say, the breaker out of _stamps.py)
+    must find its place in docs/design.md's map."""
+    text = (DOCS / "design.md").read_text()
+    named = set(re.findall(r"`([\w/]+\.py)`", text))
+    assert _core_modules() - named == set(), "core modules docs/design.md does not name"
+
+
+def test_design_names_no_module_that_does_not_exist():
+    text = (DOCS / "design.md").read_text()
+    named = {m for m in re.findall(r"`([\w/]+\.py)`", text) if "/" not in m or
+             m.startswith("management/")}
+    assert named - _core_modules() == set(), "docs/design.md names modules that do not exist"
+
+
+def _repository_markdown() -> list[Path]:
+    found = []
+    for top, dirs, files in os.walk(ROOT):
+        # virtualenvs, caches, the built site: not the project's own files
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in {"site", "build"}
+                   and not d.endswith(".egg-info")]
+        found += [Path(top, f) for f in files if f.endswith(".md")]
+    return sorted(found)
+
+
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _outside_links(path: Path) -> list[str]:
+    """Relative links in ``path`` that leave the repository or lead nowhere."""
+    bad = []
+    text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.S | re.M)  # not code
+    for target in _LINK.findall(text):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue  # a URL or an anchor on the same page
+        resolved = (path.parent / target.split("#")[0]).resolve()
+        if not resolved.is_relative_to(ROOT) or not resolved.exists():
+            bad.append(target)
+    if re.search(r"shared/DESIGN\.md|\.\./shared/", text):
+        bad.append("shared/DESIGN.md")
+    return bad
+
+
+def test_no_markdown_file_points_outside_the_repository():
+    """The README pointed to ../shared/DESIGN.md once: the repository must
+    stand on its own (docs/design.md is the design)."""
+    problems = {str(p.relative_to(ROOT)): _outside_links(p) for p in _repository_markdown()}
+    assert {p: links for p, links in problems.items() if links} == {}
+
+
+def test_outside_links_are_found(tmp_path):
+    """Positive control for the check above: a link leaving the repository, a
+    link to a file that does not exist, and the old reference are found; a
+    link into the repository, a URL and an anchor are not."""
+    fake = tmp_path / "page.md"
+    into_repo = os.path.relpath(DOCS / "design.md", tmp_path)
+    nowhere = os.path.relpath(DOCS / "no-such-page.md", tmp_path)
+    fake.write_text(f"[a](../shared/DESIGN.md) [b](page.md) [c]({into_repo}) [d](#x) "
+                    f"[e](https://djp.readthedocs.io/) [f]({nowhere}#top)\n")
+    assert _outside_links(fake) == [
+        "../shared/DESIGN.md", "page.md", f"{nowhere}#top", "shared/DESIGN.md"]
+
+
 # -- the site builds -------------------------------------------------------------------
 
 
@@ -313,15 +488,23 @@ def test_mkdocs_build_strict(tmp_path):
     try:
         import material  # noqa: F401
         import mkdocs  # noqa: F401
+        import mkdocs_include_markdown_plugin  # noqa: F401
     except ImportError:
         if IN_CI:
-            pytest.fail("mkdocs and mkdocs-material are dev dependencies: "
+            pytest.fail("mkdocs and its plugins are dev dependencies: "
                         'pip install -e ".[dev]"', pytrace=False)
-        pytest.skip("mkdocs / mkdocs-material are not installed")
+        pytest.skip("mkdocs / mkdocs-material / mkdocs-include-markdown-plugin are not installed")
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(MKDOCS_YML),
          "-d", str(tmp_path / "site")],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout}\n{proc.stderr}"
-    assert (tmp_path / "site" / "index.html").is_file()
+    site = tmp_path / "site"
+    assert (site / "index.html").is_file()
+    assert (site / "design" / "index.html").is_file()
+    # the plugin pages show their READMEs: the include was expanded, not printed
+    for plugin in PLUGIN_DIRS:
+        html = (site / "plugins" / _plugin_page(plugin).stem / "index.html").read_text()
+        assert "include-markdown" not in html, plugin.name
+        assert '<h2 id="configuration">' in html, plugin.name

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import inspect
+import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
 from querystash import hookspecs, plugins
 
-README = Path(__file__).resolve().parent.parent / "core" / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+#: the hook reference: the one place every hook is documented
+HOOKS_PAGE = ROOT / "docs" / "hooks.md"
 
 #: hooks the core may leave unimplemented: nothing is missing when no plugin
 #: answers (every implementation is called and an empty list is fine)
@@ -96,18 +100,55 @@ def _signature(name: str) -> str:
     return f"{name}({params})"
 
 
+#: hook headings: "## `querystash_storage(name, config)`", any level, backticks optional
+_HOOK_HEADING = re.compile(r"^#+ +`?(querystash_\w+)\(", re.M)
+
+
 @pytest.mark.parametrize("name", HOOK_NAMES)
 def test_hook_is_documented_with_its_exact_signature(name):
-    assert README.exists(), f"{README} is missing"
-    readme = README.read_text()
+    """docs/hooks.md is the hook reference (tests/test_docs.py checks each
+    section's **Called**/**Returns** paragraphs and runs its example)."""
+    assert HOOKS_PAGE.exists(), f"{HOOKS_PAGE} is missing"
+    reference = HOOKS_PAGE.read_text()
     signature = _signature(name)
-    assert signature in readme, f"core/README.md does not mention {signature}"
-    heading = re.compile(rf"^#+ +`?{re.escape(signature)}`?\s*$", re.M)
-    assert heading.search(readme), f"core/README.md has no heading for {signature}"
+    heading = re.compile(rf"^## +`{re.escape(signature)}`\s*$", re.M)
+    assert heading.search(reference), f"docs/hooks.md has no heading ## `{signature}`"
 
 
-def test_readme_documents_no_hook_that_does_not_exist():
-    readme = README.read_text()
-    headings = re.findall(r"^#+ +`?(querystash_\w+)\(", readme, re.M)
+def test_hook_reference_documents_no_hook_that_does_not_exist():
+    headings = _HOOK_HEADING.findall(HOOKS_PAGE.read_text())
     assert headings, "no hook headings found"
     assert set(headings) <= set(SPECS), sorted(set(headings) - set(SPECS))
+
+
+def _markdown_files() -> list[Path]:
+    found = []
+    for top, dirs, files in os.walk(ROOT):
+        # virtualenvs, caches, the built site: not the project's Markdown
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in {"site", "build"}]
+        found += [Path(top, f) for f in files if f.endswith(".md")]
+    return sorted(path for path in found if path != HOOKS_PAGE)
+
+
+def test_the_hook_reference_has_one_source():
+    """No other Markdown file in the repository (the core's README, the
+    plugins' READMEs, the other docs pages) has a section per hook: a second
+    copy of the reference drifts from the first."""
+    copies = {str(path.relative_to(ROOT)): _HOOK_HEADING.findall(path.read_text())
+              for path in _markdown_files()}
+    assert {path: hooks for path, hooks in copies.items() if hooks} == {}
+
+
+def test_one_source_check_sees_a_copy(tmp_path, monkeypatch):
+    """Positive control: a README with a hook section is found."""
+    planted = tmp_path / "core" / "README.md"
+    planted.parent.mkdir()
+    planted.write_text("# x\n\n### querystash_storage(name, config)\n\nReturn a Storage.\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    with pytest.raises(AssertionError):
+        test_the_hook_reference_has_one_source()
+
+
+def test_the_core_readme_points_to_the_reference():
+    readme = (ROOT / "core" / "README.md").read_text()
+    assert "(../docs/hooks.md)" in readme

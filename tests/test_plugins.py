@@ -360,7 +360,7 @@ def test_plugin_whose_hook_raises_at_startup_is_named(library):
         assert not rt.enabled
         run(books)
         assert run(books)[1] == 1  # nothing stale can be served: no cache at all
-        # DESIGN.md: "a clear error names the plugin"
+        # a broken plugin is reported by name (docs/design.md, "Start-up")
         assert any("exploding_plugin" in p for p in rt.problems), rt.problems
     assert _runtime.current.enabled
 
