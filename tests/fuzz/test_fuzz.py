@@ -11,7 +11,7 @@ from django.db.models.query import QuerySet
 
 from querystash import _runtime, _writes
 
-from . import configs, summary
+from . import configs, summary, typed
 from .engine import Fuzzer, Result
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -103,3 +103,71 @@ def test_control_key_drops_a_parameter(monkeypatch):
         result = fuzz_until_violation("core")
     print(result.summary())
     assert result.violations, "a key that drops a parameter went unnoticed"
+
+
+# -- positive controls for querystash-fields' field tags (tests/fuzz/typed.py) --
+
+FIELDS_CONTROL_SEEDS = range(1, 9)
+FIELDS_CONTROL_STEPS = 300
+
+
+def fuzz_fields_until_violation(monkeypatch, fields: list[str] | None = None) -> Result:
+    """The ``all`` configuration with Typed's field-scoped reads and writes
+    only (every new read and every write on Typed; on ``fields`` only if
+    given), seeds in turn until one reports a violation."""
+    monkeypatch.setattr(Fuzzer, "TYPED_SHARE", 1.0)
+    if fields is not None:
+        monkeypatch.setattr(typed, "FIELDS", fields)
+    total = Result("all")
+    with configs.configuration("all"):
+        for seed in FIELDS_CONTROL_SEEDS:
+            total.add(Fuzzer(seed, FIELDS_CONTROL_STEPS, "all").run())
+            if total.violations:
+                break
+    print(total.summary())
+    return total
+
+
+def test_control_fields_forgets_the_old_value(monkeypatch):
+    """querystash-fields tags a write with the row's new values only: a read
+    of the value a row moved away from stays cached, which must be reported."""
+    from querystash_fields import _capture
+
+    original = _capture.tags_for
+
+    def tags_for(rt, strategy, items):
+        return original(rt, strategy, [(t, m, None, new) for t, m, _old, new in items])
+
+    monkeypatch.setattr(_capture, "tags_for", tags_for)
+    result = fuzz_fields_until_violation(monkeypatch)
+    assert result.violations, "field tags without the old values went unnoticed"
+    assert all(v.read.startswith("typed ") for v in result.violations)
+
+
+def test_control_fields_tags_the_python_value(monkeypatch):
+    """querystash-fields tags a save with the value as Python holds it, not as
+    the database stores it (Decimal("1.005") stored as 1.01 in numeric(5, 2)):
+    the read of the stored value stays cached, which must be reported. Only
+    PostgreSQL's decimals are tagged (SQLite stores them as REAL): there the
+    planted bug changes no tag, which the control checks too."""
+    from django.db import connection
+    from querystash_fields import _capture
+
+    original = _capture.render
+    planted = []
+
+    def render(field, value, stored=False):
+        text = original(field, value)  # the Python value: stored ignored
+        if stored and text != original(field, value, stored=True):
+            planted.append(value)
+        return text
+
+    monkeypatch.setattr(_capture, "render", render)
+    # Decimals only: the values whose stored form differs from the Python one
+    result = fuzz_fields_until_violation(monkeypatch, ["key", "dec"])
+    if connection.vendor == "sqlite":
+        assert not planted and not result.violations
+        return
+    assert planted, "no write stored a value other than the one given"
+    assert result.violations, "field tags of the Python value, not the stored one, went unnoticed"
+    assert all(v.read.startswith("typed ") for v in result.violations)
