@@ -67,7 +67,7 @@ from tests.fuzzapp.models import (
 )
 from tests.helpers import reset_querystash
 
-from .typed import TypedOps, naive_datetimes_allowed
+from .typed import TypedOps, drop_dangling_references, naive_datetimes_allowed
 
 MODELS = (Owner, Profile, Label, Item, Group, Membership, Base, Child, Note, Pair,
           Folder, Doc, Page, Link, Typed)
@@ -1102,6 +1102,7 @@ class Fuzzer(TypedOps):
             if not type(obj).objects.nocache().filter(pk=obj.pk).exists():
                 self.log(f"kept {type(obj).__name__}(pk={obj.pk}) not saved: row gone")
                 return
+            drop_dangling_references(obj)
             obj.save(update_fields=fields)
             values = {f: obj.__dict__[f] for f in ("rank", "qty", "n", "extra")
                       if f in obj.__dict__}

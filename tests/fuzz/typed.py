@@ -121,6 +121,17 @@ def near(name: str, value) -> list:
     return []
 
 
+def drop_dangling_references(obj) -> None:
+    """A kept instance's foreign keys to rows deleted since it was loaded are
+    reloaded from its row (saving them would fail the FK constraint, as it
+    would for any application)."""
+    for f in obj._meta.concrete_fields:
+        value = obj.__dict__.get(f.attname)
+        if f.many_to_one and value is not None and \
+                not f.related_model._base_manager.filter(pk=value).nocache().exists():
+            obj.refresh_from_db(fields=[f.attname])
+
+
 def _storable(name: str, value):
     """``value`` as a write may store it: owners that exist (or None)."""
     if name == "owner" and value is not None and \
@@ -325,6 +336,7 @@ class TypedOps:
                 self.log(f"kept Typed(pk={obj.pk}) not saved: row gone")
                 return
             pk, out = obj.pk, False
+            drop_dangling_references(obj)
         else:
             obj = Typed.objects.nocache().get(pk=pk)
         changes = self._changes(target, out)
