@@ -151,7 +151,7 @@ def naive_datetimes_allowed():
 
 
 class TypedOps:
-    """Mixed into the Fuzzer: ``t_*`` reads and ``tw_*`` writes over Typed."""
+    """Mixed into the Fuzzer: ``t_*`` read templates and ``tw_write`` over Typed."""
 
     def typed_value(self, name: str):
         return self.pick(domain(name))
@@ -226,7 +226,8 @@ class TypedOps:
 
     def t_relations(self):
         """Field tags across a join and on the text generic object id."""
-        which = self.pick(["owner_name", "generic", "owner_rank_in", "get_key"])
+        which = self.pick(["owner_name", "generic", "owner_rank_in", "get_key",
+                           "prefetch_target"])
         n, pk, r = self.pick(["ann", "bob", "cy"]), self.pick(domain("object_pk")), \
             self.pick([0, 1, 2, 3])
         k, field = self.typed_value("key"), self.pick(FIELDS)
@@ -242,6 +243,13 @@ class TypedOps:
                 return tuple(Typed.objects.cache("owner__rank", "owner")
                              .filter(owner__rank__in=[r, (r + 1) % 4]).order_by("pk")
                              .values_list("pk", "owner_id"))
+            if which == "prefetch_target":
+                # the generic relation followed from its text ids ("01" finds owner 1)
+                qs = Typed.objects.cache("object_pk").filter(
+                    object_pk__in=["1", "2", "3", "01"], content_type__isnull=False
+                ).prefetch_related("target").order_by("pk")
+                return tuple((t.pk, t.object_pk, None if t.target is None else
+                              self.instances([t.target])) for t in qs)
             return self.instances([Typed.objects.cache("key").get(key=k)], only=field)
         return f"typed {which} name={n!r} object_pk={pk!r} rank={r} key={k} {field}", thunk
 
