@@ -35,6 +35,11 @@ def env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
+def env_float(name: str) -> float | None:
+    value = os.environ.get(name, "").strip()
+    return float(value) if value else None
+
+
 def seeds() -> list[int]:
     """QUERYSTASH_FUZZ_SEED (first seed, default 1) and QUERYSTASH_FUZZ_SEEDS (how many)."""
     first = env_int("QUERYSTASH_FUZZ_SEED", 1)

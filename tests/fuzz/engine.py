@@ -67,6 +67,7 @@ from tests.fuzzapp.models import (
 )
 from tests.helpers import reset_querystash
 
+from . import configs
 from .typed import TypedOps, drop_dangling_references, naive_datetimes_allowed
 
 MODELS = (Owner, Profile, Label, Item, Group, Membership, Base, Child, Note, Pair,
@@ -297,6 +298,9 @@ class Fuzzer(TypedOps):
         #: swarm testing: even seeds use a random third of the reads and writes,
         #: so the operations they keep meet each other far more often
         self.swarm = seed % 2 == 0
+        share = configs.env_float("QUERYSTASH_FUZZ_TYPED_SHARE")
+        if share is not None:
+            self.TYPED_SHARE = share
         if self.swarm:
             self.reads = self.rng.sample(self.reads, max(3, len(self.reads) // 3))
             self.writes = self.rng.sample(self.writes, max(2, len(self.writes) // 3))

@@ -42,7 +42,12 @@ def test_fuzz(config, record_property, request):
     print(result.summary())
     for violation in result.violations:
         print(violation)
-    assert result.hit_reads > result.reads // 5, f"too few hits to test anything: {result}"
+    # Typed's reads are invalidated more often (a write there is 3 times in 7
+    # one that invalidates the table's family): with QUERYSTASH_FUZZ_TYPED_SHARE
+    # raised to explore it, a tenth of the reads must still be hits.
+    share = configs.env_float("QUERYSTASH_FUZZ_TYPED_SHARE")
+    least = 5 if share is None or share <= Fuzzer.TYPED_SHARE else 10
+    assert result.hit_reads > result.reads // least, f"too few hits to test anything: {result}"
     assert not result.violations, "\n\n".join(map(str, result.violations[:5]))
 
 
