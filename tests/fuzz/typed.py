@@ -54,6 +54,10 @@ def domain(name: str) -> list:
                     datetime(2024, 1, 2, tzinfo=UTC), datetime(2024, 1, 1, 17, 30)]
         return [None, datetime(2024, 1, 1, 23, 30), datetime(2024, 1, 2),
                 datetime(2024, 1, 2, 0, 0, 0, 1)]
+    if name == "day" and settings.USE_TZ:
+        # a datetime in a date column: Django stores its date in TIME_ZONE
+        # (America/Chicago, UTC-6): 2024-01-01, not the UTC 2024-01-02
+        return [*DOMAINS[name], datetime(2024, 1, 2, 3, 0, tzinfo=UTC)]
     return DOMAINS[name]
 
 
@@ -62,20 +66,20 @@ DOMAINS: dict[str, list] = {
     "char": ["a", "A", "a ", "", "b"],
     "char_null": [None, "", "a", "A"],
     "text": ["t", "T", "t ", "", "long " * 20],
-    "small": [0, 1, -1, 32767],
+    "small": [0, 1, -1, 32767, "1"],  # "1": the Python value a string
     "big": [0, 1, 2**40, -(2**40)],
     "pos": [0, 1, 2],
-    "boolean": [True, False],
+    "boolean": [True, False, 0],
     # 1.005 and 1.01 are one stored value (PostgreSQL rounds half away from
     # zero); 1, 1.0 and 1.00 one value in three spellings
     "dec": [None, Decimal("1.005"), Decimal("1.01"), Decimal("1"), Decimal("1.00"),
-            Decimal("1.004"), Decimal("0.995"), Decimal("0")],
+            Decimal("1.004"), Decimal("0.995"), Decimal("0"), "0.995"],
     "flt": [None, 0.1, 0.1 + 0.2, 0.3, 1.0, 1],
     "day": [None, date(2024, 1, 1), date(2024, 1, 2)],
     "clock": [None, time(12, 0), time(12, 0, 0, 1), time(0, 0)],
     "span": [None, timedelta(0), timedelta(seconds=1), timedelta(days=1),
              timedelta(microseconds=1)],
-    "uid": [None, uuid.UUID(int=1), uuid.UUID(int=2)],
+    "uid": [None, uuid.UUID(int=1), uuid.UUID(int=2), "00000000000000000000000000000002"],
     "blob": [None, b"", b"a", b"A", b"\x00"],
     "data": [None, {"k": 1}, {"k": "1"}, [1], "s", 1],
     # "0:0:0:0:0:0:0:1" is stored as "::1"
@@ -85,7 +89,7 @@ DOMAINS: dict[str, list] = {
     "url": ["http://a.io", "http://A.io", ""],
     # case-insensitive collation: "a" = "A" in the database
     "coll": ["a", "A", "b", ""],
-    "owner": [None, 1, 2, 3, 9],
+    "owner": [None, 1, 2, 3, 9, "2"],
     # text ids of owners (plus spellings no integer id equals)
     "object_pk": ["1", "2", "3", "01", ""],
 }
@@ -96,13 +100,16 @@ DOMAINS: dict[str, list] = {
 NEAR: dict[str, list[list]] = {
     "char": [["a", "A", "a "]], "char_null": [["", None], ["a", "A"]], "text": [["t", "T", "t "]],
     "dec": [[Decimal("1.005"), Decimal("1.01")],
-            [Decimal("1"), Decimal("1.00"), Decimal("0.995"), Decimal("1.004")]],
+            [Decimal("1"), Decimal("1.00"), Decimal("0.995"), Decimal("1.004"), "0.995"]],
     "flt": [[0.1 + 0.2, 0.3], [1.0, 1]], "clock": [[time(12, 0), time(12, 0, 0, 1)]],
     "span": [[timedelta(0), timedelta(microseconds=1)]], "blob": [[b"", None], [b"a", b"A"]],
     "data": [[{"k": 1}, {"k": "1"}], ["s", 1]],
     "ip": [["::1", "0:0:0:0:0:0:0:1"], ["1.2.3.4", "::ffff:1.2.3.4"]],
     "email": [["a@x.io", "A@x.io"]], "slug": [["s", "S"]], "url": [["http://a.io", "http://A.io"]],
-    "coll": [["a", "A"]], "object_pk": [["1", "01"]],
+    "coll": [["a", "A"]], "object_pk": [["1", "01"]], "small": [[1, "1"]],
+    "boolean": [[False, 0]], "owner": [[2, "2"]],
+    "uid": [[uuid.UUID(int=2), "00000000000000000000000000000002"]],
+    "day": [[date(2024, 1, 1), datetime(2024, 1, 2, 3, 0, tzinfo=UTC)]],
     # with USE_TZ the three are one instant (TIME_ZONE is America/Chicago, UTC-6)
     "moment": [[datetime(2024, 1, 1, 23, 30, tzinfo=UTC),
                 datetime(2024, 1, 2, 1, 30, tzinfo=timezone(timedelta(hours=2))),
