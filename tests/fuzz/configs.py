@@ -22,6 +22,9 @@ CONFIGS: dict[str, tuple[list[str], dict]] = {
 #: run only when QUERYSTASH_FUZZ_CONFIGS names them
 ON_DEMAND = {"all_redis"}
 
+#: querystash-fields' scheme slots per table (see configuration())
+FIELD_SLOTS = 64
+
 #: CI size: steps per seed and seeds per configuration
 DEFAULT_STEPS = 800
 DEFAULT_SEEDS = 2
@@ -30,6 +33,11 @@ DEFAULT_SEEDS = 2
 def env_int(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip()
     return int(value) if value else default
+
+
+def env_float(name: str) -> float | None:
+    value = os.environ.get(name, "").strip()
+    return float(value) if value else None
 
 
 def seeds() -> list[int]:
@@ -56,6 +64,10 @@ def configuration(name: str, redis_url: str | None = None):
     querystash-redis on ``redis_url`` if given)."""
     disabled, extra = CONFIGS[name]
     value = {**settings.QUERYSTASH, "DISABLED_PLUGINS": disabled}
+    # Typed's field-scoped reads use about 30 column combinations (schemes):
+    # with querystash-fields' default 16 slots most would fall back to table
+    # level and leave the field tags untested.
+    value["fields"] = {**(value.get("fields") or {}), "slots": FIELD_SLOTS}
     if redis_url:
         value.update(STORAGE="redis", redis={"url": redis_url})
     with override_settings(QUERYSTASH=value, **extra):

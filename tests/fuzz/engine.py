@@ -63,11 +63,15 @@ from tests.fuzzapp.models import (
     Page,
     Pair,
     Profile,
+    Typed,
 )
 from tests.helpers import reset_querystash
 
+from . import configs
+from .typed import TypedOps, drop_dangling_references, naive_datetimes_allowed
+
 MODELS = (Owner, Profile, Label, Item, Group, Membership, Base, Child, Note, Pair,
-          Folder, Doc, Page, Link)
+          Folder, Doc, Page, Link, Typed)
 
 # -- value domains: small, so reads repeat and writes hit what reads read ------
 
@@ -207,13 +211,17 @@ class Result:
     bypasses: int = 0
     writes: int = 0
     steps: int = 0
+    #: of the reads, those on Typed (tests/fuzz/typed.py), and their hits
+    typed_reads: int = 0
+    typed_hit_reads: int = 0
     #: the runtime's storage class and USE_TZ, to tell configurations apart
     storage: str = ""
     use_tz: bool = True
     violations: list[Violation] = field(default_factory=list)
 
     def add(self, other: Result) -> None:
-        for name in ("reads", "hit_reads", "hits", "misses", "bypasses", "writes", "steps"):
+        for name in ("reads", "hit_reads", "hits", "misses", "bypasses", "writes", "steps",
+                     "typed_reads", "typed_hit_reads"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.violations.extend(other.violations)
         self.storage, self.use_tz = other.storage, other.use_tz
@@ -223,6 +231,7 @@ class Result:
         return (f"fuzz[{self.config}] db={connection.vendor} storage={self.storage} "
                 f"USE_TZ={self.use_tz} steps={self.steps} "
                 f"reads={self.reads} hit_reads={self.hit_reads} ({ratio:.0%}) "
+                f"typed_reads={self.typed_reads} typed_hit_reads={self.typed_hit_reads} "
                 f"query_hits={self.hits} misses={self.misses} bypasses={self.bypasses} "
                 f"writes={self.writes} violations={len(self.violations)}")
 
@@ -252,13 +261,16 @@ class Rollback(Exception):
 # -- the fuzzer ----------------------------------------------------------------
 
 
-class Fuzzer:
+class Fuzzer(TypedOps):
     #: share of steps: reads, then writes, the rest atomic blocks
     READ_SHARE = 0.84
     WRITE_SHARE = 0.12
     #: share of reads that repeat an earlier read (what makes hits; see read())
     REPEAT_SHARE = 0.6
     HOT = 12
+    #: share of new reads and of writes on Typed (tests/fuzz/typed.py): every
+    #: field type under querystash-fields' .cache("<field>")
+    TYPED_SHARE = 0.4
 
     def __init__(self, seed: int, steps: int, config: str, replay: str = ""):
         self.seed = seed
@@ -281,9 +293,14 @@ class Fuzzer:
         self.seen = seen_values()
         self.reads = [getattr(self, n) for n in sorted(dir(self)) if n.startswith("r_")]
         self.writes = [getattr(self, n) for n in sorted(dir(self)) if n.startswith("w_")]
+        #: t_field (one field) twice: the read every field type gets
+        self.typed_reads = [self.t_field, self.t_field, self.t_multi, self.t_relations]
         #: swarm testing: even seeds use a random third of the reads and writes,
         #: so the operations they keep meet each other far more often
         self.swarm = seed % 2 == 0
+        share = configs.env_float("QUERYSTASH_FUZZ_TYPED_SHARE")
+        if share is not None:
+            self.TYPED_SHARE = share
         if self.swarm:
             self.reads = self.rng.sample(self.reads, max(3, len(self.reads) // 3))
             self.writes = self.rng.sample(self.writes, max(2, len(self.writes) // 3))
@@ -292,24 +309,25 @@ class Fuzzer:
 
     def run(self) -> Result:
         reset_database()
-        self.seed_data()
-        rt = _runtime.current
-        before = rt.stats.totals()
-        for step in range(self.steps):
-            self.step = step
-            roll = self.rng.random()
-            try:
-                if roll < self.READ_SHARE:
-                    self.read()
-                elif roll < self.READ_SHARE + self.WRITE_SHARE:
-                    self.write()
-                else:
-                    self.atomic_block()
-            except Exception as exc:
-                exc.add_note(f"fuzzer: config={self.config} seed={self.seed} step={self.step}; "
-                             f"replay: {self.replay} --steps {self.step + 1}\n"
-                             + "\n".join(self.history[-15:]))
-                raise
+        with naive_datetimes_allowed():
+            self.seed_data()
+            rt = _runtime.current
+            before = rt.stats.totals()
+            for step in range(self.steps):
+                self.step = step
+                roll = self.rng.random()
+                try:
+                    if roll < self.READ_SHARE:
+                        self.read()
+                    elif roll < self.READ_SHARE + self.WRITE_SHARE:
+                        self.write()
+                    else:
+                        self.atomic_block()
+                except Exception as exc:
+                    exc.add_note(f"fuzzer: config={self.config} seed={self.seed} "
+                                 f"step={self.step}; replay: {self.replay} --steps "
+                                 f"{self.step + 1}\n" + "\n".join(self.history[-15:]))
+                    raise
         after = _runtime.current.stats.totals()
         self.result.hits = after["hits"] - before["hits"]
         self.result.misses = after["misses"] - before["misses"]
@@ -333,7 +351,8 @@ class Fuzzer:
             else:
                 desc, thunk = self.rng.choice(self.recent)
         else:
-            desc, thunk = self.rng.choice(self.reads)()
+            templates = self.typed_reads if self.rng.random() < self.TYPED_SHARE else self.reads
+            desc, thunk = self.rng.choice(templates)()
             self.recent = [*self.recent[-(self.HOT - 1):], (desc, thunk)]
             self.made.setdefault(desc, thunk)
         stats = _runtime.current.stats
@@ -343,9 +362,12 @@ class Fuzzer:
         with caching_off():
             fresh = evaluate(thunk)
         self.result.reads += 1
+        typed = desc.startswith("typed ")
+        self.result.typed_reads += typed
         if after["hits"] > before["hits"] and after["misses"] == before["misses"] \
                 and after["bypasses"] == before["bypasses"]:
             self.result.hit_reads += 1
+            self.result.typed_hit_reads += typed
         since = self.last_made.get(desc)
         if cached != fresh:
             history = self.history[since:] if since is not None else self.history[-30:]
@@ -357,7 +379,10 @@ class Fuzzer:
         self.last_made[desc] = len(self.history)
 
     def write(self) -> None:
-        self.rng.choice(self.writes)()
+        if self.rng.random() < self.TYPED_SHARE:
+            self.tw_write()
+        else:
+            self.rng.choice(self.writes)()
         self.result.writes += 1
 
     def atomic_block(self) -> None:
@@ -425,6 +450,7 @@ class Fuzzer:
                 Page.objects.create(doc=docs[i % 5], num=i % 3)
             for i in range(4):
                 Link.objects.create(doc=docs[i], n=i % 2)
+            self.seed_typed()
         if self.swarm:
             self.log("swarm: reads " + ", ".join(f.__name__ for f in self.reads)
                      + "; writes " + ", ".join(f.__name__ for f in self.writes))
@@ -1081,6 +1107,7 @@ class Fuzzer:
             if not type(obj).objects.nocache().filter(pk=obj.pk).exists():
                 self.log(f"kept {type(obj).__name__}(pk={obj.pk}) not saved: row gone")
                 return
+            drop_dangling_references(obj)
             obj.save(update_fields=fields)
             values = {f: obj.__dict__[f] for f in ("rank", "qty", "n", "extra")
                       if f in obj.__dict__}

@@ -117,3 +117,52 @@ class Page(models.Model):
 class Link(models.Model):
     doc = models.ForeignKey(Doc, null=True, on_delete=DB_SET_NULL, related_name="links")
     n = models.IntegerField(default=0)
+
+
+def _collation() -> str:
+    """A case-insensitive collation: SQLite's NOCASE; on PostgreSQL a
+    nondeterministic ICU collation that migration 0002 creates."""
+    from django.conf import settings
+
+    engine = settings.DATABASES["default"]["ENGINE"]
+    return "NOCASE" if "sqlite" in engine else "fuzz_ci"
+
+
+#: the database's own notion of equality ("a" = "A") on Typed.coll
+COLLATION = _collation()
+
+
+class Typed(models.Model):
+    """One column of each Django field type, for querystash-fields' field
+    tags (``.cache("<field>")`` reads; tests/fuzz ``r_typed_*``/``w_typed_*``)."""
+
+    key = models.IntegerField(unique=True)  # what bulk_create upserts conflict on
+    char = models.CharField(max_length=20, default="")
+    char_null = models.CharField(max_length=20, null=True, blank=True)
+    text = models.TextField(default="")
+    small = models.SmallIntegerField(default=0)
+    big = models.BigIntegerField(default=0)
+    pos = models.PositiveIntegerField(default=0)
+    boolean = models.BooleanField(default=False)
+    dec = models.DecimalField(max_digits=5, decimal_places=2, null=True)
+    flt = models.FloatField(null=True)
+    day = models.DateField(null=True)
+    moment = models.DateTimeField(null=True)
+    clock = models.TimeField(null=True)
+    span = models.DurationField(null=True)
+    uid = models.UUIDField(null=True)
+    blob = models.BinaryField(null=True)
+    data = models.JSONField(null=True)
+    ip = models.GenericIPAddressField(null=True)
+    email = models.EmailField(max_length=30, default="")
+    slug = models.SlugField(max_length=20, default="")
+    url = models.URLField(max_length=40, default="")
+    coll = models.CharField(max_length=20, default="", db_collation=COLLATION)
+    owner = models.ForeignKey(Owner, null=True, on_delete=models.SET_NULL, related_name="typed")
+    # A text object_pk, as django-contrib-comments has: "1" joined to integer ids
+    content_type = models.ForeignKey(ContentType, null=True, on_delete=models.CASCADE)
+    object_pk = models.CharField(max_length=40, default="")
+    target = GenericForeignKey("content_type", "object_pk")
+
+    class Meta:
+        required_db_features = {"supports_json_field"}
