@@ -54,7 +54,7 @@ class Kinds(models.Model):
 
 
 class Note(models.Model):
-    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE)
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
     object_pk = models.CharField(max_length=64)  # text, as django-contrib-comments
     content_object = GenericForeignKey("content_type", "object_pk")
     body = models.CharField(max_length=50)
