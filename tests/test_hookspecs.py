@@ -14,7 +14,7 @@ README = Path(__file__).resolve().parent.parent / "core" / "README.md"
 
 #: hooks the core may leave unimplemented: nothing is missing when no plugin
 #: answers (every implementation is called and an empty list is fine)
-WITHOUT_DEFAULT = {"querystash_observer"}
+WITHOUT_DEFAULT = {"querystash_observer", "querystash_ready"}
 
 
 def _specs() -> dict[str, object]:

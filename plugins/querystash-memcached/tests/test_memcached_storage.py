@@ -12,7 +12,7 @@ from pymemcache.client.base import Client
 from querystash_memcached import MemcachedStorage
 from querystash_memcached._keys import MAX_KEY
 
-from tests.servers import MemcachedServer
+from querystash.testing.servers import MemcachedServer
 
 from .conftest import flush, need_memcached
 
