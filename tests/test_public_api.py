@@ -215,3 +215,71 @@ def test_a_rebuild_keeps_one_set_of_plugin_patches():
     before = list(_patched())
     _runtime.rebuild()
     assert _patched() == before
+
+
+# -- the hook -----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_ready_gets_the_live_runtime_after_every_rebuild():
+    seen = []
+
+    @querystash.hookimpl
+    def querystash_ready(runtime):
+        seen.append(runtime)
+
+    plugins.register(SimpleNamespace(querystash_ready=querystash_ready), name="seen")
+    try:
+        assert len(seen) == 1 and seen[0].live and seen[0].enabled
+        _runtime.rebuild()
+        assert len(seen) == 2 and seen[1].live and not seen[0].live
+    finally:
+        plugins.unregister("seen")
+    assert not seen[1].live
+
+
+@pytest.mark.django_db
+def test_a_failing_ready_turns_caching_off_and_names_the_plugin():
+    from django.core import checks
+
+    @querystash.hookimpl
+    def querystash_ready(runtime):
+        raise RuntimeError("half set up")
+
+    plugins.register(SimpleNamespace(querystash_ready=querystash_ready), name="broken")
+    try:
+        assert not _runtime.current.enabled
+        errors = [m for m in checks.run_checks(tags=["querystash"])
+                  if m.id == "querystash.E010"]
+        assert errors and "broken" in errors[0].msg and "querystash_ready" in errors[0].msg
+    finally:
+        plugins.unregister("broken")
+    assert _runtime.current.enabled
+
+
+@pytest.mark.django_db(transaction=True)
+def test_invalidate_follows_the_transaction_rules():
+    """Inside atomic(): now, and again just before and just after COMMIT
+    (each deletion counted in ``stamps_deleted``); committed=True: now only."""
+    from django.db import transaction
+
+    from querystash.testing import counters, runtime
+
+    rt = runtime()
+
+    def deleted():
+        return counters().get("stamps_deleted", 0)
+
+    start = deleted()
+    rt.invalidate("default", ["plugin:tag"])
+    assert deleted() == start + 1 and not rt.in_transaction("default")
+    with transaction.atomic():
+        rt.invalidate("default", ["plugin:tag"])
+        assert deleted() == start + 2
+        assert rt.in_transaction("default") and "plugin:tag" in rt.written_tags("default")
+    assert deleted() == start + 4  # before and after the COMMIT
+    assert rt.written_tags("default") is None
+    with transaction.atomic():
+        rt.invalidate("default", ["plugin:tag"], committed=True)
+        assert rt.written_tags("default") is None
+    assert deleted() == start + 5

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Set
 from typing import TYPE_CHECKING, Any
 
+from . import _transactions
 from .patching import Patches
 
 if TYPE_CHECKING:
@@ -30,6 +31,31 @@ def stamp_key(tag: str, key_prefix: str = "qs") -> str:
     ``key_prefix`` (for a store built before the runtime exists; a plugin
     holding a :class:`RuntimeHandle` uses :meth:`RuntimeHandle.stamp_key`)."""
     return f"{key_prefix}:t:{tag}"
+
+
+# Imported on first use (this module is imported with the package, before
+# Django is set up; ``_runtime`` imports this one), then kept: ``live`` and
+# ``written_tags`` may be on a plugin's hot path.
+_runtime_module: Any = None
+_connections: Any = None
+
+
+def _current() -> Runtime | None:
+    global _runtime_module
+    if _runtime_module is None:
+        from . import _runtime
+
+        _runtime_module = _runtime
+    return _runtime_module.current
+
+
+def _connection(alias: str):
+    global _connections
+    if _connections is None:
+        from django.db import connections
+
+        _connections = connections
+    return _connections[alias]
 
 
 #: name -> the registry of patches a plugin made through ``RuntimeHandle.patches``;
@@ -66,9 +92,7 @@ class RuntimeHandle:
     @property
     def live(self) -> bool:
         """Is this the runtime in use (not replaced by a rebuild, nor uninstalled)?"""
-        from . import _runtime
-
-        return _runtime.current is self._rt
+        return _current() is self._rt
 
     @property
     def enabled(self) -> bool:
@@ -111,15 +135,13 @@ class RuntimeHandle:
         :param committed: the write's transaction has already committed
             (an ``on_commit`` callback): invalidate now only.
         """
-        from . import _stamps, _transactions
+        from . import _stamps
 
         tags = set(tags)
         if not tags:
             return
         if not committed:
-            from django.db import connections
-
-            connection = connections[alias]
+            connection = _connection(alias)
             if _transactions.in_transaction(connection):
                 _transactions.record(connection, tags)
         _stamps.invalidate(self._rt, tags)
@@ -129,21 +151,13 @@ class RuntimeHandle:
     def in_transaction(self, alias: str) -> bool:
         """Is database ``alias`` inside a transaction (``atomic()`` or
         autocommit off)? Never connects just to ask."""
-        from django.db import connections
-
-        from . import _transactions
-
-        return _transactions.in_transaction(connections[alias])
+        return _transactions.in_transaction(_connection(alias))
 
     def written_tags(self, alias: str) -> Set[str] | None:
         """The tags the open transaction on ``alias`` has written (read-only;
         None outside a transaction or before its first write): a read of them
         must not be served from, nor filled into, the store before COMMIT."""
-        from django.db import connections
-
-        from . import _transactions
-
-        return _transactions.written_tags(connections[alias])
+        return _transactions.written_tags(_connection(alias))
 
     # -- the store's health -----------------------------------------------------
 
