@@ -176,8 +176,10 @@ def settle(alias: str, items, *, after_commit: bool = False) -> None:
 def family(alias: str, table: str) -> None:
     """The statement ran but its values can't be known: the whole family."""
     rt = runtime
-    if rt is None or not rt.live or rt.storage is None:
+    if rt is None or rt.storage is None:
         return
+    # Even from a runtime replaced meanwhile: every store this process used
+    # is told (``RuntimeHandle.invalidate``).
     rt.invalidate(alias, {table + "#"})
 
 
