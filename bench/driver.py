@@ -3,7 +3,7 @@
     python -m bench.driver [--quick] [--out DIR] [--modes a,b] [--dbs sqlite,postgres]
 
 Called by bench/run inside the bench virtualenv. Starts a throwaway redis and
-memcached on free loopback ports (tests/servers.py), creates the databases
+memcached on free loopback ports (querystash/testing/servers.py), creates the databases
 (SQLite in a temporary directory; PostgreSQL ``querystash_bench`` on
 127.0.0.1:5432, dropped at the end), seeds them once, then runs one worker
 process per (round, database, mode): A B C ... A B C ..., so that a slow
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
         say("PostgreSQL not reachable at 127.0.0.1:5432 as user postgres: SQLite only")
         dbs = [d for d in dbs if d != "postgres"]
 
-    from tests.servers import MemcachedServer, RedisServer
+    from querystash.testing.servers import MemcachedServer, RedisServer
 
     tmp = Path(tempfile.mkdtemp(prefix="querystash-bench-"))
     redis = RedisServer().start()

@@ -3,8 +3,6 @@
 Loaded for the core suite and every plugin's tests by the root conftest.py.
 """
 
-import os
-import shutil
 from contextlib import contextmanager
 
 import pytest
@@ -12,37 +10,17 @@ from django.conf import settings
 from django.core.cache import caches
 from django.test import override_settings
 
-from tests.servers import MemcachedServer, RedisServer
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def _start(server_cls):
-    """Start a server, or skip (fail in CI, where it must be there) if it isn't installed."""
-    if shutil.which(server_cls.binary) is None:
-        msg = (
-            f"{server_cls.binary} is not installed: run ./scripts/test, "
-            f"or apt-get install {server_cls.binary}"
-        )
-        if IN_CI:
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
-    return server_cls().start()
-
-
-# Session-scoped and lazy: a server starts only when the first test asks for it.
+# The servers are querystash.testing's (shipped for plugin authors), under
+# the short names this suite uses.
 @pytest.fixture(scope="session")
-def redis_server():
-    server = _start(RedisServer)
-    yield server
-    server.stop()
+def redis_server(querystash_redis_server):
+    return querystash_redis_server
 
 
 @pytest.fixture(scope="session")
-def memcached_server():
-    server = _start(MemcachedServer)
-    yield server
-    server.stop()
+def memcached_server(querystash_memcached_server):
+    return querystash_memcached_server
 
 
 @contextmanager

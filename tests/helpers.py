@@ -6,48 +6,24 @@ import os
 import subprocess
 
 import pytest
-from django.conf import settings
-from django.core.cache import caches
 
-from querystash import _runtime, _stores
-from querystash._stamps import Breaker
+from querystash.testing import counters
+from querystash.testing import reset as reset_querystash
 
-
-def reset_querystash() -> None:
-    """Empty every configured cache, zero the counters and the breaker, and
-    forget the stores earlier tests used (one store, as in production)."""
-    for alias in settings.CACHES:
-        caches[alias].clear()
-    rt = _runtime.current
-    if rt is not None:
-        rt.stats.reset()
-        rt.breaker = Breaker()
-        if rt.store is not None:
-            rt.store.breaker = rt.breaker
-        _stores.forget_others(rt.store)
+__all__ = ["counts", "fresh_querystash", "reset_querystash", "run_clean"]
 
 
 @pytest.fixture(autouse=True)
-def fresh_querystash():
-    """Every test starts with an empty store and zeroed counters."""
-    reset_querystash()
+def fresh_querystash(querystash_reset):
+    """Every test starts with an empty store and zeroed counters, and leaves
+    no store of its own behind (``querystash.testing``)."""
     yield
-    # and leaves no store of its own behind (nor its debt, paid at exit)
-    rt = _runtime.current
-    _stores.forget_others(rt.store if rt is not None else None)
 
 
 @pytest.fixture
 def counts():
     """``counts("testapp.Book")`` -> that model's counters (hits, misses...)."""
-
-    def read(model: str = "") -> dict:
-        rt = _runtime.current
-        if not model:
-            return dict(rt.stats.totals())
-        return dict(rt.stats.by_model.get(model, {}))
-
-    return read
+    return counters
 
 
 def run_clean(args, cwd, timeout: float) -> str:

@@ -18,7 +18,7 @@ HOOKS_PAGE = ROOT / "docs" / "hooks.md"
 
 #: hooks the core may leave unimplemented: nothing is missing when no plugin
 #: answers (every implementation is called and an empty list is fine)
-WITHOUT_DEFAULT = {"querystash_observer"}
+WITHOUT_DEFAULT = {"querystash_observer", "querystash_ready"}
 
 
 def _specs() -> dict[str, object]:

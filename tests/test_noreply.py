@@ -15,7 +15,7 @@ from django.test import override_settings
 from querystash import _runtime
 from querystash._django_raw import DjangoMemcachedStorage, DjangoRedisStorage
 from querystash._noreply import _ATTR, QUIET_LIMIT, RedisQuietSet
-from tests.servers import RedisServer
+from querystash.testing.servers import RedisServer
 from tests.testapp.models import Author
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -5,18 +5,26 @@ Importing this package never touches the ORM; the Django side starts in
 """
 
 from ._encode import UnencodableValue, encode
+from ._noreply import QUIET_LIMIT, RedisQuietSet
 from .events import Event, QueryInfo, WriteEvent
 from .exceptions import Uncacheable
+from .handle import GLOBAL_TAG, RuntimeHandle, stamp_key
 from .hookspecs import hookimpl
+from .patching import Patches
 from .storage import Storage, StorageError
 from .strategy import Dependencies, InvalidationStrategy
 from .version import __version__
 
 __all__ = [
+    "GLOBAL_TAG",
+    "QUIET_LIMIT",
     "Dependencies",
     "Event",
     "InvalidationStrategy",
+    "Patches",
     "QueryInfo",
+    "RedisQuietSet",
+    "RuntimeHandle",
     "Storage",
     "StorageError",
     "Uncacheable",
@@ -29,7 +37,9 @@ __all__ = [
     "invalidate_models",
     "invalidate_tags",
     "reset_stats",
+    "stamp_key",
     "stats",
+    "uses_raw_sql",
 ]
 
 
@@ -39,4 +49,8 @@ def __getattr__(name):
         from . import api
 
         return getattr(api, name)
+    if name == "uses_raw_sql":  # imports the ORM
+        from .default_eligibility import uses_raw_sql
+
+        return uses_raw_sql
     raise AttributeError(f"module 'querystash' has no attribute {name!r}")

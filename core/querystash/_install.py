@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.db.models.manager import BaseManager
 from django.db.models.sql.compiler import SQLCompiler
 
-from . import _queryset, _reads, _runtime, _stores, _writes
+from . import _queryset, _reads, _runtime, _stores, _writes, handle
 from .patching import Patches
 
 _patches = Patches()
@@ -49,6 +49,7 @@ def install() -> None:
 def uninstall() -> None:
     """Undo ``install()``: Django behaves as if querystash were absent."""
     setting_changed.disconnect(dispatch_uid="querystash")
+    handle.undo_plugin_patches()
     _patches.undo()
     _runtime.current = None
     # Writes are no longer seen: a store used after a new install() is

@@ -22,6 +22,7 @@ from ._sql import TableFinder
 from ._stamps import GLOBAL_TAG, Breaker
 from ._stats import Stats
 from .events import Event, QueryInfo, WriteEvent
+from .handle import RuntimeHandle, stamp_key
 from .storage import Storage
 from .strategy import Dependencies, InvalidationStrategy, combine
 
@@ -36,6 +37,11 @@ _COMBINED_LIMIT = 8192
 def _as_dependencies(answers) -> list[Dependencies]:
     """A plain list of tags (the contract before ``Dependencies``) only adds."""
     return [a if isinstance(a, Dependencies) else Dependencies(add=a) for a in answers]
+
+
+def read_tags(tables: frozenset[str], answers) -> list[str]:
+    """The tags of a read of ``tables``, given the strategies' non-None answers."""
+    return [*combine(tables, _as_dependencies(answers)), GLOBAL_TAG]
 
 
 class Runtime:
@@ -74,7 +80,7 @@ class Runtime:
         self.enabled = bool(config["ENABLED"]) and storage is not None and not problems
         self.timeout = config["TIMEOUT"]
         self.stamp_timeout = max(config["STAMP_TIMEOUT"], conf.longest_timeout(config))
-        self.stamp_prefix = f"{config['KEY_PREFIX']}:t:"
+        self.stamp_prefix = stamp_key("", config["KEY_PREFIX"])
         self.secret = derive_secret(settings.SECRET_KEY)
         self.verify = float(config.get("VERIFY", 0) or 0)
         self.ignore_tables = frozenset(config["IGNORE_TABLES"])
@@ -121,8 +127,8 @@ class Runtime:
         except KeyError:
             pass
         except TypeError:  # a strategy returned something unhashable (a list)
-            return [*combine(info.tables, _as_dependencies(answers)), GLOBAL_TAG]
-        tags = [*combine(info.tables, _as_dependencies(answers)), GLOBAL_TAG]
+            return read_tags(info.tables, answers)
+        tags = read_tags(info.tables, answers)
         if len(self._combined) >= _COMBINED_LIMIT:
             self._combined.clear()
         self._combined[key] = tags
@@ -284,4 +290,29 @@ def rebuild() -> Runtime:
         new.breaker = new.store.breaker
     _stores.started = True
     current = new
+    _ready(new)
     return current
+
+
+def _ready(rt: Runtime) -> None:
+    """Tell the plugins (``querystash_ready``). A plugin that fails there may
+    have half set up what keeps its reads correct: caching is turned off."""
+    caller = plugins.hook_caller("querystash_ready", rt.config)
+    try:
+        caller(runtime=RuntimeHandle(rt))
+    except Exception as exc:
+        error = StartupError("querystash_ready", _culprit_ready(caller, rt), exc)
+        rt.problems.append(str(error))
+        rt.enabled = False
+        logger.error("querystash: %s; query caching is off", error, exc_info=exc)
+
+
+def _culprit_ready(caller, rt: Runtime) -> str:
+    for impl in reversed(caller.get_hookimpls()):
+        if impl.hookwrapper or getattr(impl, "wrapper", False):
+            continue
+        try:
+            impl.function(runtime=RuntimeHandle(rt))
+        except Exception:
+            return impl.plugin_name
+    return "unknown"

@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import _codec, _stores
 
+# every entry depends on this tag: deleting its stamp invalidates everything
+from .handle import GLOBAL_TAG
+
 if TYPE_CHECKING:
     from ._runtime import Runtime
 
@@ -27,8 +30,6 @@ logger = logging.getLogger("querystash")
 #: of the miss path ("after_stamp_read", "before_fill"); never on a hit.
 checkpoint: Callable[[str], None] | None = None
 
-#: every entry depends on this tag: deleting its stamp invalidates everything
-GLOBAL_TAG = "*"
 
 
 class Breaker:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .events import Event, QueryInfo
+    from .handle import RuntimeHandle
     from .storage import Storage
     from .strategy import InvalidationStrategy
 
@@ -125,4 +126,25 @@ def querystash_observer(config: dict) -> Callable[[Event], None] | None:
     :return: a callable, or ``None``.
 
     Every implementation is called.
+    """
+
+
+# -- lifecycle ----------------------------------------------------------------
+
+
+@hookspec
+def querystash_ready(runtime: RuntimeHandle) -> None:
+    """Called after every (re)build of the runtime, once the other hooks'
+    answers are in use: at start-up and after each configuration change.
+
+    :param runtime: a :class:`querystash.RuntimeHandle`: the configuration,
+        the store, ``invalidate()`` with the transaction rules, the breaker,
+        and ``patches(name)`` for reversible patches to Django that
+        ``uninstall()`` undoes. Keep it if you need it later, and test
+        ``runtime.live`` before using it: a rebuild makes a new one.
+    :return: nothing (ignored).
+
+    Every implementation is called. One that raises turns caching off (it
+    may have half set up what keeps reads correct) and is reported by the
+    system checks, like a failing start-up hook.
     """

@@ -4,6 +4,8 @@ copied onto the class)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 _ABSENT = object()
 
 
@@ -11,10 +13,17 @@ class Patches:
     """Attributes replaced on classes or modules, restored in reverse order."""
 
     def __init__(self) -> None:
-        self._saved: list[tuple[object, str, object]] = []  # (owner, name, original)
+        # (owner, name, original), or (callback, None, None) from on_undo()
+        self._saved: list[tuple[object, str | None, object]] = []
 
     def __bool__(self) -> bool:
         return bool(self._saved)
+
+    def on_undo(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when ``undo()`` reaches this point (in reverse
+        order with the patches): to drop what was built from a patched
+        attribute, such as classes Django cached."""
+        self._saved.append((callback, None, None))
 
     def patch(self, owner: object, name: str, new: object) -> None:
         self._saved.append((owner, name, vars(owner).get(name, _ABSENT)))
@@ -23,7 +32,9 @@ class Patches:
     def undo(self) -> None:
         while self._saved:
             owner, name, original = self._saved.pop()
-            if original is _ABSENT:
+            if name is None:
+                owner()
+            elif original is _ABSENT:
                 delattr(owner, name)
             else:
                 setattr(owner, name, original)

@@ -203,7 +203,7 @@ def _fault(server, action: str, target) -> None:
 
 
 def run(scenario: Scenario, server=None) -> Result:
-    """Run ``scenario`` against ``server`` (a tests.servers server; None for locmem)."""
+    """Run ``scenario`` against ``server`` (``querystash.testing.servers``; None: locmem)."""
     started = time.monotonic()
     if scenario.server_args is not None and server is not None:
         own = _dedicated_server(server, scenario.server_args)
@@ -403,7 +403,7 @@ def _replace(scenario, **changes):
 
 
 def _dedicated_server(like, args):
-    from tests.servers import MemcachedServer, RedisServer
+    from querystash.testing.servers import MemcachedServer, RedisServer
 
     if isinstance(like, RedisServer):
         server = RedisServer(extra_args=args).start()
@@ -423,7 +423,7 @@ def _evictions(server) -> int:
     """Keys the server evicted (redis INFO / memcached stats)."""
     import socket
 
-    from tests.servers import RedisServer
+    from querystash.testing.servers import RedisServer
 
     request, field = ((b"INFO stats\r\n", "evicted_keys") if isinstance(server, RedisServer)
                       else (b"stats\r\n", "evictions"))

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     django.setup()
     from django.test.utils import setup_databases, teardown_databases
 
-    from tests.servers import MemcachedServer, RedisServer
+    from querystash.testing.servers import MemcachedServer, RedisServer
     from tests.stress import harness
 
     old = setup_databases(verbosity=0, interactive=False, aliases={"default"})

@@ -10,11 +10,10 @@ import pytest
 import querystash
 from django.conf import settings
 from django.core import checks
-from django.core.cache import caches
 from django.db import connection
 from django.test import override_settings
-from django.test.utils import CaptureQueriesContext
-from querystash import QueryInfo, WriteEvent, plugins
+from querystash import Dependencies, QueryInfo, WriteEvent
+from querystash.testing import count, plugin_hooks, read_tags
 
 from {{ cookiecutter.module_name }} import SECTION, DependsOnStrategy
 from {{ cookiecutter.module_name }} import settings as djp_settings
@@ -34,9 +33,8 @@ END
 
 
 @pytest.fixture(autouse=True)
-def fresh_cache():
-    caches["default"].clear()
-    querystash.reset_stats()
+def fresh_cache(querystash_reset):
+    """Empty caches and zeroed counters for every test (``querystash.testing``)."""
 
 
 @pytest.fixture
@@ -48,9 +46,8 @@ def counter():
 
 def run(read):
     """(what ``read()`` returns, how many SQL queries it ran)."""
-    with CaptureQueriesContext(connection) as ctx:
-        result = read()
-    return result, len(ctx.captured_queries)
+    seen = count(read)
+    return seen.result, seen.queries
 
 
 def items_counted():
@@ -64,19 +61,14 @@ def item_names():
 # -- wiring ---------------------------------------------------------------------------
 
 
-def test_every_installed_invalidation_plugin_is_active():
+def test_every_installed_invalidation_plugin_is_active(querystash_runtime):
     """Whatever else is installed (querystash-fields, querystash-m2m ...),
     this plugin's strategy is in the runtime next to theirs."""
-    from querystash import _runtime
-
-    assert any(isinstance(s, DependsOnStrategy) for s in _runtime.current.strategies)
+    assert any(isinstance(s, DependsOnStrategy) for s in querystash_runtime.strategies)
 
 
 def test_the_plugin_and_its_hook_are_loaded():
-    names = dict(plugins.pm.list_name_plugin())
-    assert PLUGIN in names
-    hooks = {caller.name for caller in plugins.pm.get_hookcallers(names[PLUGIN])}
-    assert hooks == {"querystash_invalidation_strategy"}
+    assert plugin_hooks(PLUGIN) == {"querystash_invalidation_strategy"}
 
 
 def test_djp_fills_the_default_section_and_keeps_the_users():
@@ -112,21 +104,14 @@ def test_query_tags_add_declared_tables_transitively():
 def test_the_core_keeps_every_strategys_tags():
     """Composition only adds: a strategy that refines a table (as
     querystash-fields does) cannot drop the tables this plugin adds."""
-    from querystash import Dependencies, _runtime
 
     class Refining(querystash.InvalidationStrategy):
         def query_tags(self, info):
             return Dependencies(refine={"stock": ["stock#", "stock:id=1"]})
 
     ours = DependsOnStrategy({"stock": ["order"]})
-    rt = _runtime.current
     for order in ([Refining(), ours], [ours, Refining()]):
-        saved = rt.asked  # the strategies asked on reads, in order
-        rt.asked = order
-        try:
-            tags = rt.query_tags(info("stock"))
-        finally:
-            rt.asked = saved
+        tags = read_tags(info("stock"), order)  # as the core combines them
         assert {"order", "stock#", "stock:id=1"} <= set(tags), tags
         assert "stock" not in tags  # refined: every write to stock tags stock#
 
@@ -143,8 +128,8 @@ def test_write_tags_are_the_tables_written():
 def test_a_repeated_query_is_a_hit():
     Item.objects.create(name="apple")
     assert run(item_names) == (["apple"], 1)
-    assert run(item_names) == (["apple"], 0)  # served from the cache
-    assert querystash.stats()["demo.Item"]["hits"] == 1
+    seen = count(item_names, model="demo.Item")
+    assert (seen.result, seen.queries, seen.hits) == (["apple"], 0, 1)  # served from the cache
 
 
 def test_a_write_is_seen_by_the_next_read():

@@ -27,7 +27,15 @@ def settings(current_settings):
 
 @querystash.hookimpl
 def querystash_invalidation_strategy(config):
-    strategy = FieldStrategy(config)
-    _capture.install()
-    _capture.active = strategy
-    return strategy
+    return FieldStrategy(config)
+
+
+@querystash.hookimpl
+def querystash_ready(runtime: querystash.RuntimeHandle) -> None:
+    # This build's strategy (None if its hook failed): settling and the
+    # read-your-writes test go through the runtime that uses it.
+    strategy = next((s for s in runtime.strategies if isinstance(s, FieldStrategy)), None)
+    if strategy is not None:
+        strategy.runtime = runtime
+    _capture.install(runtime.patches("querystash_fields"))
+    _capture.runtime, _capture.active = runtime, strategy

@@ -49,7 +49,7 @@ def analyze(query, vendor: str, fields: tuple[str, ...], in_limit: int, max_comb
     """``{table: [Conditions, ...] | None}`` for the tables of the outer
     query, plus the set of tables seen in subqueries; or ``None`` when the
     query can't be described at all (unions, raw SQL)."""
-    from querystash.default_eligibility import uses_raw_sql
+    from querystash import uses_raw_sql
 
     if query is None or query.combinator or uses_raw_sql(query):
         return None

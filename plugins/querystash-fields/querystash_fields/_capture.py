@@ -32,8 +32,7 @@ from contextlib import contextmanager
 from django.db import connections, transaction
 from django.db.models import Model
 
-from querystash import _runtime, _stamps, _transactions
-from querystash.patching import Patches
+from querystash import Patches, RuntimeHandle
 
 from ._values import UNKNOWN, render, taggable
 
@@ -41,14 +40,17 @@ logger = logging.getLogger("querystash")
 
 PENDING = "_querystash_fields_pending"
 
-#: the strategy of the last runtime build (set by the hook), or None
+#: the runtime of the last build that called our ``querystash_ready``, and
+#: its field strategy (None: its hook failed)
+runtime: RuntimeHandle | None = None
 active = None
 
 
 def _active():
-    """The strategy, if the live runtime uses it (the plugin may be disabled)."""
-    rt, strategy = _runtime.current, active
-    if rt is None or strategy is None or strategy not in rt.strategies:
+    """The strategy, if the live runtime uses it (the plugin may be disabled
+    since: a rebuild that skips our hook leaves ``runtime`` not live)."""
+    rt, strategy = runtime, active
+    if rt is None or strategy is None or not rt.live:
         return None
     return strategy
 
@@ -154,35 +156,31 @@ def _field_tag(table, scheme, by_column, row, vendor) -> str | None:
 def settle(alias: str, items, *, after_commit: bool = False) -> None:
     """Invalidate the tags of ``items`` now; inside atomic(), again right
     after the commit with the schemes registered by then."""
-    rt, strategy = _runtime.current, _active()
-    if rt is None or rt.storage is None or strategy is None:
+    strategy = _active()
+    rt = runtime
+    if strategy is None or rt is None or rt.storage is None:
         return
     connection = connections[alias]
     try:
         tags = tags_for(rt, strategy, items)
     except Exception as exc:
-        rt.breaker.trip(rt, exc, lost_invalidation=True)
+        rt.store_failed(exc, lost_invalidation=True)
         tags = {item[0] + "#" for item in items}
-    if not after_commit and _transactions.in_transaction(connection):
-        if connection.in_atomic_block:
-            # Even with no scheme yet: one may be registered before the commit.
-            _queue(connection, items)
-        if tags:
-            _transactions.record(connection, tags)
-    if tags:  # no scheme registered on these tables: nothing depends on them
-        _stamps.invalidate(rt, tags)
+    if not after_commit and connection.in_atomic_block:
+        # Even with no scheme yet: one may be registered before the commit.
+        _queue(connection, items)
+    # No tags: no scheme registered on these tables, nothing depends on them.
+    rt.invalidate(alias, tags, committed=after_commit)
 
 
 def family(alias: str, table: str) -> None:
     """The statement ran but its values can't be known: the whole family."""
-    rt = _runtime.current
+    rt = runtime
     if rt is None or rt.storage is None:
         return
-    tags = {table + "#"}
-    connection = connections[alias]
-    if _transactions.in_transaction(connection):
-        _transactions.record(connection, tags)
-    _stamps.invalidate(rt, tags)
+    # Even from a runtime replaced meanwhile: every store this process used
+    # is told (``RuntimeHandle.invalidate``).
+    rt.invalidate(alias, {table + "#"})
 
 
 class _AfterCommit:
@@ -346,15 +344,10 @@ def make_do_insert(original):
     return _do_insert
 
 
-_patches = Patches()
-
-
-def install() -> None:
-    if _patches:
+def install(patches: Patches) -> None:
+    """Patch ``Model`` through ``patches`` (querystash's ``uninstall()``
+    undoes them). Idempotent."""
+    if patches:
         return
     for name, make in (("_do_update", make_do_update), ("_do_insert", make_do_insert)):
-        _patches.patch(Model, name, make(Model.__dict__[name]))
-
-
-def uninstall() -> None:
-    _patches.undo()
+        patches.patch(Model, name, make(Model.__dict__[name]))

@@ -86,15 +86,14 @@ class Registry:
             return found
         if self.full_until.get(table, 0.0) > time.monotonic():
             return None
-        breaker = rt.breaker
-        if breaker.in_outage or breaker.owes_global:
+        if not rt.store_usable():
             return None  # the core bypasses the store meanwhile
         try:
             values = rt.storage.get_many(
-                [rt.stamp_prefix + slot_tag(table, i) for i in range(self.slots)]
+                [rt.stamp_key(slot_tag(table, i)) for i in range(self.slots)]
             )
         except Exception as exc:
-            breaker.trip(rt, exc, lost_invalidation=False)
+            rt.store_failed(exc, lost_invalidation=False)
             return None
         free = [i for i, value in enumerate(values) if value is None]
         held = [i for i, value in enumerate(values) if decode(value) == scheme]
@@ -143,7 +142,7 @@ class Registry:
         ``{table: [(slot tag, scheme or None for garbage)]}`` (empty slots left out)."""
         tables = list(tables)
         tags = [f"{t}!s{i}" for t in tables for i in range(self.slots)]
-        values = rt.storage.get_many([rt.stamp_prefix + t for t in tags])
+        values = rt.storage.get_many([rt.stamp_key(t) for t in tags])
         out: dict[str, list] = {t: [] for t in tables}
         for n, value in enumerate(values):
             if value is None:

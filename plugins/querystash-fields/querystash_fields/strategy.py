@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import connections
 
-from querystash import Dependencies, InvalidationStrategy, _runtime, _transactions
+from querystash import Dependencies, InvalidationStrategy, RuntimeHandle
 
 from . import _capture
 from ._analysis import analyze
@@ -30,6 +30,9 @@ class FieldStrategy(InvalidationStrategy):
     read's scheme: see ``_schemes``.
     """
 
+    #: the runtime using this strategy (set by ``querystash_ready``)
+    runtime: RuntimeHandle | None = None
+
     def __init__(self, config: dict):
         section = config.get("fields") or {}
         self.ignore = frozenset(config["IGNORE_TABLES"])
@@ -54,9 +57,10 @@ class FieldStrategy(InvalidationStrategy):
     # -- reads --------------------------------------------------------------------
 
     def query_tags(self, info):
-        if info.query is None:
+        rt = self.runtime
+        if info.query is None or rt is None:
             return None
-        written = _transactions.written_tags(connections[info.alias])
+        written = rt.written_tags(info.alias)
         if written and not written.isdisjoint(info.tables):
             return None  # read-your-writes: the table strategy's tags bypass
         try:
@@ -75,7 +79,7 @@ class FieldStrategy(InvalidationStrategy):
         return tags
 
     def _tags(self, info):
-        rt = _runtime.current
+        rt = self.runtime
         if rt is None or rt.storage is None:
             return None
         analysis = analyze(info.query, self._vendor_of(info.alias), info.fields,

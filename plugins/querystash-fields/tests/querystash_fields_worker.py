@@ -9,7 +9,7 @@ def reader(db_name, redis_url, author_id, rounds, ready, go, out) -> None:
     from tests.race_worker import setup
 
     setup(db_name, redis_url)
-    from querystash import _runtime
+    from querystash.testing import counters
     from tests.testapp.models import Book
 
     def read(cached=True):
@@ -17,7 +17,7 @@ def reader(db_name, redis_url, author_id, rounds, ready, go, out) -> None:
         return sorted(base.filter(author_id=author_id, status=2).values_list("pk", "title"))
 
     def hits():
-        return _runtime.current.stats.totals().get("hits", 0)
+        return counters().get("hits", 0)
 
     read()  # prime
     results = []

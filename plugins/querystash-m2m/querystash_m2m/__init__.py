@@ -28,9 +28,8 @@ def settings(current_settings):
 
 
 @querystash.hookimpl
-def querystash_invalidation_strategy(config):
+def querystash_ready(runtime: querystash.RuntimeHandle) -> None:
     # No strategy of its own (reads stay with the others, at no cost per
-    # read): the hook marks this runtime as one the plugin serves.
-    _install.install()
-    _state.activate(config)
-    return None
+    # read): the plugin serves the runtimes whose build called this hook.
+    _install.install(runtime.patches("querystash_m2m"))
+    _state.activate(runtime)

@@ -25,8 +25,6 @@ import contextvars
 from django.db.models import Manager
 from django.db.models.fields import related_descriptors
 
-from querystash import _runtime
-
 from . import _state
 
 #: set while ``set()`` reads the current related ids
@@ -75,8 +73,8 @@ class _Precise:
     def _querystash_constrained(self, op: str):
         """Django's through-table-only query for ``op``, marked cached by the
         target model's rule; None to leave ``op`` to Django unchanged."""
-        rt = _runtime.current
-        if (rt is None or not rt.enabled or not _state.active()
+        rt = _state.runtime
+        if (rt is None or not _state.active() or not rt.enabled
                 or not _state.setting("related_counts", True)
                 or self._querystash_superclass is not Manager  # Django's own condition
                 or not self.through._meta.auto_created

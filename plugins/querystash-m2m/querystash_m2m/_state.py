@@ -4,29 +4,30 @@ from __future__ import annotations
 
 from django.apps import apps
 
-from querystash import _runtime
+from querystash import RuntimeHandle
 
 try:  # precise tags need querystash-fields; without it the core's table tags apply
     from querystash_fields import capture
 except ImportError:  # pragma: no cover - exercised in an environment without it
     capture = None
 
-#: the ``QUERYSTASH`` config of the runtime whose build called our hook
+#: the runtime whose build called our ``querystash_ready``, and its config
+runtime: RuntimeHandle | None = None
 _config: dict | None = None
 #: model -> is it the ``through`` of some many-to-many field
 _throughs: dict[type, bool] = {}
 
 
-def activate(config: dict) -> None:
-    global _config
-    _config = config
+def activate(handle: RuntimeHandle) -> None:
+    global runtime, _config
+    runtime, _config = handle, handle.config
     _throughs.clear()  # models may have been registered since the last build
 
 
 def active() -> bool:
     """The live runtime was built with this plugin (it may be disabled since)."""
-    rt = _runtime.current
-    return rt is not None and _config is not None and rt.config is _config
+    rt = runtime
+    return rt is not None and rt.live
 
 
 def setting(name: str, default):

@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.db.models import Prefetch
 from django.db.models.fields import related_descriptors
 from django.db.models.sql.compiler import SQLDeleteCompiler
-from querystash_m2m import _install, _rows, _state
+from querystash_m2m import _rows, _state
 
 from querystash import _runtime
 from tests.testapp.models import Author, Book, Tag
@@ -115,8 +115,10 @@ def test_without_querystash_fields(books, counts, monkeypatch):
 def test_uninstall_restores_django(books):
     originals = (vars(SQLDeleteCompiler).get("execute_sql"),
                  related_descriptors.create_forward_many_to_many_manager)
-    assert _install.installed()
-    _install.uninstall()
+    from querystash import _install as core
+
+    assert core.installed()
+    core.uninstall()
     try:
         assert "execute_sql" not in vars(SQLDeleteCompiler)
         assert not hasattr(related_descriptors.create_forward_many_to_many_manager,
@@ -125,7 +127,7 @@ def test_uninstall_restores_django(books):
         b1.tags.remove(t1)  # plain Django
         assert "_Precise" not in [c.__name__ for c in type(b1.tags).__mro__]
     finally:
-        _install.install()
+        core.install()
     assert vars(SQLDeleteCompiler).get("execute_sql") is not originals[0]
     assert "_Precise" in [c.__name__ for c in type(books[0].tags).__mro__]
 

@@ -21,8 +21,7 @@ from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheServerError
 from pymemcache.pool import ObjectPool
 
-from querystash import Storage
-from querystash._noreply import QUIET_LIMIT
+from querystash import QUIET_LIMIT, Storage
 
 from . import _config
 from ._keys import KeyMaker, Ring

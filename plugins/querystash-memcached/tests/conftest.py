@@ -1,7 +1,7 @@
 """Real memcached processes for querystash-memcached's tests.
 
 The session's ``memcached_server`` (tests/fixtures.py) for one server; extra
-throwaway servers (``tests.servers.MemcachedServer``) for pools and tiny
+throwaway servers (``querystash.testing.servers.MemcachedServer``) for pools and tiny
 memory limits. A binary missing: skip, or fail when ``CI=true``.
 """
 
@@ -21,7 +21,7 @@ from pymemcache.client.base import Client
 from querystash_memcached import MemcachedStorage
 
 from querystash import _runtime
-from tests.servers import MemcachedServer, free_port
+from querystash.testing.servers import MemcachedServer, free_port
 from tests.testapp.models import Author, Book
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 from pymemcache.client.base import Client
 
-from tests.servers import MemcachedServer
+from querystash.testing.servers import MemcachedServer
 from tests.testapp.models import Author, Blob, Book
 
 from .conftest import cached, need_memcached, truth, using

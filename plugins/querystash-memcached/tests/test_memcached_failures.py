@@ -9,7 +9,7 @@ import time
 import pytest
 from pymemcache.client.base import Client
 
-from tests.servers import MemcachedServer
+from querystash.testing.servers import MemcachedServer
 from tests.testapp.models import Author, Book
 
 from .conftest import Proxy, cached, layout, truth, using, wait_out_cooldown

@@ -12,7 +12,7 @@ from pymemcache.client.base import Client
 from querystash_memcached import MemcachedStorage
 from querystash_memcached._keys import MAX_KEY
 
-from tests.servers import MemcachedServer
+from querystash.testing.servers import MemcachedServer
 
 from .conftest import flush, need_memcached
 
@@ -47,7 +47,7 @@ def test_get_many_is_one_round_trip_per_server(store):
 
 
 def test_small_fills_are_not_acknowledged_large_ones_are(store):
-    from querystash._noreply import QUIET_LIMIT
+    from querystash import QUIET_LIMIT
 
     before = store.counters["round trips"]
     for i in range(50):  # noreply: nothing left unread for the next call on the connection

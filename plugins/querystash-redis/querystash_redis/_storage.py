@@ -19,17 +19,13 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 
-from querystash import Storage, StorageError
-from querystash._noreply import RedisQuietSet
+from querystash import GLOBAL_TAG, RedisQuietSet, Storage, StorageError, stamp_key
 
 from ._config import RedisConfig, parse
 from ._connect import Connection
 from ._dogpile import Leases, lease_name
 
 logger = logging.getLogger("querystash")
-
-#: the core's tag every entry depends on (``querystash._runtime.GLOBAL_TAG``)
-GLOBAL_TAG = "*"
 
 
 class RedisStorage(Storage):
@@ -41,7 +37,7 @@ class RedisStorage(Storage):
     def __init__(self, config: RedisConfig, core_prefix: str = "qs"):
         self.config = config
         self.connection = Connection(config)
-        self._stamp_prefix = f"{core_prefix}:t:"
+        self._stamp_prefix = stamp_key("", core_prefix)
         self._stamp_head = f"{config.key_prefix}{{{self._stamp_prefix}}}"
         self._cluster = config.mode == "cluster"
         self._leases = Leases(config.dogpile) if config.dogpile else None

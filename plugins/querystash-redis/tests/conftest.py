@@ -1,6 +1,6 @@
 """Real redis servers for querystash-redis' tests: single, Cluster, Sentinel.
 
-Built on ``tests.servers.RedisServer`` (throwaway processes on free loopback
+Built on ``querystash.testing.servers.RedisServer`` (throwaway processes on free loopback
 ports). Binaries missing: skip, or fail when ``CI=true``.
 """
 
@@ -21,7 +21,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from querystash import _runtime
-from tests.servers import RedisServer, ServerError, free_port
+from querystash.testing.servers import RedisServer, ServerError, free_port
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

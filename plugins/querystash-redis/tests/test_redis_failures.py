@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.servers import RedisServer
+from querystash.testing.servers import RedisServer
 from tests.testapp.models import Author, Book
 
 pytestmark = pytest.mark.django_db(transaction=True)

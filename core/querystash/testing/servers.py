@@ -1,4 +1,4 @@
-"""Throwaway redis-server / memcached processes for the test suite.
+"""Throwaway redis-server / memcached processes for tests (querystash's and plugins').
 
 Each server runs as a child process on a free loopback port with nothing persisted, so tests
 can stop, kill, pause or restart it freely. The system Redis on 6379 is never touched.

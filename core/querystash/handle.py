@@ -1,0 +1,187 @@
+"""The runtime as plugins see it: :class:`RuntimeHandle`, passed to the
+``querystash_ready(runtime)`` hook after every (re)build of the runtime.
+
+A thin facade over the core's internal runtime: what a plugin needs to read
+the configuration, talk to the store the core uses, invalidate tags under the
+same transaction rules as the core's own writes, and patch Django reversibly.
+Nothing here is called per query by the core; the methods a plugin calls on
+its own hot path (``live``, ``written_tags``) are an attribute read or two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Set
+from typing import TYPE_CHECKING, Any
+
+from . import _transactions
+from .patching import Patches
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+    from .conf import ModelRule
+    from .storage import Storage
+    from .strategy import InvalidationStrategy
+
+#: every cached read depends on this tag: invalidating it invalidates everything
+GLOBAL_TAG = "*"
+
+
+def stamp_key(tag: str, key_prefix: str = "qs") -> str:
+    """The store key of ``tag``'s stamp, for ``QUERYSTASH["KEY_PREFIX"]``
+    ``key_prefix`` (for a store built before the runtime exists; a plugin
+    holding a :class:`RuntimeHandle` uses :meth:`RuntimeHandle.stamp_key`)."""
+    return f"{key_prefix}:t:{tag}"
+
+
+# Imported on first use (this module is imported with the package, before
+# Django is set up; ``_runtime`` imports this one), then kept: ``live`` and
+# ``written_tags`` may be on a plugin's hot path.
+_runtime_module: Any = None
+_connections: Any = None
+
+
+def _current() -> Runtime | None:
+    global _runtime_module
+    if _runtime_module is None:
+        from . import _runtime
+
+        _runtime_module = _runtime
+    return _runtime_module.current
+
+
+def _connection(alias: str):
+    global _connections
+    if _connections is None:
+        from django.db import connections
+
+        _connections = connections
+    return _connections[alias]
+
+
+#: name -> the registry of patches a plugin made through ``RuntimeHandle.patches``;
+#: undone (and emptied) by ``querystash``'s ``uninstall()``
+_plugin_patches: dict[str, Patches] = {}
+
+
+def undo_plugin_patches() -> None:
+    """Undo every plugin's patches, last registered first."""
+    for name in reversed(list(_plugin_patches)):
+        _plugin_patches.pop(name).undo()
+
+
+class RuntimeHandle:
+    """The live querystash runtime, for plugins (see ``docs/hooks.md``).
+
+    One per build: a plugin that keeps it should test :attr:`live` before
+    acting on it, since a configuration change builds another (and calls
+    ``querystash_ready`` again with the new one).
+    """
+
+    __slots__ = ("_rt",)
+
+    GLOBAL_TAG = GLOBAL_TAG
+
+    def __init__(self, rt: Runtime):
+        self._rt = rt
+
+    def __repr__(self) -> str:
+        return f"<RuntimeHandle enabled={self.enabled} live={self.live}>"
+
+    # -- state ------------------------------------------------------------------
+
+    @property
+    def live(self) -> bool:
+        """Is this the runtime in use (not replaced by a rebuild, nor uninstalled)?"""
+        return _current() is self._rt
+
+    @property
+    def enabled(self) -> bool:
+        """Is caching on (``ENABLED``, a store, no start-up problem)?"""
+        return self._rt.enabled
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The whole ``QUERYSTASH`` setting, defaults filled in (don't modify)."""
+        return self._rt.config
+
+    @property
+    def storage(self) -> Storage | None:
+        """The store entries and stamps are kept in, or None (caching off)."""
+        return self._rt.storage
+
+    @property
+    def strategies(self) -> tuple[InvalidationStrategy, ...]:
+        """Every invalidation strategy of this build, from every plugin."""
+        return tuple(self._rt.strategies)
+
+    def rule(self, model: type) -> ModelRule | None:
+        """What ``MODELS`` says about ``model``: ``.ops`` (a frozenset of
+        operations cached) and ``.timeout``; None if it is not cached."""
+        return self._rt.rule(model)
+
+    # -- stamps -----------------------------------------------------------------
+
+    def stamp_key(self, tag: str) -> str:
+        """The store key of ``tag``'s stamp (``storage.get_many([...])``)."""
+        return self._rt.stamp_prefix + tag
+
+    def invalidate(self, alias: str, tags: Iterable[str], *, committed: bool = False) -> None:
+        """Invalidate ``tags`` because of a write on database ``alias``, as
+        the core does for its own writes: now, and, inside a transaction,
+        again just before and just after its COMMIT (a read in between may
+        have filled from the snapshot before the write). Every store this
+        process used is told; a store that fails owes its global stamp.
+
+        :param committed: the write's transaction has already committed
+            (an ``on_commit`` callback): invalidate now only.
+        """
+        from . import _stamps
+
+        tags = set(tags)
+        if not tags:
+            return
+        if not committed:
+            connection = _connection(alias)
+            if _transactions.in_transaction(connection):
+                _transactions.record(connection, tags)
+        _stamps.invalidate(self._rt, tags)
+
+    # -- transactions -----------------------------------------------------------
+
+    def in_transaction(self, alias: str) -> bool:
+        """Is database ``alias`` inside a transaction (``atomic()`` or
+        autocommit off)? Never connects just to ask."""
+        return _transactions.in_transaction(_connection(alias))
+
+    def written_tags(self, alias: str) -> Set[str] | None:
+        """The tags the open transaction on ``alias`` has written (read-only;
+        None outside a transaction or before its first write): a read of them
+        must not be served from, nor filled into, the store before COMMIT."""
+        return _transactions.written_tags(_connection(alias))
+
+    # -- the store's health -----------------------------------------------------
+
+    def store_usable(self) -> bool:
+        """False during a store outage (or while its debt is unpaid): the
+        core bypasses the store meanwhile, and so should a plugin."""
+        breaker = self._rt.breaker
+        return not (breaker.in_outage or breaker.owes_global)
+
+    def store_failed(self, error: BaseException, *, lost_invalidation: bool) -> None:
+        """Report a store call of the plugin's that raised ``error``: the
+        store is bypassed for a cooldown, counted and logged as the core's
+        own failures are, and the global stamp is deleted before it is read
+        again. ``lost_invalidation``: the failed call was an invalidation."""
+        self._rt.breaker.trip(self._rt, error, lost_invalidation=lost_invalidation)
+
+    # -- patches ----------------------------------------------------------------
+
+    def patches(self, name: str) -> Patches:
+        """The registry of ``name``'s (a plugin's) patches to Django: what is
+        patched through it is undone by querystash's ``uninstall()``, which
+        empties it. The same registry for every build until then, so a
+        plugin patches once: ``if not patches: patches.patch(...)``."""
+        registry = _plugin_patches.get(name)
+        if registry is None:
+            registry = _plugin_patches[name] = Patches()
+        return registry
