@@ -184,16 +184,19 @@ def _uuid(value, out: Out) -> None:
     out.append(f"u{value.hex};")
 
 
-def _list(value, out: Out) -> None:
-    out.append(f"l{len(value)}[")
-    for item in value:
-        encode_into(item, out)
+def _sequence(tag: str) -> Callable[[Any, Out], None]:
+    """The handler of a sequence type: its tag and length, then each item."""
+
+    def handler(value, out: Out) -> None:
+        out.append(f"{tag}{len(value)}[")
+        for item in value:
+            encode_into(item, out)
+
+    return handler
 
 
-def _tuple(value, out: Out) -> None:
-    out.append(f"t{len(value)}[")
-    for item in value:
-        encode_into(item, out)
+_list = _sequence("l")
+_tuple = _sequence("t")
 
 
 def _dict(value, out: Out) -> None:
@@ -318,10 +321,7 @@ def _range(value, out: Out) -> None:
     encode_into(value.upper, out)
 
 
-def _multirange(value, out: Out) -> None:
-    out.append(f"R{len(value)}[")
-    for item in value:
-        encode_into(item, out)
+_multirange = _sequence("R")
 
 
 def _int_as(tag: str) -> Callable[[Any, Out], None]:

@@ -156,7 +156,7 @@ class MemcachedStorage(Storage):
         name = self.key(key)
         if not self._fits(name, value):
             return
-        # An entry fill: a small one is sent with noreply (querystash._noreply),
+        # An entry fill: a small one is sent with noreply (see querystash.QUIET_LIMIT),
         # saving a round trip on every miss; a lost fill is a later miss. A
         # larger one waits for the answer, so a server refusing it is seen.
         quiet = len(value) <= QUIET_LIMIT

@@ -93,7 +93,7 @@ class RedisStorage(Storage):
         name = self.redis_key(key)
         generation = self._before()
         if self._leases is None and not self._cluster:
-            # An entry fill: not acknowledged (querystash._noreply), a lost one
+            # An entry fill: not acknowledged (querystash.RedisQuietSet), a lost one
             # is a later miss. Saves a round trip on every miss.
             self._quiet_set(self.client, name, value, _ttl(timeout))
         elif self._leases is None:
