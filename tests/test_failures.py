@@ -248,7 +248,7 @@ def test_idle_process_pays_its_outage_debt_in_the_background(
     """The writer whose invalidation was lost makes no further call: its
     background thread still deletes the global stamp, so another process
     (a fresh breaker: it saw no outage) is not served the old rows."""
-    from querystash._stamps import Breaker
+    from querystash._breaker import Breaker
 
     rt = request.getfixturevalue("on_locmem" if where == "locmem" else "on_redis")
     old = _lose_one_invalidation(rt, monkeypatch, counts)
@@ -262,7 +262,7 @@ def test_positive_control_without_the_background_payer_an_idle_debtor_leaves_sta
         data, counts, monkeypatch, on_locmem):
     """The test above can fail: with no background payment, the idle
     writer's lost invalidation lets another process serve the old rows."""
-    from querystash._stamps import Breaker
+    from querystash._breaker import Breaker
 
     monkeypatch.setattr(Breaker, "_pay_while_idle", lambda self: None)
     old = _lose_one_invalidation(on_locmem, monkeypatch, counts)
@@ -274,21 +274,21 @@ def test_positive_control_without_the_background_payer_an_idle_debtor_leaves_sta
 def test_a_payment_does_not_clear_a_debt_incurred_while_it_ran(data, on_locmem, monkeypatch):
     """Two threads: one pays the debt while another's invalidation fails.
     The later failure is not covered by the payment and must stay owed."""
-    from querystash import _stamps
+    from querystash import _breaker
 
     rt = on_locmem
     rt.breaker.trip(rt, ConnectionError("first outage"), lost_invalidation=True)
     rt.breaker.open_until = 0.0
-    original = _stamps._delete_global
+    original = _breaker._delete_global
 
     def paying_while_another_thread_fails(rt_):
         original(rt_)
         rt_.breaker.trip(rt_, ConnectionError("meanwhile"), lost_invalidation=True)
 
-    monkeypatch.setattr(_stamps, "_delete_global", paying_while_another_thread_fails)
+    monkeypatch.setattr(_breaker, "_delete_global", paying_while_another_thread_fails)
     assert rt.breaker.settle(rt) is False  # the store is not used with a debt still owed
     assert rt.breaker.owes_global
-    monkeypatch.setattr(_stamps, "_delete_global", original)
+    monkeypatch.setattr(_breaker, "_delete_global", original)
     rt.breaker.open_until = rt.breaker.next_payment = 0.0
     assert rt.breaker.settle(rt) is True
     assert not rt.breaker.owes_global

@@ -57,29 +57,16 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
         op = "iterator"
     elif op is None:
         op = "fetch" if result_type == MULTI else "aggregate"
-
-    def run_original():
-        return original(compiler, result_type, chunked_fetch, chunk_size)
-
-    if spec is NOCACHE:
-        return run_original()
     model = query.model
-    rule = rt.rule(model) if model is not None else None
-    if spec is not None:
-        if op not in spec.ops:
-            return run_original()
-        timeout = spec.timeout or (rule.timeout if rule else rt.timeout)
-    elif rule is None or op not in rule.ops:
-        return run_original()
-    else:
-        timeout = rule.timeout
-
+    timeout = _enabled_timeout(rt, spec, op, model)
+    if timeout is None:
+        return original(compiler, result_type, chunked_fetch, chunk_size)
     try:
         sql, params = compiler.as_sql()
     except EmptyResultSet:
-        return run_original()
+        sql = None
     if not sql:
-        return run_original()
+        return original(compiler, result_type, chunked_fetch, chunk_size)
     params = tuple(params)
 
     def run():
@@ -127,6 +114,23 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
         can_fill = fill_is_safe(connection)
     result = _stamps.read(rt, key, tags, label, timeout, can_fill, run)
     return _shape(result, result_type, chunked_fetch)
+
+
+def _enabled_timeout(rt, spec, op: str, model) -> int | None:
+    """Is caching enabled for this operation, before any SQL is compiled?
+    ``.nocache()`` says no; a ``.cache()`` spec decides for its queryset (its
+    timeout, else the model's, else the default); otherwise the model's
+    ``MODELS`` rule does. Returns the entry's timeout, or None for no."""
+    if spec is NOCACHE:
+        return None
+    rule = rt.rule(model) if model is not None else None
+    if spec is not None:
+        if op not in spec.ops:
+            return None
+        return spec.timeout or (rule.timeout if rule else rt.timeout)
+    if rule is None or op not in rule.ops:
+        return None
+    return rule.timeout
 
 
 def _shape(result, result_type, chunked_fetch):

@@ -16,13 +16,13 @@ from django.conf import settings
 from django.db.models import deletion
 
 from . import _stores, conf, plugins
+from ._breaker import Breaker
 from ._codec import derive_secret
 from ._relations import RelationReader
 from ._sql import TableFinder
-from ._stamps import GLOBAL_TAG, Breaker
 from ._stats import Stats
 from .events import Event, QueryInfo, WriteEvent
-from .handle import RuntimeHandle, stamp_key
+from .handle import GLOBAL_TAG, RuntimeHandle, stamp_key
 from .storage import Storage
 from .strategy import Dependencies, InvalidationStrategy, combine
 

@@ -11,7 +11,7 @@ them: the runtime's own store as always, the others through :func:`fan_out`.
 A store that misses an invalidation (it was down, or it is new to the
 process, or it was dropped from the list) owes its global stamp: it is
 deleted — everything in that store invalidated — before the store is read
-again (the outage debt of ``_stamps.Breaker``, one per store).
+again (the outage debt of ``_breaker.Breaker``, one per store).
 
 In production nothing is overridden: one store, and the write path pays one
 test of a one-element tuple.
@@ -23,10 +23,9 @@ import logging
 import threading
 import time
 from collections.abc import Hashable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ._stamps import Breaker
+from ._breaker import Breaker
 
 logger = logging.getLogger("querystash")
 
@@ -80,8 +79,6 @@ def adopt(storage: Any, stamp_prefix: str) -> Store:
     storage object (the previous one is closed). In a new one, unless it is
     the process's first, the global stamp is deleted now — writes made before
     it was known never reached it — or owed if that fails."""
-    from ._stamps import Breaker
-
     global known
     key = store_key(storage, stamp_prefix)
     to_close = []

@@ -61,7 +61,7 @@ def test_stress_outage_debt_is_paid_by_the_writer_before_it_uses_the_store(redis
     from django.test import override_settings
 
     from querystash import _runtime
-    from querystash._stamps import Breaker
+    from querystash._breaker import Breaker
     from tests.testapp.models import Author
 
     redis_server.ensure_running()

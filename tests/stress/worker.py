@@ -69,7 +69,7 @@ class Recorder:
     def install(self) -> None:
         from django.db.backends.base.base import BaseDatabaseWrapper
 
-        from querystash import _runtime, _stamps, _transactions, _writes
+        from querystash import _breaker, _runtime, _stamps, _transactions, _writes
 
         rt = _runtime.current
         recorder = self
@@ -129,13 +129,13 @@ class Recorder:
             return result
 
         _stamps.read = read
-        delete_global = _stamps._delete_global
+        delete_global = _breaker._delete_global
 
         def recorded_payment(rt):
             delete_global(rt)
             recorder.payments.append(time.time())  # the debt of an outage, paid
 
-        _stamps._delete_global = recorded_payment
+        _breaker._delete_global = recorded_payment
 
         def checkpoint(name):
             if name == "before_fill" and self.flush_rate and \

@@ -52,7 +52,7 @@ def reset() -> None:
     from django.core.cache import caches
 
     from .. import _runtime, _stores
-    from .._stamps import Breaker
+    from .._breaker import Breaker
 
     for alias in settings.CACHES:
         caches[alias].clear()

@@ -189,7 +189,7 @@ def _places(urls, prefix, tag, url, other) -> bool:
 
 
 def _forgetful(breaker):
-    from querystash._stamps import Breaker
+    from querystash._breaker import Breaker
 
     class Forgetful(Breaker):
         def trip(self, rt, exc, *, lost_invalidation):
