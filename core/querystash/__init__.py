@@ -5,6 +5,8 @@ Importing this package never touches the ORM; the Django side starts in
 """
 
 from ._encode import UnencodableValue, encode
+from ._memoize import memoize
+from ._memoize import stats as memoize_stats
 from ._noreply import QUIET_LIMIT, RedisQuietSet
 from .events import Event, QueryInfo, WriteEvent
 from .exceptions import Uncacheable
@@ -36,6 +38,8 @@ __all__ = [
     "invalidate_all",
     "invalidate_models",
     "invalidate_tags",
+    "memoize",
+    "memoize_stats",
     "reset_stats",
     "stamp_key",
     "stats",

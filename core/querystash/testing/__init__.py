@@ -51,11 +51,12 @@ def reset() -> None:
     from django.conf import settings
     from django.core.cache import caches
 
-    from .. import _runtime, _stores
+    from .. import _memoize, _runtime, _stores
     from .._breaker import Breaker
 
     for alias in settings.CACHES:
         caches[alias].clear()
+    _memoize.reset_stats()
     rt = _runtime.current
     if rt is not None:
         rt.stats.reset()
