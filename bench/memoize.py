@@ -13,9 +13,10 @@ Django globally), all on the same throwaway redis and the same data
 (``bench/ops.py``'s seed):
 
 - ``nocache``: plain Django;
-- ``per-query``: querystash caching every query (Django RedisCache);
+- ``per-query``: querystash caching every query (the querystash-redis store);
 - ``memoize``: the same, the function decorated with ``querystash.memoize``
-  and the fragment inside ``{% memoize %}``;
+  and the fragment inside ``{% memoize %}``; ``memoize (django-redis)``: on
+  the core's store over a Django RedisCache alias instead;
 - ``cached_as``: django-cacheops (every query cached too), the function and a
   function rendering the fragment decorated with ``cached_as(Author, Book,
   Book.tags.through, Tag, Review)``: every model they read, listed by hand.
@@ -47,8 +48,9 @@ if str(ROOT) not in sys.path:
 #: memoize mode -> (bench.modes name giving the settings, variant of the code)
 MODES = {
     "nocache": ("nocache", "plain"),
-    "per-query": ("querystash-django-redis", "plain"),
-    "memoize": ("querystash-django-redis", "memoize"),
+    "per-query": ("querystash-redis", "plain"),
+    "memoize": ("querystash-redis", "memoize"),
+    "memoize (django-redis)": ("querystash-django-redis", "memoize"),
     "cached_as": ("cacheops", "cached_as"),
 }
 HIT_K = 1
@@ -260,7 +262,7 @@ def main(argv=None) -> int:
                     t0 = time.monotonic()
                     env = {**base, "BENCH_DB": db, "BENCH_MODE": bench_mode}
                     results[db][mode].append(run_process(env, variant, args))
-                    driver.say(f"round {r + 1}/{args.rounds} {db:8} {mode:10} "
+                    driver.say(f"round {r + 1}/{args.rounds} {db:8} {mode:22} "
                                f"{time.monotonic() - t0:4.1f}s")
     finally:
         redis.stop()

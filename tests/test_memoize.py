@@ -317,6 +317,29 @@ def test_commit(locmem, data):
     assert library(1) == truth(library, 1) == inside
 
 
+def refilled_by_another_connection_during_a_write(data):
+    """A transaction writes; another connection, which cannot see the write,
+    fills the entry again; what does the writing transaction read?"""
+    prime(library, 1)
+    with transaction.atomic():
+        Book.objects.filter(pk=data["one"].pk).update(title="Mine")
+        outside = in_thread(lambda: library(1))
+        assert "Mine" not in [b[1] for b in outside["books"]]
+        assert stats().get("fills") == 2  # a valid entry, for everyone else
+        return library(1)
+
+
+def test_read_your_writes_inside_a_transaction_on_a_hit(locmem, data):
+    inside = refilled_by_another_connection_during_a_write(data)
+    assert "Mine" in [b[1] for b in inside["books"]]
+
+
+def test_positive_control_without_the_written_tags_check(locmem, data, monkeypatch):
+    monkeypatch.setattr(_memoize, "_wrote_any", lambda tags: False)
+    inside = refilled_by_another_connection_during_a_write(data)
+    assert "Mine" not in [b[1] for b in inside["books"]]  # its own write unseen: caught
+
+
 def test_rollback(locmem, data):
     old = prime(library, 1)
     with pytest.raises(RuntimeError), transaction.atomic():
