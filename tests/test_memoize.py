@@ -646,3 +646,15 @@ def test_stats_command_shows_memoized_functions(locmem, data):
     line = next(ln for ln in text.splitlines() if ln.startswith(LABEL))
     assert line.split()[1:4] == ["1", "1", "1"]  # hits, misses, fills
     assert f"{raw_count.querystash_memoized}: {_capture.RAW_READ} (1)" in text
+
+
+def test_stamps_that_cannot_be_established_veto_the_fill(locmem, data, monkeypatch):
+    def refuse(mapping, timeout):
+        raise ConnectionError("the store refuses new stamps")
+
+    monkeypatch.setattr(locmem.storage, "add_many", refuse)
+    assert library(1) == truth(library, 1)
+    # per query: the fill's stamps failed; memo-only: the capture's own stamp read
+    reason = _capture.STAMPS if locmem.config["MODELS"] else _capture.STORE
+    assert stats().get(_memoize.VETO + reason) == 1, stats()
+    assert "fills" not in stats()
