@@ -196,7 +196,7 @@ def us(seconds: float) -> str:
 def table(db: str, runs: dict) -> str:
     """runs: mode -> [per-round results]."""
     lines = [f"### {db}", "",
-             "| code | mode | SQL per call (first / hit) | hit µs (range) | no cache ÷ hit "
+             "| code | mode | SQL per call (first call / hit) | hit µs (range) | no cache ÷ hit "
              "| miss µs | miss ÷ no cache |",
              "|---|---|---|---|---|---|---|"]
     for name in ("function", "fragment"):
