@@ -19,11 +19,30 @@ if TYPE_CHECKING:
 
     from .events import Event, QueryInfo
     from .handle import RuntimeHandle
+    from .schema import SettingsSection
     from .storage import Storage
     from .strategy import InvalidationStrategy
 
 hookspec = HookspecMarker("querystash")
 hookimpl = HookimplMarker("querystash")
+
+
+# -- settings -----------------------------------------------------------------
+
+
+@hookspec
+def querystash_settings_section() -> SettingsSection | None:
+    """Declare this plugin's section of the ``QUERYSTASH`` setting.
+
+    :return: a :class:`querystash.SettingsSection` (its keys, their types,
+        ranges and defaults), or ``None``.
+
+    Every implementation is called, before the other hooks and by the system
+    checks. The core validates the section (``manage.py check`` names each
+    wrong key and the fix; caching is off until it is fixed) and hands the
+    other hooks ``config[name]`` with every key present and right. A plugin
+    that declares nothing owns the section named after it, unvalidated.
+    """
 
 
 # -- keys ---------------------------------------------------------------------
