@@ -203,7 +203,9 @@ class SettingsSection:
         first wrong key (for code that reads the section outside the core)."""
         problems = self.problems(value)
         if problems:
-            raise ValueError(problems[0].msg + " " + problems[0].hint)
+            first = problems[0]  # an unknown key's hint is the key meant
+            hint = " " + first.hint if first.id != "querystash.E003" else ""
+            raise ValueError(first.msg + hint)
         return {**self.defaults(), **(value or {})}
 
     def fill(self, current_settings: dict) -> None:
