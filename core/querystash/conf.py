@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 
-from .schema import Setting
+from .schema import Setting, SettingsSection
 
 ALL_OPS = frozenset({"get", "fetch", "count", "exists", "aggregate"})
 #: every op a queryset can ask for; ``iterator`` is never implied by "all"
@@ -33,6 +33,10 @@ CORE: dict[str, Setting] = {
 }
 #: top-level keys and their defaults
 DEFAULTS: dict[str, Any] = {key: setting.default for key, setting in CORE.items()}
+#: ``QUERYSTASH["django"]``: the Django cache alias the built-in store uses
+DJANGO_SECTION = SettingsSection(
+    "django", {"cache": Setting("default", str, expected="a CACHES alias")}
+)
 #: the keys of one ``MODELS`` rule
 MODEL_KEYS: dict[str, Setting] = {
     "ops": Setting("all", (str, list, tuple, set),

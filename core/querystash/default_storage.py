@@ -12,8 +12,9 @@ from django.core.cache.backends.dummy import DummyCache
 from django.core.cache.backends.locmem import LocMemCache
 from django.utils.module_loading import import_string
 
+from .conf import DJANGO_SECTION
 from .hookspecs import hookimpl
-from .schema import Setting, SettingsSection
+from .schema import SettingsSection
 from .storage import Storage
 
 # memcached refuses keys over 250 bytes or with spaces/control characters;
@@ -112,7 +113,7 @@ def _frozen(value):
 
 
 #: ``QUERYSTASH["django"]``: the Django cache alias the built-in store uses
-SETTINGS = SettingsSection("django", {"cache": Setting("default", str, expected="a CACHES alias")})
+SETTINGS = DJANGO_SECTION
 
 
 @hookimpl(trylast=True)

@@ -75,15 +75,17 @@ def querystash_key_function(config: dict) -> Callable[[QueryInfo], str] | None:
 def querystash_storage(name: str | None, config: dict) -> Storage | None:
     """Return the storage object entries and stamps are kept in.
 
-    :param name: ``QUERYSTASH["STORAGE"]``: the storage the user picked, or
-        ``None`` when unset. Return ``None`` unless ``name`` is ``None`` or
-        your storage's name.
+    :param name: the store the settings name: ``QUERYSTASH["STORAGE"]`` when
+        set, else the storage plugin whose section (declared with
+        ``SettingsSection(..., storage=True)``) the user wrote, else
+        ``"django"``. Return ``None`` unless ``name`` is your storage's name:
+        installing a storage plugin never makes it the store by itself.
     :param config: the whole ``QUERYSTASH`` setting; read your own section
-        (``config.get("redis", {})``).
+        (``config["redis"]``, complete and checked when declared).
     :return: a :class:`querystash.Storage`, or ``None``.
 
     Stops at the first non-None result. The core's own store on Django's cache
-    framework answers last, to ``None`` and to ``"django"``.
+    framework answers last, to ``"django"``.
     """
 
 
