@@ -117,6 +117,22 @@ def test_disabling_a_plugin_by_its_section_name_disables_it():
         assert plugin.built == built + 1  # the control: enabled, its hook is called
 
 
+class _BrokenSection:
+    @plugins.hookspecs.hookimpl
+    def querystash_settings_section(self):
+        raise RuntimeError("schema bug")
+
+
+def test_a_plugin_whose_schema_hook_raises_is_e010_and_caching_is_off():
+    with registered(_BrokenSection(), "broken_section"):
+        found = messages(settings.QUERYSTASH)
+        assert [m.id for m in found] == ["querystash.E010"], [str(m) for m in found]
+        assert "'broken_section'" in found[0].msg and "schema bug" in found[0].msg
+        assert not _runtime.current.enabled
+        assert messages(with_(DISABLED_PLUGINS=["broken_section"])) == []
+    assert _runtime.current.enabled
+
+
 # -- sections under the wrong name --------------------------------------------------------
 
 

@@ -30,7 +30,15 @@ def problems(value: Any) -> list[Problem]:
         return [Problem("querystash.E001", "QUERYSTASH", "QUERYSTASH must be a dict.",
                         f"Set QUERYSTASH = {{...}} in settings.py (it is {value!r}).")]
     sections = plugins.sections()
-    found: list[Problem] = []
+    found: list[Problem] = [
+        Problem("querystash.E010", "QUERYSTASH",
+                f"querystash plugin {name!r} failed in querystash_settings_section(): {exc!r}",
+                "Fix or uninstall the plugin, or list it in QUERYSTASH[\"DISABLED_PLUGINS\"]. "
+                "Query caching is off until then.")
+        for name, exc in plugins.section_errors.items()
+        if plugins.pm.get_plugin(name) is not None and name not in plugins.disabled_names(
+            value if isinstance(value.get("DISABLED_PLUGINS"), (list, tuple)) else {})
+    ]
     for key, item in value.items():
         if key in conf.CORE:
             setting = conf.CORE[key]
@@ -58,6 +66,9 @@ def sanitized(cfg: dict) -> tuple[dict, list[str]]:
     sections = plugins.sections()
     for problem in problems(conf.raw()):
         section = _section_of(problem.key)
+        if problem.id == "querystash.E010":
+            blocking.append(problem.msg)
+            continue
         if problem.id not in BLOCKING or (section is None and problem.key not in _CORE_NAMES):
             continue  # a MODELS rule's problem: that model is not cached (conf.model_rule)
         if section is not None and sections.get(section, (None,))[0] in disabled:

@@ -104,13 +104,12 @@ def model_rule(cfg: dict, label: str, wildcards: bool = True) -> ModelRule | Non
     if entry is None or entry is False:
         return None
     entry = entry if isinstance(entry, dict) else {}
-    try:
-        ops = set(parse_ops(entry.get("ops", "all")))
-    except TypeError:  # reported by the system checks; cache nothing meanwhile
+    # A wrong rule (reported by the system checks, with the same Setting
+    # rules): that model is cached nowhere meanwhile.
+    if any(MODEL_KEYS[k].error(v) for k, v in entry.items() if k in MODEL_KEYS):
         return None
+    ops = set(parse_ops(entry.get("ops", "all")))
     timeout = entry.get("timeout", cfg["TIMEOUT"])
-    if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
-        return None
     if entry.get("cache_get", cfg["CACHE_GET"]):
         ops.add("get")
     else:

@@ -122,6 +122,9 @@ def disabled_names(config: dict) -> set[str]:
     return {owners.get(name, name) if pm.get_plugin(name) is None else name for name in asked}
 
 
+#: plugin name -> what its ``querystash_settings_section`` raised (last call)
+section_errors: dict[str, BaseException] = {}
+
 #: section name -> (plugin name, its declared schema or None)
 Sections = dict[str, tuple[str, "SettingsSection | None"]]
 
@@ -140,8 +143,10 @@ def sections() -> Sections:
         declaring.add(impl.plugin_name)
         try:
             section = impl.function()
-        except Exception:  # noqa: BLE001 - the runtime's build reports it (E010)
+        except Exception as exc:  # noqa: BLE001 - reported by the checks (E010)
+            section_errors[impl.plugin_name] = exc
             continue
+        section_errors.pop(impl.plugin_name, None)
         if section is not None:
             found[section.name] = (impl.plugin_name, section)
     for name, _ in pm.list_name_plugin():
