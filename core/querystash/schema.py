@@ -74,9 +74,10 @@ class Setting:
         words = " or ".join(_TYPE_WORDS.get(t, t.__name__) for t in types)
         if self.minimum is not None and self.maximum is not None:
             words += f" from {self.minimum} to {self.maximum}"
+        elif self.above == 0:
+            words = "a positive " + words.removeprefix("an ").removeprefix("a ")
         elif self.above is not None:
-            words = "a positive " + words.removeprefix("an ").removeprefix("a ") if (
-                self.above == 0) else f"{words} above {self.above}"
+            words += f" above {self.above}"
         elif self.minimum is not None:
             words += f" of at least {self.minimum}"
         elif self.maximum is not None:
