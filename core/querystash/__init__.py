@@ -11,6 +11,7 @@ from .exceptions import Uncacheable
 from .handle import GLOBAL_TAG, RuntimeHandle, stamp_key
 from .hookspecs import hookimpl
 from .patching import Patches
+from .schema import Setting, SettingsSection
 from .storage import Storage, StorageError
 from .strategy import Dependencies, InvalidationStrategy
 from .version import __version__
@@ -25,6 +26,8 @@ __all__ = [
     "QueryInfo",
     "RedisQuietSet",
     "RuntimeHandle",
+    "Setting",
+    "SettingsSection",
     "Storage",
     "StorageError",
     "Uncacheable",

@@ -15,7 +15,7 @@ from django.apps import apps
 from django.conf import settings
 from django.db.models import deletion
 
-from . import _stores, conf, plugins
+from . import _stores, _validate, conf, plugins
 from ._breaker import Breaker
 from ._codec import derive_secret
 from ._relations import RelationReader
@@ -209,7 +209,7 @@ def _known_tables() -> set[str]:
 def build() -> Runtime:
     """Call every hook once and wrap the answers in a :class:`Runtime`."""
     plugins.load_plugins()
-    config, config_problems = conf.sanitized(conf.config())
+    config, config_problems = _validate.sanitized(conf.config())
     problems = list(config_problems)
     disabled = plugins.disabled_names(config)
     problems += [str(e) for e in plugins.load_errors if e.name not in disabled]
@@ -223,10 +223,15 @@ def build() -> Runtime:
 
     storage = key_function = None
     strategies, checks, observers = [], [], []
+    # Only a store the settings name (STORAGE, or a storage plugin's section);
+    # not built while its own section is wrong (its address may be).
+    choice = _validate.choose_storage(config)
     try:
-        storage = call("querystash_storage", name=config["STORAGE"])
-        if storage is None:
-            problems.append(f"no installed storage answers to STORAGE={config['STORAGE']!r}")
+        if _validate.section_is_right(choice.name):
+            storage = call("querystash_storage", name=choice.name)
+            if storage is None:
+                config_problems.append(_validate.missing_storage(choice.name, config))
+                problems.append(config_problems[-1])
     except StartupError as exc:
         problems.append(str(exc))
         logger.error("querystash: %s; query caching is off", exc, exc_info=exc.error)

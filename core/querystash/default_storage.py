@@ -12,7 +12,9 @@ from django.core.cache.backends.dummy import DummyCache
 from django.core.cache.backends.locmem import LocMemCache
 from django.utils.module_loading import import_string
 
+from .conf import DJANGO_SECTION
 from .hookspecs import hookimpl
+from .schema import SettingsSection
 from .storage import Storage
 
 # memcached refuses keys over 250 bytes or with spaces/control characters;
@@ -110,11 +112,20 @@ def _frozen(value):
     return value
 
 
+#: ``QUERYSTASH["django"]``: the Django cache alias the built-in store uses
+SETTINGS = DJANGO_SECTION
+
+
+@hookimpl(trylast=True)
+def querystash_settings_section() -> SettingsSection:
+    return SETTINGS
+
+
 @hookimpl(trylast=True)
 def querystash_storage(name, config):
     if name not in (None, "django"):
         return None
-    return for_alias(config.get("django", {}).get("cache", "default"))
+    return for_alias(SETTINGS.clean(config.get("django"))["cache"])
 
 
 def for_alias(alias: str) -> DjangoCacheStorage:
