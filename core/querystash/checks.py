@@ -164,10 +164,10 @@ def _check_models(models) -> list:
                 errors.append(_type_error(f'{name}["{key}"]', item, conf.MODEL_KEYS[key]))
         ops = rule.get("ops", "all")
         if isinstance(ops, (str, list, tuple, set)) and ops != "all":
-            unknown = set([ops] if isinstance(ops, str) else ops) - conf.ALL_OPS
+            unknown = set([ops] if isinstance(ops, str) else ops) - conf.DEFAULT_OPS
             if unknown:
                 errors.append(Error(f'{name}["ops"] has unknown op(s) {sorted(unknown)}.',
-                                    hint=f'Use "all" or a list of {sorted(conf.ALL_OPS)}.',
+                                    hint=f'Use "all" or a list of {sorted(conf.DEFAULT_OPS)}.',
                                     id="querystash.E005"))
     return errors
 

@@ -6,9 +6,11 @@ from typing import Any
 
 from django.conf import settings
 
-ALL_OPS = frozenset({"get", "fetch", "count", "exists", "aggregate"})
-#: every op a queryset can ask for; ``iterator`` is never implied by "all"
-KNOWN_OPS = ALL_OPS | {"iterator"}
+#: what ``"all"`` means, and what a ``MODELS`` rule caches by default: every
+#: op but ``iterator`` (which holds a whole result in memory)
+DEFAULT_OPS = frozenset({"get", "fetch", "count", "exists", "aggregate"})
+#: every op a queryset can ask for with ``.cache(ops=...)``
+KNOWN_OPS = DEFAULT_OPS | {"iterator"}
 
 #: top-level keys, their defaults and accepted types
 DEFAULTS: dict[str, Any] = {
@@ -80,7 +82,7 @@ def longest_timeout(cfg: dict) -> int:
 def parse_ops(ops: Any) -> frozenset[str]:
     """``"all"``, one op name or a list of them -> a set of op names."""
     if ops == "all" or ops is None:
-        return ALL_OPS
+        return DEFAULT_OPS
     if isinstance(ops, str):
         ops = [ops]
     return frozenset(ops)
