@@ -278,7 +278,7 @@ def rebuild() -> Runtime:
     if new.storage is not None:
         # The stores used before stay open: every invalidation still reaches
         # them (_stores.fan_out). The same store again keeps its debt.
-        new.store = _stores.adopt(new.storage, new.stamp_prefix)
+        new.store = _stores.adopt(new.storage, new.stamp_prefix, new)
         new.breaker = new.store.breaker
     _stores.started = True
     current = new

@@ -23,9 +23,12 @@ import atexit
 import logging
 import threading
 from collections.abc import Hashable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._breaker import Breaker
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
 
 logger = logging.getLogger("querystash")
 
@@ -72,14 +75,15 @@ def store_key(storage: Any, stamp_prefix: str) -> Hashable:
     return (type(storage), identity, stamp_prefix)
 
 
-def adopt(storage: Any, stamp_prefix: str) -> Store:
+def adopt(storage: Any, stamp_prefix: str, rt: Runtime | None = None) -> Store:
     """The record of the store a new runtime uses, made the most recent.
 
     A store this process already knows keeps its debt and takes the new
     storage object (the previous one is closed). A new one, unless it is
     the process's first, owes its global stamp — writes made before it was
     known never reached it — which is deleted now if the store answers, else
-    by the breaker's background thread."""
+    by the breaker's background thread (the failure is then an outage of
+    ``rt``, the runtime adopting it: counted and logged)."""
     global known
     key = store_key(storage, stamp_prefix)
     to_close = []
@@ -108,8 +112,9 @@ def adopt(storage: Any, stamp_prefix: str) -> Store:
         # never called here: this one is new).
         try:
             store.breaker.pay()
-        except Exception:  # noqa: BLE001 - still owed: the background thread pays
-            pass
+        except Exception as exc:  # still owed: the background thread pays
+            if rt is not None:
+                store.breaker.trip(rt, exc)
     return store
 
 
