@@ -140,9 +140,9 @@ class RuntimeHandle:
 
     def store_usable(self) -> bool:
         """False during a store outage (or while its debt is unpaid): the
-        core bypasses the store meanwhile, and so should a plugin."""
-        breaker = self._rt.breaker
-        return not (breaker.in_outage or breaker.owes_global)
+        core makes no store call from a request meanwhile, and neither should
+        a plugin (a background thread pays the debt and reopens the store)."""
+        return self._rt.breaker.usable
 
     def store_failed(self, error: BaseException) -> None:
         """Report a store call of the plugin's that raised ``error``: it is
