@@ -6,9 +6,10 @@ Importing this package never touches the ORM; the Django side starts in
 
 from ._encode import UnencodableValue, encode
 from ._noreply import QUIET_LIMIT, RedisQuietSet
+from ._tags import GLOBAL_TAG, stamp_key
 from .events import Event, QueryInfo, WriteEvent
 from .exceptions import Uncacheable
-from .handle import GLOBAL_TAG, RuntimeHandle, stamp_key
+from .handle import RuntimeHandle
 from .hookspecs import hookimpl
 from .patching import Patches
 from .schema import Setting, SettingsSection

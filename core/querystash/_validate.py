@@ -243,11 +243,11 @@ def _model_problems(models: Any) -> list[Problem]:
                 found.append(value_problem(f'{name}["{key}"]', item, expected))
         ops = rule.get("ops", "all")
         if isinstance(ops, (str, list, tuple, set)) and ops != "all":
-            unknown = set([ops] if isinstance(ops, str) else ops) - conf.ALL_OPS
+            unknown = set([ops] if isinstance(ops, str) else ops) - conf.DEFAULT_OPS
             if unknown:
                 found.append(Problem("querystash.E005", f'{name}["ops"]',
                                      f'{name}["ops"] has unknown op(s) {sorted(unknown)}.',
-                                     f'Use "all" or a list of {sorted(conf.ALL_OPS)}.'))
+                                     f'Use "all" or a list of {sorted(conf.DEFAULT_OPS)}.'))
     return found
 
 

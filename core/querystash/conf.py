@@ -9,9 +9,11 @@ from django.conf import settings
 
 from .schema import Setting, SettingsSection
 
-ALL_OPS = frozenset({"get", "fetch", "count", "exists", "aggregate"})
-#: every op a queryset can ask for; ``iterator`` is never implied by "all"
-KNOWN_OPS = ALL_OPS | {"iterator"}
+#: what ``"all"`` means, and what a ``MODELS`` rule caches by default: every
+#: op but ``iterator`` (which holds a whole result in memory)
+DEFAULT_OPS = frozenset({"get", "fetch", "count", "exists", "aggregate"})
+#: every op a queryset can ask for with ``.cache(ops=...)``
+KNOWN_OPS = DEFAULT_OPS | {"iterator"}
 
 SECONDS = "a positive int (seconds)"
 
@@ -72,7 +74,7 @@ def longest_timeout(cfg: dict) -> int:
 def parse_ops(ops: Any) -> frozenset[str]:
     """``"all"``, one op name or a list of them -> a set of op names."""
     if ops == "all" or ops is None:
-        return ALL_OPS
+        return DEFAULT_OPS
     if isinstance(ops, str):
         ops = [ops]
     return frozenset(ops)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
@@ -48,6 +49,10 @@ class PluginError:
     def __str__(self) -> str:
         return f"querystash plugin {self.name!r} ({self.source}) was not loaded: {self.error}"
 
+
+#: called after a plugin is registered or unregistered at run time: the
+#: runtime is rebuilt (set by ``_install.install()``, which owns the runtime)
+on_change: Callable[[], None] | None = None
 
 #: name -> distribution version, for ``manage.py querystash plugins``
 versions: dict[str, str] = {}
@@ -179,7 +184,5 @@ def _env_list(name: str) -> set[str] | None:
 
 
 def _rebuild() -> None:
-    from . import _runtime
-
-    if _runtime.current is not None:
-        _runtime.rebuild()
+    if on_change is not None:
+        on_change()

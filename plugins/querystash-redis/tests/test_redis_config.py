@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.test import override_settings
 from querystash_redis import DEFAULTS, RedisStorage, parse
 
-from querystash import _runtime, plugins
+from querystash.testing import plugin, problems, runtime
 from tests.testapp.models import Author
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -40,7 +40,7 @@ def test_djp_hook_is_registered():
 
 
 def test_plugin_is_registered_under_the_name_redis():
-    assert plugins.pm.get_plugin("redis") is querystash_redis
+    assert plugin("redis") is querystash_redis
 
 
 def test_defaults_parse():
@@ -87,9 +87,8 @@ def test_bad_section_is_a_clear_error(section, words):
 def test_bad_section_turns_caching_off_and_is_reported_by_check(db):
     bad = {**settings.QUERYSTASH, "STORAGE": "redis", "redis": {"socket_timeout": -1}}
     with override_settings(QUERYSTASH=bad):
-        rt = _runtime.current
-        assert not rt.enabled
-        assert any('QUERYSTASH["redis"]["socket_timeout"]' in p for p in rt.problems)
+        assert not runtime().enabled
+        assert any('QUERYSTASH["redis"]["socket_timeout"]' in p for p in problems())
         out = io.StringIO()
         from django.core.management.base import SystemCheckError
 

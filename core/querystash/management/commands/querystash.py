@@ -2,6 +2,7 @@ from django.apps import apps as django_apps
 from django.core.management.base import BaseCommand, CommandError
 
 from querystash import _runtime, api, plugins
+from querystash._stats import FIELDS
 
 
 class Command(BaseCommand):
@@ -51,10 +52,8 @@ class Command(BaseCommand):
             self.stdout.write("no queries counted in this process yet "
                               "(counters are per process: see querystash.stats())")
             return
-        fields = ("hits", "misses", "fills", "invalidations", "bypasses", "vetoed", "corrupt",
-                  "unpicklable", "stale", "stamps_deleted", "errors")
-        rows = [("model", *fields)]
-        rows += [(model or "(store)", *(str(c.get(f, 0)) for f in fields))
+        rows = [("model", *FIELDS)]
+        rows += [(model or "(store)", *(str(c.get(f, 0)) for f in FIELDS))
                  for model, c in counters.items()]
         self._table(rows)
 
