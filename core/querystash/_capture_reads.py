@@ -73,13 +73,14 @@ def _stamps_before(rt, tags: list[str]) -> tuple[list, str | None]:
     """The stamps of ``tags`` now (created where missing), and why they are
     not all known (None: they are); the store's outage rules as on the read path."""
     breaker = rt.breaker
-    if (breaker.in_outage or breaker.owes_global) and not breaker.settle(rt):
+    if breaker.in_outage or breaker.owes_global:
+        breaker.ensure_payer()  # as on the read path: no store call from a request
         return [], _capture.STORE
     stamp_keys = [rt.stamp_prefix + tag for tag in tags]
     try:
         stamps = list(rt.storage.get_many(stamp_keys))
         ok = _stamps._ensure_stamps(rt, tags, stamp_keys, stamps)
     except Exception as exc:
-        breaker.trip(rt, exc, lost_invalidation=False)
+        breaker.trip(rt, exc)
         return [], _capture.STORE
     return stamps, None if ok else _capture.STAMPS

@@ -220,7 +220,10 @@ def _probe(rt, key: str, counts: Counter):
     """(tags, stamps, value) for a valid entry; ``_MISS``; or ``_DOWN`` when
     the store is out (the call then runs without filling)."""
     breaker = rt.breaker
-    if (breaker.in_outage or breaker.owes_global) and not breaker.settle(rt):
+    if breaker.in_outage or breaker.owes_global:
+        # As on the read path: no store call from a request while the store
+        # is out or owes its debt; the breaker's background thread pays.
+        breaker.ensure_payer()
         counts["bypasses"] += 1
         return _DOWN
     storage = rt.storage
@@ -249,11 +252,9 @@ def _probe(rt, key: str, counts: Counter):
             current = storage.get_many(stamp_keys)
             _remember(key, (prefix, tags, stamp_keys))
     except Exception as exc:
-        breaker.trip(rt, exc, lost_invalidation=False)
+        breaker.trip(rt, exc)
         counts["errors"] += 1
         return _DOWN
-    if breaker.in_outage:
-        breaker.succeeded()
     if current != stamps or _wrote_any(tags):
         return _MISS
     try:
@@ -311,7 +312,7 @@ def _complete(rt, key: str, counts: Counter, capture: _capture.Capture, value: A
         blob = _codec.encode(rt.secret, key, (tags, list(stamps.values()), body))
         storage.set(key, blob, timeout or rt.timeout)
     except Exception as exc:
-        rt.breaker.trip(rt, exc, lost_invalidation=False)
+        rt.breaker.trip(rt, exc)
         counts["errors"] += 1
         return
     _remember(key, (rt.stamp_prefix, tags, [rt.stamp_prefix + tag for tag in tags]))
