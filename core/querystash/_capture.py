@@ -92,10 +92,11 @@ def veto(reason: str) -> None:
         capture.veto(reason)
 
 
-def statement(sql) -> None:
+def statement(sql, rt) -> None:
     """A statement through a Django cursor, while a capture is active: SQL
     the read path did not compile (a raw cursor read, ``Model.objects.raw``)
-    or a write. Either vetoes; savepoints and ``BEGIN`` do not."""
+    or a write. Either vetoes; savepoints and ``BEGIN`` do not. ``rt``: the
+    live runtime (its ``finder`` tells a write), or None."""
     if compiling.get():
         return
     capture = active.get()
@@ -107,9 +108,6 @@ def statement(sql) -> None:
     head = sql.lstrip()[:16].split(None, 1)
     if head and head[0].upper() in _CONTROL:
         return
-    from . import _runtime
-
-    rt = _runtime.current
     if rt is not None and rt.finder.write(sql) is not None:
         capture.veto(WRITE)
     else:

@@ -75,7 +75,7 @@ def _invalidate_written(connection) -> None:
 def make_execute(original):
     def execute(self, sql, params=None):
         if _capture.active.get() is not None:  # memoize: raw SQL or a write vetoes
-            _capture.statement(sql)
+            _capture.statement(sql, _runtime.current)
         try:
             return original(self, sql, params)
         finally:
@@ -87,7 +87,7 @@ def make_execute(original):
 def make_executemany(original):
     def executemany(self, sql, param_list):
         if _capture.active.get() is not None:  # memoize: raw SQL or a write vetoes
-            _capture.statement(sql)
+            _capture.statement(sql, _runtime.current)
         try:
             return original(self, sql, param_list)
         finally:
