@@ -18,6 +18,7 @@ from django.db.models import deletion
 from . import _stores, conf, plugins
 from ._breaker import Breaker
 from ._codec import derive_secret
+from ._localstore import LocalStorage
 from ._relations import RelationReader
 from ._sql import TableFinder
 from ._stats import Stats
@@ -81,6 +82,9 @@ class Runtime:
         self.timeout = config["TIMEOUT"]
         self.stamp_timeout = max(config["STAMP_TIMEOUT"], conf.longest_timeout(config))
         self.stamp_prefix = stamp_key("", config["KEY_PREFIX"])
+        #: the in-process store: entries kept as objects (_localstore.freeze),
+        #: neither pickled nor signed
+        self.local = isinstance(storage, LocalStorage)
         self.secret = derive_secret(settings.SECRET_KEY)
         self.verify = float(config.get("VERIFY", 0) or 0)
         self.ignore_tables = frozenset(config["IGNORE_TABLES"])

@@ -117,14 +117,21 @@ def querystash_storage(name, config):
     return for_alias(config.get("django", {}).get("cache", "default"))
 
 
-def for_alias(alias: str) -> DjangoCacheStorage:
-    """The storage for a Django cache alias: raw bytes for redis and memcached."""
+def for_alias(alias: str) -> Storage:
+    """The storage for a Django cache alias: raw bytes for redis and
+    memcached, the in-process store (``_localstore``) for a LocMemCache."""
     from django.core.cache.backends.memcached import PyMemcacheCache
     from django.core.cache.backends.redis import RedisCache
 
     from ._django_raw import DjangoMemcachedStorage, DjangoRedisStorage
+    from ._localstore import for_location
 
     backend = caches[alias]
+    if type(backend) is LocMemCache:
+        # Values that never leave the process: no pickling, no signing, one
+        # lock per read. Same LOCATION, same store, as LocMemCache does.
+        return for_location(caches.settings[alias].get("LOCATION", ""),
+                            backend._max_entries, alias)
     if isinstance(backend, RedisCache):
         return DjangoRedisStorage(alias)
     if isinstance(backend, PyMemcacheCache):

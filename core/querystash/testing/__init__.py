@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Counted",
+    "clear_stores",
     "count",
     "counters",
     "plugin_hooks",
@@ -45,17 +46,26 @@ __all__ = [
 ]
 
 
-def reset() -> None:
-    """Empty every configured cache, zero the counters and the breaker, and
-    forget the stores earlier tests used (one store, as in production)."""
+def clear_stores() -> None:
+    """Empty every configured cache and every in-process store (where the
+    built-in storage keeps entries for a LocMemCache alias)."""
     from django.conf import settings
     from django.core.cache import caches
 
-    from .. import _runtime, _stores
-    from .._breaker import Breaker
+    from .._localstore import clear_all
 
     for alias in settings.CACHES:
         caches[alias].clear()
+    clear_all()
+
+
+def reset() -> None:
+    """Empty every configured cache, zero the counters and the breaker, and
+    forget the stores earlier tests used (one store, as in production)."""
+    from .. import _runtime, _stores
+    from .._breaker import Breaker
+
+    clear_stores()
     rt = _runtime.current
     if rt is not None:
         rt.stats.reset()
