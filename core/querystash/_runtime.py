@@ -116,15 +116,22 @@ class Runtime:
             return rule
 
     def eligible(self, info: QueryInfo) -> bool:
-        return not any(check(info) is False for check in self.checks)
+        # A plain loop: no generator frame per hit.
+        for check in self.checks:
+            if check(info) is False:
+                return False
+        return True
 
     def query_tags(self, info: QueryInfo) -> list[str]:
         """Every strategy's answer combined (``strategy.combine``): a read
         depends on each tag any strategy gives it, in any plugin order.
         Runs on every hit: memoized on the answers, which strategies memoize."""
-        answers = tuple(
-            a for a in (s.query_tags(info) for s in self.asked) if a is not None
-        )
+        found = []
+        for strategy in self.asked:
+            answer = strategy.query_tags(info)
+            if answer is not None:
+                found.append(answer)
+        answers = tuple(found)
         key = (info.tables, answers)
         try:
             return self._combined[key]
