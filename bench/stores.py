@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 
 
@@ -27,6 +28,8 @@ class Store:
             from django.core.cache import caches
 
             caches["default"].clear()
+            for store in _local_stores():
+                store.clear()
 
     def memory(self, invalidation_key: re.Pattern | None = None) -> dict:
         """Store-side size: bytes and items, plus the invalidation data where
@@ -53,7 +56,10 @@ class Store:
         if self.kind == "locmem":
             from django.core.cache import caches
 
-            cache = caches["default"]._cache  # key -> pickled value
+            cache = dict(caches["default"]._cache)  # key -> pickled value
+            for store in _local_stores():
+                # querystash's in-process store keeps objects: sized as pickled
+                cache.update((k, pickle.dumps(v[1])) for k, v in list(store._data.items()))
             out = {"bytes": sum(len(k) + len(v) for k, v in cache.items()), "items": len(cache)}
             if invalidation_key is not None:
                 keys = [k for k in cache if invalidation_key.search(k)]
@@ -61,6 +67,15 @@ class Store:
                 out["invalidation_bytes"] = sum(len(k) + len(cache[k]) for k in keys)
             return out
         return {}
+
+
+def _local_stores() -> list:
+    """querystash's in-process stores (what a LocMemCache alias becomes)."""
+    try:
+        from querystash import _localstore
+    except ImportError:
+        return []
+    return list(_localstore._by_location.values())
 
 
 def invalidation_pattern(lib: str) -> re.Pattern | None:

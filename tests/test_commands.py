@@ -115,7 +115,7 @@ def test_stats_prints_storage_and_per_model_counters(library):
     output = querystash("stats")
     assert "storage: django" in output
     assert "caching: on" in output
-    assert "backend: django.core.cache.backends.locmem.LocMemCache" in output
+    assert "backend: querystash in-process store" in output
     table = rows(output)
     header = table["model"]
     assert header[:3] == ["hits", "misses", "fills"]

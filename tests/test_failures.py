@@ -55,6 +55,17 @@ def on_locmem():
 
 
 @pytest.fixture
+def on_filebased(tmp_path):
+    """A Django cache whose values are bytes the core signs (the in-process
+    store a locmem alias becomes keeps objects: no bytes to corrupt)."""
+    config = {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+              "LOCATION": str(tmp_path / "cache")}
+    with override_settings(CACHES={**settings.CACHES, "files": config}), store("files") as rt:
+        assert not rt.local
+        yield rt
+
+
+@pytest.fixture
 def data():
     alice = Author.objects.create(name="Alice", age=35)
     bob = Author.objects.create(name="Bob", age=50)
@@ -632,9 +643,9 @@ def test_valid_entry_copied_under_another_key_is_refused(data, on_locmem, counts
 
 
 @pytest.mark.parametrize("cut", [1, 5, 17, "half", "head"])
-@pytest.mark.parametrize("where", ["locmem", "redis"])
+@pytest.mark.parametrize("where", ["filebased", "redis"])
 def test_truncated_entry_is_a_miss(data, counts, monkeypatch, request, where, cut):
-    rt = request.getfixturevalue("on_locmem" if where == "locmem" else "on_redis")
+    rt = request.getfixturevalue(f"on_{where}")
     key = _primed_entry_key(monkeypatch, rt, counts)
     blob = rt.storage.get_many([key])[0]
     assert isinstance(blob, bytes) and blob.startswith(_codec.MAGIC)
@@ -652,11 +663,11 @@ def test_truncated_entry_is_a_miss(data, counts, monkeypatch, request, where, cu
     assert hits(counts) == h + 1
 
 
-def test_flipped_byte_in_entry_is_a_miss(data, on_locmem, counts, monkeypatch):
-    key = _primed_entry_key(monkeypatch, on_locmem, counts)
-    blob = bytearray(on_locmem.storage.get_many([key])[0])
+def test_flipped_byte_in_entry_is_a_miss(data, on_filebased, counts, monkeypatch):
+    key = _primed_entry_key(monkeypatch, on_filebased, counts)
+    blob = bytearray(on_filebased.storage.get_many([key])[0])
     blob[-3] ^= 0xFF
-    on_locmem.storage.set(key, bytes(blob), 600)
+    on_filebased.storage.set(key, bytes(blob), 600)
     _assert_miss_and_correct(counts)
 
 

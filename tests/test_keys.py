@@ -489,7 +489,7 @@ def test_control_the_property_finds_a_collision_in_a_broken_encoding(monkeypatch
     strings = st.lists(st.text("as", max_size=3), max_size=3).map(tuple)
     found = find(st.lists(strings, min_size=2, max_size=2),
                  lambda xs: not injective_on(xs, _encode.encode),
-                 settings=hsettings(max_examples=2000, database=None))
+                 settings=hsettings(max_examples=2000, database=None, derandomize=True))
     assert canon(found[0]) != canon(found[1])
     assert _encode.encode(found[0]) == _encode.encode(found[1])
 

@@ -17,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 
 import querystash
 from querystash import _runtime, checks, plugins
-from querystash.default_storage import DjangoCacheStorage
+from querystash._localstore import LocalStorage
 from tests.plugins import counting_observer, custom_strategy, misspelled, registered
 from tests.plugins.counting_observer import CountingObserver
 from tests.plugins.custom_keys import PREFIX, CustomKeys
@@ -102,7 +102,7 @@ def test_default_hookimpls_are_trylast():
 def test_the_core_alone_is_enabled_on_django_cache():
     rt = _runtime.current
     assert rt.enabled and rt.problems == []
-    assert isinstance(rt.storage, DjangoCacheStorage)
+    assert isinstance(rt.storage, LocalStorage)  # CACHES["default"] is a LocMemCache
     assert plugins.load_errors == []
 
 

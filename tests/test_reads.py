@@ -4,7 +4,7 @@ stamp protocol that decides whether an entry may be served."""
 from __future__ import annotations
 
 import pickle
-import time
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -12,12 +12,11 @@ import pluggy
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Permission
-from django.core.cache import caches
 from django.db import connection
 from django.db.models import Count, Exists, Max, OuterRef, Prefetch, Subquery, Sum
 from django.test import override_settings
 
-from querystash import _codec, _runtime, conf, plugins
+from querystash import _codec, _localstore, _runtime, conf, plugins
 from tests.testapp.models import Author, Book, Place, Restaurant, Review, Tag
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -70,9 +69,15 @@ def catalogue(qs):
 
 
 def entry_keys() -> set[str]:
-    """The querystash entry keys (not stamps) now in the default cache."""
-    prefix = f":1:{settings.QUERYSTASH.get('KEY_PREFIX', 'qs')}:"
-    return {k[3:] for k in caches["default"]._cache if k.startswith(prefix) and ":e:" in k}
+    """The querystash entry keys (not stamps) now in the built-in store."""
+    prefix = f"{settings.QUERYSTASH.get('KEY_PREFIX', 'qs')}:"
+    return {k for k in _runtime.current.storage.keys() if k.startswith(prefix) and ":e:" in k}
+
+
+def ttl(key: str) -> float:
+    """Seconds left before ``key`` expires in the built-in store."""
+    storage = _runtime.current.storage
+    return storage.deadline(key) - storage._clock()
 
 
 def stamp_key(table: str) -> str:
@@ -409,16 +414,14 @@ def test_cache_timeout_is_the_entry_ttl(library):
         before = entry_keys()
         list(Book.objects.cache(ops="fetch", timeout=30).filter(status=1))
         (key,) = entry_keys() - before
-    expires = caches["default"]._expire_info[caches["default"].make_key(key)]
-    assert time.time() < expires <= time.time() + 30
+    assert 0 < ttl(key) <= 30
 
 
 def test_settings_timeout_is_the_entry_ttl(library):
     before = entry_keys()
     list(Book.objects.filter(status=1))
     (key,) = entry_keys() - before
-    expires = caches["default"]._expire_info[caches["default"].make_key(key)]
-    assert time.time() + 500 < expires <= time.time() + 600  # "timeout": 600 in settings
+    assert 500 < ttl(key) <= 600  # "timeout": 600 in settings
 
 
 def test_cache_queryset_chain_keeps_the_spec(library, django_assert_num_queries):
@@ -614,7 +617,7 @@ def test_deleted_table_stamp_makes_next_read_a_miss(library, counts, django_asse
     )
     with table_level:
         expected = assert_cached(read, Book, django_assert_num_queries)
-        caches["default"].delete(stamp_key("testapp_book"))
+        _runtime.current.storage.delete_many([stamp_key("testapp_book")])
         with django_assert_num_queries(1):
             assert read(Book.objects.all()) == expected
         assert counts("testapp.Book")["misses"] == 2
@@ -625,21 +628,21 @@ def test_deleted_table_stamp_makes_next_read_a_miss(library, counts, django_asse
 def test_deleted_global_stamp_misses_everything(library, django_assert_num_queries):
     books = assert_cached(lambda qs: qs.count(), Book, django_assert_num_queries)
     authors = assert_cached(lambda qs: qs.count(), Author, django_assert_num_queries)
-    caches["default"].delete(stamp_key("*"))
+    _runtime.current.storage.delete_many([stamp_key("*")])
     with django_assert_num_queries(2):
         assert (Book.objects.count(), Author.objects.count()) == (books, authors)
 
 
 def test_deleted_unrelated_stamp_keeps_entry(library, django_assert_num_queries):
     expected = assert_cached(lambda qs: qs.count(), Book, django_assert_num_queries)
-    caches["default"].delete(stamp_key("testapp_tag"))
+    _runtime.current.storage.delete_many([stamp_key("testapp_tag")])
     with django_assert_num_queries(0):
         assert Book.objects.count() == expected
 
 
 def test_changed_stamp_value_makes_next_read_a_miss(library, django_assert_num_queries):
     expected = assert_cached(lambda qs: qs.count(), Book, django_assert_num_queries)
-    caches["default"].set(stamp_key("testapp_book"), b"\x00" * 8)
+    _runtime.current.storage.set(stamp_key("testapp_book"), b"\x00" * 8, 60)
     with django_assert_num_queries(1):
         assert Book.objects.count() == expected
 
@@ -686,36 +689,67 @@ def _signed_under_another_key(key, blob, stamps):
     return _codec.encode(_runtime.current.secret, key + "x", (stamps, 123))
 
 
-@pytest.mark.parametrize(
-    "corrupt",
-    [
-        _garbage,
-        _truncated,
-        _not_bytes,
-        _unsigned_pickle,
-        _forged_signature,
-        _planted_code,
-        _signed_under_another_key,
-    ],
-)
-def test_corrupt_entry_is_a_miss(library, corrupt, counts, django_assert_num_queries):
-    rt = _runtime.current
-    before = entry_keys()
-    expected = Book.objects.filter(status=0).count()
-    (key,) = entry_keys() - before
-    blob = rt.storage.get_many([key])[0]
-    stamps = rt.storage.get_many([stamp_key("testapp_book"), stamp_key("*")])
-    rt.storage.set(key, corrupt(key, blob, stamps), 60)
-    _planted_calls.clear()
+def _entry_under_another_key(key, blob, stamps):
+    # The in-process store's entries carry their key, as signed ones do.
+    return _localstore.freeze(key + "x", stamps, 123)
 
-    with django_assert_num_queries(1):
-        assert Book.objects.filter(status=0).count() == expected == 3
-    assert _planted_calls == []
-    c = counts("testapp.Book")
-    assert c["corrupt"] == 1
-    assert c["misses"] == 2 and c.get("hits", 0) == 0
-    with django_assert_num_queries(0):  # the miss replaced the bad entry
-        assert Book.objects.filter(status=0).count() == expected
+
+#: what a shared store (bytes, signed entries) must refuse
+SIGNED = [_garbage, _truncated, _unsigned_pickle, _forged_signature, _planted_code,
+          _signed_under_another_key]
+#: what the in-process store (entries as objects, never signed) must refuse
+LOCAL = [_garbage, _not_bytes, _unsigned_pickle, _forged_signature, _planted_code,
+         _signed_under_another_key, _entry_under_another_key]
+
+
+def _filled_key(storage, read):
+    """The key of the entry ``read()`` fills, whatever the storage."""
+    keys = []
+    original = storage.set
+
+    def spy(key, value, timeout):
+        keys.append(key)
+        return original(key, value, timeout)
+
+    storage.set = spy
+    try:
+        result = read()
+    finally:
+        del storage.set
+    (key,) = keys
+    return key, result
+
+
+@pytest.mark.parametrize(
+    ("store", "corrupt"),
+    [("local", c) for c in LOCAL] + [("redis", c) for c in SIGNED],
+    ids=lambda v: getattr(v, "__name__", v),
+)
+def test_corrupt_entry_is_a_miss(library, store, corrupt, counts, django_assert_num_queries,
+                                 request):
+    if store == "redis":
+        alias = request.getfixturevalue("redis_cache_alias")
+        on_store = override_settings(CACHES={**settings.CACHES,
+                                             "default": dict(settings.CACHES[alias])})
+    else:
+        on_store = nullcontext()
+    with on_store:
+        rt = _runtime.current
+        assert rt.local == (store == "local")
+        key, expected = _filled_key(rt.storage, lambda: Book.objects.filter(status=0).count())
+        blob = rt.storage.get_many([key])[0]
+        stamps = rt.storage.get_many([stamp_key("testapp_book"), stamp_key("*")])
+        rt.storage.set(key, corrupt(key, blob, stamps), 60)
+        _planted_calls.clear()
+
+        with django_assert_num_queries(1):
+            assert Book.objects.filter(status=0).count() == expected == 3
+        assert _planted_calls == []
+        c = counts("testapp.Book")
+        assert c["corrupt"] == 1
+        assert c["misses"] == 2 and c.get("hits", 0) == 0
+        with django_assert_num_queries(0):  # the miss replaced the bad entry
+            assert Book.objects.filter(status=0).count() == expected
 
 
 def test_write_during_the_query_makes_the_fill_invalid(library, counts, django_assert_num_queries):

@@ -203,14 +203,14 @@ def test_after_a_dummy_cache_override_the_store_is_back_at_once(data, counts):
 
 def test_each_override_builds_the_store_of_its_own_caches(redis_config, memcached_config):
     from querystash._django_raw import DjangoMemcachedStorage, DjangoRedisStorage
-    from querystash.default_storage import DjangoCacheStorage
+    from querystash._localstore import LocalStorage
 
     with on_cache(redis_config):
         assert type(_runtime.current.storage) is DjangoRedisStorage
         with on_cache(memcached_config):
             assert type(_runtime.current.storage) is DjangoMemcachedStorage
         assert type(_runtime.current.storage) is DjangoRedisStorage
-    assert type(_runtime.current.storage) is DjangoCacheStorage
+    assert type(_runtime.current.storage) is LocalStorage
 
 
 def test_dummy_cache_then_a_store_never_used_before(data, counts):

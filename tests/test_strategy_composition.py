@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.core.cache import caches
 from django.db import connection
 from django.test import override_settings
 from hypothesis import HealthCheck, Phase, example, given
@@ -32,6 +31,7 @@ from hypothesis import strategies as st
 import querystash
 from querystash import Dependencies, _runtime, plugins
 from querystash.strategy import combine
+from querystash.testing import clear_stores
 from tests.plugins.custom_strategy import BookTagStrategy
 from tests.testapp.models import Author, Book, Review, Tag
 
@@ -208,7 +208,7 @@ def apply(op, a, b, counter):
 def _reset():
     for model in (Review, Book, Tag, Author):
         model.objects.all().delete()
-    caches["default"].clear()
+    clear_stores()
     for name in NAMES:
         Author.objects.create(name=name)
     for name in TAGS:

@@ -17,6 +17,7 @@ from django.db.models import deletion
 from . import _stores, _validate, conf, plugins
 from ._breaker import Breaker
 from ._codec import derive_secret
+from ._localstore import LocalStorage
 from ._relations import RelationReader
 from ._sql import TableFinder
 from ._stats import Stats
@@ -83,6 +84,9 @@ class Runtime:
         self.timeout = config["TIMEOUT"]
         self.stamp_timeout = max(config["STAMP_TIMEOUT"], conf.longest_timeout(config))
         self.stamp_prefix = stamp_key("", config["KEY_PREFIX"])
+        #: the in-process store: entries kept as objects (_localstore.freeze),
+        #: neither pickled nor signed
+        self.local = isinstance(storage, LocalStorage)
         self.secret = derive_secret(settings.SECRET_KEY)
         self.verify = float(config.get("VERIFY", 0) or 0)
         self.ignore_tables = frozenset(config["IGNORE_TABLES"])
@@ -115,15 +119,22 @@ class Runtime:
             return rule
 
     def eligible(self, info: QueryInfo) -> bool:
-        return not any(check(info) is False for check in self.checks)
+        # A plain loop: no generator frame per hit.
+        for check in self.checks:
+            if check(info) is False:
+                return False
+        return True
 
     def query_tags(self, info: QueryInfo) -> list[str]:
         """Every strategy's answer combined (``strategy.combine``): a read
         depends on each tag any strategy gives it, in any plugin order.
         Runs on every hit: memoized on the answers, which strategies memoize."""
-        answers = tuple(
-            a for a in (s.query_tags(info) for s in self.asked) if a is not None
-        )
+        found = []
+        for strategy in self.asked:
+            answer = strategy.query_tags(info)
+            if answer is not None:
+                found.append(answer)
+        answers = tuple(found)
         key = (info.tables, answers)
         try:
             return self._combined[key]

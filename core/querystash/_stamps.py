@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _capture, _codec, _stores
+from ._localstore import freeze, thaw
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -51,7 +52,7 @@ def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
     stamps = values[1:]
     blob = values[0]
     if blob is not None and None not in stamps:
-        payload = _codec.decode(rt.secret, key, blob)
+        payload = thaw(key, blob) if rt.local else _codec.decode(rt.secret, key, blob)
         if payload is not None and payload[0] == stamps:
             rt.stats.add(model, "hits")
             if capture is not None:  # memoize: served under these stamps
@@ -116,7 +117,10 @@ def _ensure_stamps(rt: Runtime, tags: list[str], stamp_keys: list[str], stamps: 
 
 def _fill(rt: Runtime, key: str, model: str, tags, timeout: int, stamps: list, result) -> None:
     try:
-        blob = _codec.encode(rt.secret, key, (stamps, result))
+        if rt.local:
+            blob = freeze(key, stamps, result)
+        else:
+            blob = _codec.encode(rt.secret, key, (stamps, result))
     except Exception:  # a value pickle refuses (memoryview...): not cacheable
         rt.stats.add(model, "unpicklable")
         return

@@ -4,11 +4,13 @@ the ``querystash_storage`` hook of the built-in defaults."""
 from __future__ import annotations
 
 from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.memcached import PyMemcacheCache
 from django.core.cache.backends.redis import RedisCache
 
 from ._django_cache import DjangoCacheStorage, safe_key
 from ._django_raw import DjangoMemcachedStorage, DjangoRedisStorage
+from ._localstore import LocalStorage, for_location
 from .conf import DJANGO_SECTION
 from .hookspecs import hookimpl
 from .schema import SettingsSection
@@ -31,9 +33,15 @@ def querystash_storage(name, config):
     return for_alias(SETTINGS.clean(config.get("django"))["cache"])
 
 
-def for_alias(alias: str) -> DjangoCacheStorage:
-    """The storage for a Django cache alias: raw bytes for redis and memcached."""
+def for_alias(alias: str) -> DjangoCacheStorage | LocalStorage:
+    """The storage for a Django cache alias: raw bytes for redis and
+    memcached, the in-process store (``_localstore``) for a LocMemCache."""
     backend = caches[alias]
+    if type(backend) is LocMemCache:
+        # Values that never leave the process: no pickling, no signing, one
+        # lock per read. Same LOCATION, same store, as LocMemCache does.
+        return for_location(caches.settings[alias].get("LOCATION", ""),
+                            backend._max_entries, alias)
     if isinstance(backend, RedisCache):
         return DjangoRedisStorage(alias)
     if isinstance(backend, PyMemcacheCache):

@@ -45,6 +45,7 @@ __all__ = [
     "Counted",
     "at_checkpoint",
     "checkpoints",
+    "clear_stores",
     "count",
     "counters",
     "forget_outage",
@@ -62,16 +63,26 @@ __all__ = [
 ]
 
 
-def reset() -> None:
-    """Empty every configured cache, zero the counters and the breaker, and
-    forget the stores earlier tests used (one store, as in production)."""
+def clear_stores() -> None:
+    """Empty every configured cache and every in-process store (where the
+    built-in storage keeps entries for a LocMemCache alias)."""
     from django.conf import settings
     from django.core.cache import caches
 
-    from .. import _memoize, _runtime, _stores
+    from .._localstore import clear_all
 
     for alias in settings.CACHES:
         caches[alias].clear()
+    clear_all()
+
+
+def reset() -> None:
+    """Empty every configured cache, zero the counters (memoized functions'
+    included) and the breaker, and forget the stores earlier tests used (one
+    store, as in production)."""
+    from .. import _memoize, _runtime, _stores
+
+    clear_stores()
     _memoize.reset_stats()
     rt = _runtime.current
     if rt is not None:

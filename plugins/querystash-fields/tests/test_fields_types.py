@@ -16,12 +16,12 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from django.core.cache import caches
 from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from querystash_fields import _values
 
+from querystash.testing import clear_stores
 from tests.fieldtypes.models import POSTGRES, Kinds, Note, Owner
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -79,7 +79,7 @@ def cached_models(settings):
     with override_settings(QUERYSTASH={
         **config, "MODELS": {**config["MODELS"], "fieldtypes.*": {"ops": "all", "timeout": 600}},
     }):
-        caches["default"].clear()
+        clear_stores()
         yield
 
 
