@@ -150,7 +150,11 @@ def main(argv=None) -> int:
     redis = RedisServer().start()
     memcached = MemcachedServer(memory_mb=256).start()
     say(f"redis on {redis.url}, memcached on {memcached.url}")
-    base_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.benchproject.settings",
+    # Nothing of the caller's querystash configuration leaks into a mode
+    # (QUERYSTASH_LOAD_PLUGINS would cut a full install down).
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("QUERYSTASH_")
+             or k == "QUERYSTASH_BENCH_PG_NAME"}
+    base_env = {**clean, "DJANGO_SETTINGS_MODULE": "bench.benchproject.settings",
                 "BENCH_REDIS_URL": redis.url, "BENCH_MEMCACHED": memcached.url,
                 "BENCH_SQLITE_PATH": str(tmp / "bench.sqlite3"), "BENCH_PG_NAME": PG_NAME}
     results = {"profile": profile_name, "rounds": rounds, "dbs": dbs,
