@@ -145,7 +145,7 @@ def plot(data, img: Path) -> str | None:
         ax.set_yticks([i + 0.4 - h / 2 for i in range(len(modes))], modes, fontsize=8)
         ax.set_xlabel("requests/s (higher is better)")
         ax.set_title(f"{page} page — gunicorn, {data.results['workers']} workers")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     name = "bench-page.png"
     fig.savefig(img / name, dpi=90)
