@@ -131,6 +131,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, help="override the profile's number of rounds")
     p.add_argument("--suite", default="micro,page", help="micro, page or both (default)")
     args = p.parse_args(argv)
+    # what the pages say produced them
+    args.command = " ".join(["bench/run", *(sys.argv[1:] if argv is None else argv)])
     suites = args.suite.split(",")
     if not set(suites) <= {"micro", "page"}:
         p.error(f"--suite: micro, page or both, not {args.suite!r}")
@@ -138,7 +140,8 @@ def main(argv=None) -> int:
     if "page" in suites:
         from bench.page import driver as page
 
-        page_args = ["--out", args.out] + (["--quick"] if args.quick else [])
+        page_args = ["--out", args.out, "--command", args.command] + (
+            ["--quick"] if args.quick else [])
         if args.modes:
             page_args += ["--modes", args.modes]
         if "postgres" not in args.dbs.split(","):
@@ -188,7 +191,7 @@ def micro(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                "modes": [m.name for m in modes], "skipped_modes": skipped,
                "mode_notes": {m.name: m.note for m in modes},
                "machine": machine(), "load_before": loadavg(), "runs": [],
-               "command": "bench/run" + (" --quick" if args.quick else "")}
+               "command": args.command}
     started = time.monotonic()
     try:
         if "postgres" in dbs:

@@ -244,6 +244,7 @@ def parse_args(argv=None):
         p.add_argument(f"--{name}", type=int, help="override the profile's " + name)
     p.add_argument("--concurrency", type=int, default=2, help="wrk connections (default 2)")
     p.add_argument("--sqlite-path", help="an already seeded SQLite database (tests)")
+    p.add_argument("--command", help=argparse.SUPPRESS)  # bench/run's, for the page
     return p.parse_args(argv)
 
 
@@ -289,7 +290,8 @@ def main(argv=None) -> int:
                "mode_notes": {m.name: m.note for m in modes},
                "pages": {k: v[1] for k, v in PAGES.items()},
                "machine": machine(), "versions": versions(), "load_before": loadavg(),
-               "command": "bench/run" + (" --quick" if args.quick else ""),
+               "command": args.command or " ".join(["python -m bench.page.driver",
+                                                      *(argv or sys.argv[1:])]),
                "counts": {}, "html": {}, "runs": []}
     started = time.monotonic()
     try:
