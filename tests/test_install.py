@@ -99,8 +99,9 @@ def check_project(python: Path, where: Path) -> str:
                      timeout=120)
 
 
-def test_the_readme_shows_the_install_commands():
-    lines = install_lines(ROOT / "README.md")
+@pytest.mark.parametrize("readme", ["README.md", "core/README.md"])
+def test_the_readme_shows_the_install_commands(readme):
+    lines = install_lines(ROOT / readme)
     assert "./scripts/install" in lines
     assert any(re.fullmatch(r"\./scripts/install( querystash-\w+)+", line) for line in lines)
 
