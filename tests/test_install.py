@@ -13,6 +13,10 @@
 The clone is ``git clone`` of this checkout's HEAD. Packages come from the
 index through pip's cache; the clone's ``dist/`` is built once and reused by
 the later cases (``scripts/install`` rebuilds only when a source changed).
+
+What it tests does not depend on the suite's Django or database (each case
+makes its own virtualenvs), and it takes minutes: scripts/test's full matrix
+runs it once, in the Django 6.1 / SQLite run, and the other runs skip it.
 """
 
 from __future__ import annotations
@@ -23,9 +27,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import django
 import pytest
 
 from tests.helpers import run_clean
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("QUERYSTASH_TEST_DB", "sqlite") != "sqlite" or django.VERSION[:2] < (6, 1),
+    reason="independent of the suite's Django and database: runs in the Django 6.1 / SQLite run",
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = sorted(p.name for p in (ROOT / "plugins").glob("querystash-*")
