@@ -22,6 +22,13 @@ from pathlib import Path
 
 import pytest
 
+# The demo uses the example project's SQLite file whatever the suite's database:
+# the PostgreSQL runs of scripts/test would repeat the SQLite runs exactly.
+pytestmark = pytest.mark.skipif(
+    os.environ.get("QUERYSTASH_TEST_DB", "sqlite") != "sqlite",
+    reason="the demo runs on the example's SQLite whatever QUERYSTASH_TEST_DB says",
+)
+
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
 SENTINEL = ("unrelated-app:sentinel", "untouched")
