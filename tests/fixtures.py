@@ -1,6 +1,8 @@
-"""Throwaway cache servers and Django cache aliases pointing at them.
+"""Every fixture the suite shares: a clean querystash per test, counters,
+throwaway cache servers and Django cache aliases pointing at them.
 
-Loaded for the core suite and every plugin's tests by the root conftest.py.
+Loaded for the core suite and every plugin's tests by the root conftest.py
+(``pytest_plugins``). Plain functions live in ``tests/helpers.py``.
 """
 
 from contextlib import contextmanager
@@ -9,6 +11,21 @@ import pytest
 from django.conf import settings
 from django.core.cache import caches
 from django.test import override_settings
+
+from querystash.testing import counters
+
+
+@pytest.fixture(autouse=True)
+def fresh_querystash(querystash_reset):
+    """Every test starts with an empty store and zeroed counters, and leaves
+    no store of its own behind (``querystash.testing``)."""
+    yield
+
+
+@pytest.fixture
+def counts():
+    """``counts("testapp.Book")`` -> that model's counters (hits, misses...)."""
+    return counters
 
 
 # The servers are querystash.testing's (shipped for plugin authors), under

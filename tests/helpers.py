@@ -1,29 +1,12 @@
-"""Fixtures shared by the suite (loaded from conftest via ``pytest_plugins``)."""
+"""Plain helper functions for the suite (no fixtures: those are in
+``tests/fixtures.py``)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 
-import pytest
-
-from querystash.testing import counters
-from querystash.testing import reset as reset_querystash
-
-__all__ = ["counts", "fresh_querystash", "reset_querystash", "run_clean"]
-
-
-@pytest.fixture(autouse=True)
-def fresh_querystash(querystash_reset):
-    """Every test starts with an empty store and zeroed counters, and leaves
-    no store of its own behind (``querystash.testing``)."""
-    yield
-
-
-@pytest.fixture
-def counts():
-    """``counts("testapp.Book")`` -> that model's counters (hits, misses...)."""
-    return counters
+__all__ = ["run_clean"]
 
 
 def run_clean(args, cwd, timeout: float) -> str:

@@ -13,7 +13,7 @@ from django.test import override_settings
 from querystash import _runtime, checks
 
 CHECKS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "checks.md"
-CHECKS_SOURCE = Path(checks.__file__).read_text()
+CHECKS_SOURCE = "".join(path.read_text() for path in Path(checks.__file__).parent.glob("*.py"))
 
 
 def messages(value, *, deploy: bool = False, pin: bool = True, **other_settings) -> list:
@@ -64,7 +64,7 @@ def test_the_suite_settings_are_valid():
             "CACHE_GET": False,
             "IGNORE_TABLES": ("django_session",),
             "KEY_PREFIX": "site1",
-            "DISABLED_PLUGINS": ["some_plugin"],
+            "DISABLED_PLUGINS": ["m2m"],
             "VERIFY": 0.01,
             "VERIFY_RAISE": False,
             "django": {"cache": "default"},
@@ -144,8 +144,8 @@ def test_wrong_type_is_e003_naming_the_setting(value, setting):
 
 
 def test_e003_states_the_expected_type():
-    assert "expected int" in only({"TIMEOUT": True}, "querystash.E003").msg
-    assert "expected bool" in only({"ENABLED": "yes"}, "querystash.E003").msg
+    assert "expected a positive int (seconds)" in only({"TIMEOUT": True}, "querystash.E003").msg
+    assert "expected True or False" in only({"ENABLED": "yes"}, "querystash.E003").msg
     assert "from 0 to 1" in only({"VERIFY": 2}, "querystash.E003").msg
 
 
@@ -341,7 +341,7 @@ def test_dummy_cache_is_reported(settings):
 
 
 def test_every_check_id_is_documented():
-    used = set(re.findall(r'id="(querystash\.[EW]\d{3})"', CHECKS_SOURCE))
+    used = set(re.findall(r'"(querystash\.[EWI]\d{3})"', CHECKS_SOURCE))
     assert used >= {"querystash.E001", "querystash.W001"}
     assert CHECKS_PAGE.exists(), f"{CHECKS_PAGE} is missing"
     page = CHECKS_PAGE.read_text()
@@ -349,21 +349,26 @@ def test_every_check_id_is_documented():
     assert not missing, f"check ids without a section in docs/checks.md: {missing}"
 
 
-def test_several_storage_plugins_without_storage_setting_is_w004():
+def test_several_storage_sections_without_storage_setting_is_w004():
     from querystash import plugins as qs_plugins
     from tests.plugins import registered
-    from tests.plugins.custom_storage import DictStoragePlugin, FailingStoragePlugin
+    from tests.plugins.custom_storage import SectionStoragePlugin
 
-    # STORAGE unset; storage plugins installed next to the core switched off,
-    # so that only this test's two plugins compete.
     unset = {k: v for k, v in settings.QUERYSTASH.items() if k != "STORAGE"}
-    unset["DISABLED_PLUGINS"] = [
-        impl.plugin_name for impl in qs_plugins.pm.hook.querystash_storage.get_hookimpls()
-        if impl.plugin_name in qs_plugins.versions
-    ]
-    assert "querystash.W004" not in ids(unset, pin=False)
-    with registered(DictStoragePlugin(), "dict_storage"), registered(
-        FailingStoragePlugin(), "failing_storage"
+    with registered(SectionStoragePlugin("vault"), "vault"), registered(
+        SectionStoragePlugin("attic"), "attic"
     ):
-        assert "querystash.W004" in ids(unset, pin=False)
-        assert "querystash.W004" not in ids({**unset, "STORAGE": "dict"})
+        with override_settings(QUERYSTASH={**unset, "vault": {}}):
+            assert _runtime.current.storage.name == "vault"  # its section names it
+        assert "querystash.W004" not in ids({**unset, "vault": {}}, pin=False)
+        with override_settings(QUERYSTASH={**unset, "vault": {}, "attic": {}}):
+            used = _runtime.current.storage.name
+        assert used in ("vault", "attic")
+        found = messages({**unset, "vault": {}, "attic": {}}, pin=False)
+        [warning] = [m for m in found if m.id == "querystash.W004"]
+        assert f"{used} is used" in warning.msg
+        assert "attic" in warning.msg and "vault" in warning.msg
+        assert 'Set QUERYSTASH["STORAGE"]' in warning.hint
+        assert "querystash.W004" not in ids({**unset, "vault": {}, "attic": {},
+                                             "STORAGE": "attic"})
+    assert qs_plugins.pm.get_plugin("vault") is None

@@ -157,6 +157,23 @@ def test_invalidate_several_models_case_insensitively(library):
     assert queries(read_authors) == 1
 
 
+def test_invalidate_an_app_label_invalidates_its_models(library):
+    # Used to fail with "not enough values to unpack".
+    output = querystash("invalidate", "testapp")
+    assert "testapp" in output
+    assert queries(read_books) == 1
+    assert queries(read_authors) == 1
+
+
+def test_invalidate_an_unknown_app_label_says_what_to_give(library):
+    with pytest.raises(CommandError) as info:
+        querystash("invalidate", "library")
+    message = str(info.value)
+    assert "Unknown model or app label 'library'" in message
+    assert "app_label.Model" in message and "testapp" in message
+    assert queries(read_books) == 0, "nothing was invalidated"
+
+
 def test_invalidate_all(library):
     output = querystash("invalidate", "--all")
     assert "every" in output.lower()

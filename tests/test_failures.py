@@ -16,7 +16,8 @@ from django.core.cache import caches
 from django.db import connection
 from django.test import override_settings
 
-from querystash import _codec, _runtime
+from querystash import _codec, _runtime, _stores
+from querystash.testing import forget_outage, wait_for_store
 from tests.testapp.models import Author, Blob, Book
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -110,14 +111,15 @@ def varied_truth():
 
 
 class CallCounter:
-    """Counts the store calls querystash makes (wraps the storage's methods)."""
+    """Counts the store calls querystash makes (wraps the storage's methods),
+    on this thread (the requests') and on every other (the background payer)."""
 
     METHODS = ("get_many", "add_many", "set", "delete_many")
 
     def __init__(self, monkeypatch, storage):
-        # This thread's calls: the requests', not the background debt payer's.
         self.thread = threading.get_ident()
         self.calls = {m: 0 for m in self.METHODS}
+        self.elsewhere = 0
         for name in self.METHODS:
             original = getattr(storage, name)
             monkeypatch.setattr(storage, name, self._wrap(name, original))
@@ -126,6 +128,8 @@ class CallCounter:
         def wrapper(*args, **kwargs):
             if threading.get_ident() == self.thread:
                 self.calls[name] += 1
+            else:
+                self.elsewhere += 1
             return original(*args, **kwargs)
 
         return wrapper
@@ -133,6 +137,12 @@ class CallCounter:
     @property
     def total(self):
         return sum(self.calls.values())
+
+    def around(self, fn):
+        """(fn's result, the store calls this thread made during it)."""
+        before = self.total
+        result = fn()
+        return result, self.total - before
 
 
 def querystash_errors(caplog):
@@ -152,9 +162,10 @@ def entry_keys(monkeypatch, rt):
     return keys
 
 
-def wait_out_cooldown(rt):
-    time.sleep(max(0.0, rt.breaker.open_until - time.monotonic()) + 0.02)
-    assert rt.breaker.allows()
+def wait_out_outage(rt):
+    """The background thread paid the debt: the store is used again."""
+    assert wait_for_store(), "the store's debt was never paid"
+    assert rt.breaker.usable
 
 
 # -- redis down ------------------------------------------------------------------------------
@@ -183,14 +194,13 @@ def test_redis_stopped_writes_do_not_raise(data, on_redis, redis_server, counts)
 
 
 def test_redis_restart_after_writes_during_outage(data, on_redis, redis_server, counts):
-    on_redis.breaker.cooldown = 0.1
     old = prime(counts)
     redis_server.stop()
     Book.objects.filter(title="One").update(title="Uno")
     Book.objects.create(title="Three", author=data["alice"])
     assert cached() == truth() != old
     redis_server.start()  # same port, no data
-    wait_out_cooldown(on_redis)
+    wait_out_outage(on_redis)
     assert cached() == truth() != old
     # the store is used again
     prime(counts)
@@ -220,14 +230,13 @@ def test_lost_invalidation_while_data_kept(data, counts, monkeypatch, request, w
     """The store keeps the old entry and stamps, but one invalidation fails:
     the entry must not be served after the store is usable again."""
     rt = request.getfixturevalue("on_locmem" if where == "locmem" else "on_redis")
-    rt.breaker.cooldown = 0.1
     old = _lose_one_invalidation(rt, monkeypatch, counts)
     assert counts("").get("errors", 0) == 1
-    # during the cool-down: the database answers
+    # until the debt is paid: the database answers
     assert cached() == truth() != old
-    wait_out_cooldown(rt)
-    # The debt was paid (everything invalidated) on the first store use: what
-    # is served now, hit or miss, was filled after the write.
+    wait_out_outage(rt)
+    # The debt was paid (everything invalidated) before the store was used
+    # again: what is served now, hit or miss, was filled after the write.
     assert cached() == truth() != old, "an entry the lost invalidation should have killed"
     assert cached() == truth() != old
     # and the cache works again afterwards
@@ -248,13 +257,11 @@ def test_idle_process_pays_its_outage_debt_in_the_background(
     """The writer whose invalidation was lost makes no further call: its
     background thread still deletes the global stamp, so another process
     (a fresh breaker: it saw no outage) is not served the old rows."""
-    from querystash._breaker import Breaker
-
     rt = request.getfixturevalue("on_locmem" if where == "locmem" else "on_redis")
     old = _lose_one_invalidation(rt, monkeypatch, counts)
     assert rt.breaker.owes_global
     assert wait_for_payment(rt.breaker), "the idle process never paid its debt"
-    rt.breaker = Breaker()  # another process
+    forget_outage()  # another process
     assert cached() == truth() != old
 
 
@@ -264,34 +271,37 @@ def test_positive_control_without_the_background_payer_an_idle_debtor_leaves_sta
     writer's lost invalidation lets another process serve the old rows."""
     from querystash._breaker import Breaker
 
-    monkeypatch.setattr(Breaker, "_pay_while_idle", lambda self: None)
+    monkeypatch.setattr(Breaker, "_pay_in_background", lambda self: None)
     old = _lose_one_invalidation(on_locmem, monkeypatch, counts)
     assert not wait_for_payment(on_locmem.breaker, seconds=0.5)
-    on_locmem.breaker = Breaker()  # another process
+    forget_outage()  # another process
     assert cached() == old != truth()
 
 
 def test_a_payment_does_not_clear_a_debt_incurred_while_it_ran(data, on_locmem, monkeypatch):
     """Two threads: one pays the debt while another's invalidation fails.
     The later failure is not covered by the payment and must stay owed."""
+    from types import SimpleNamespace
+
     from querystash import _breaker
 
     rt = on_locmem
-    rt.breaker.trip(rt, ConnectionError("first outage"), lost_invalidation=True)
-    rt.breaker.open_until = 0.0
+    # A breaker of its own, without a background payer: this thread pays.
+    breaker = _breaker.Breaker(SimpleNamespace(storage=rt.storage, stamp_prefix=rt.stamp_prefix))
+    monkeypatch.setattr(breaker, "_start_payer", lambda: None)
+    breaker.trip(rt, ConnectionError("first outage"))
     original = _breaker._delete_global
 
-    def paying_while_another_thread_fails(rt_):
-        original(rt_)
-        rt_.breaker.trip(rt_, ConnectionError("meanwhile"), lost_invalidation=True)
+    def paying_while_another_thread_fails(store):
+        original(store)
+        breaker.trip(rt, ConnectionError("meanwhile"))
 
     monkeypatch.setattr(_breaker, "_delete_global", paying_while_another_thread_fails)
-    assert rt.breaker.settle(rt) is False  # the store is not used with a debt still owed
-    assert rt.breaker.owes_global
+    assert breaker.pay() is False  # the store is not used with a debt still owed
+    assert breaker.owes_global and not breaker.usable
     monkeypatch.setattr(_breaker, "_delete_global", original)
-    rt.breaker.open_until = rt.breaker.next_payment = 0.0
-    assert rt.breaker.settle(rt) is True
-    assert not rt.breaker.owes_global
+    assert breaker.pay() is True
+    assert not breaker.owes_global and breaker.usable
 
 
 @pytest.mark.parametrize("where", ["locmem", "redis"])
@@ -299,7 +309,6 @@ def test_lost_invalidation_inside_transaction(data, counts, monkeypatch, request
     from django.db import transaction
 
     rt = request.getfixturevalue("on_locmem" if where == "locmem" else "on_redis")
-    rt.breaker.cooldown = 0.1
     old = prime(counts)
     original = rt.storage.delete_many
     fail = [True]
@@ -313,60 +322,131 @@ def test_lost_invalidation_inside_transaction(data, counts, monkeypatch, request
     with transaction.atomic():
         Book.objects.filter(title="One").update(title="Uno")
     fail[0] = False
-    wait_out_cooldown(rt)
+    wait_out_outage(rt)
     assert cached() == truth() != old
 
 
-def test_redis_paused_during_write(data, redis_server, redis_cache_alias, counts, caplog):
-    # A frozen server: connections hang until the socket timeout.
+@contextmanager
+def short_timeouts(backend, location, **options):
+    """A cache alias on the same server with short socket timeouts (a frozen
+    server makes each call wait for them); yields the live runtime."""
+    cache = {"BACKEND": backend, "LOCATION": location, "OPTIONS": options}
+    with override_settings(CACHES={**settings.CACHES, "short": cache}):
+        with store("short") as rt:
+            yield rt
+
+
+FROZEN = {
+    "redis": ("redis_server", "redis_cache_alias", "django.core.cache.backends.redis.RedisCache",
+              {"socket_timeout": 0.3, "socket_connect_timeout": 0.3}),
+    "memcached": ("memcached_server", "memcached_cache_alias",
+                  "django.core.cache.backends.memcached.PyMemcacheCache",
+                  {"timeout": 0.3, "connect_timeout": 0.3}),
+}
+
+
+def request_writes_and_reads(data, n):
+    """One request: a write, then varied reads; the rows it got and the truth."""
+    Book.objects.filter(title="One").update(status=n)
+    return varied_reads(), varied_truth()
+
+
+def wait_until(condition, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+@pytest.mark.parametrize("kind", ["redis", "memcached"])
+def test_no_request_calls_a_frozen_store(data, counts, caplog, monkeypatch, request, kind):
+    """A frozen server (SIGSTOP: connections hang until the socket timeout).
+    The request that meets it pays one timeout; every later request makes
+    zero store calls while the store is out — the background thread alone
+    probes it — and after SIGCONT the store is used again once the debt is
+    paid, with nothing stale served (issue 17)."""
+    server_fixture, alias_fixture, backend, options = FROZEN[kind]
+    server = request.getfixturevalue(server_fixture)
+    alias = request.getfixturevalue(alias_fixture)
+    location = settings.CACHES[alias]["LOCATION"]
+    with short_timeouts(backend, location, **options) as rt:
+        caplog.set_level(logging.WARNING, logger="querystash")
+        old = prime(counts)
+        calls = CallCounter(monkeypatch, rt.storage)
+        server.pause()
+        try:
+            (got, want), first = calls.around(lambda: request_writes_and_reads(data, 1))
+            assert got == want
+            assert first >= 1, "the first request did not meet the outage"
+            assert not rt.breaker.usable
+            per_request = []
+            for n in range(2, 8):
+                (got, want), made = calls.around(lambda n=n: request_writes_and_reads(data, n))
+                assert got == want
+                per_request.append(made)
+            # Requests waited on the frozen store zero times; the background
+            # thread kept trying (how often is its business, not the requests').
+            assert per_request == [0] * 6, per_request
+            assert wait_until(lambda: calls.elsewhere >= 1), "nobody probed the store"
+            assert not rt.breaker.usable, "paid while the server was frozen"
+        finally:
+            server.resume()
+        assert len(querystash_errors(caplog)) == 1
+        wait_out_outage(rt)
+        assert cached() == truth() != old
+        _, made = calls.around(cached)
+        assert made >= 1, "the store is not used again after the payment"
+        prime(counts)
+
+
+def test_positive_control_a_request_that_pays_the_debt_calls_the_frozen_store(
+        data, counts, monkeypatch, redis_server, redis_cache_alias):
+    """The check above can fail: a read path that pays the debt itself (as
+    the old ``Breaker.settle`` did) makes store calls from requests during
+    the outage."""
+    from querystash import _breaker, _stamps
+
     location = settings.CACHES[redis_cache_alias]["LOCATION"]
-    short = {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": location,
-        "OPTIONS": {"socket_timeout": 0.3, "socket_connect_timeout": 0.3},
-    }
-    with override_settings(CACHES={**settings.CACHES, "redis_short": short}):
-        with store("redis_short") as rt:
-            rt.breaker.cooldown = 0.5
-            caplog.set_level(logging.WARNING, logger="querystash")
-            old = prime(counts)
-            redis_server.pause()
-            try:
-                started = time.monotonic()
-                Book.objects.filter(title="One").update(title="Uno")
-                for _ in range(10):
-                    assert varied_reads() == varied_truth()
-                elapsed = time.monotonic() - started
-            finally:
-                redis_server.resume()
-            # one timeout, then the breaker keeps the store out of the way
-            assert elapsed < 3, f"{elapsed:.1f}s: the breaker did not bound the latency"
-            assert len(querystash_errors(caplog)) == 1
-            wait_out_cooldown(rt)
-            assert cached() == truth() != old
-            prime(counts)
+    with short_timeouts(FROZEN["redis"][2], location, **FROZEN["redis"][3]) as rt:
+        prime(counts)
+        calls = CallCounter(monkeypatch, rt.storage)
+        original = _stamps.read
+
+        def paying_read(rt_, *args):
+            if rt_.breaker.owes_global:
+                try:  # the planted bug: a request tries to pay
+                    _breaker._delete_global(rt_.store)
+                except Exception:  # noqa: BLE001 - still out
+                    pass
+            return original(rt_, *args)
+
+        monkeypatch.setattr(_stamps, "read", paying_read)
+        redis_server.pause()
+        try:
+            calls.around(lambda: request_writes_and_reads(data, 1))
+            (got, want), made = calls.around(lambda: request_writes_and_reads(data, 2))
+        finally:
+            redis_server.resume()
+        assert got == want
+        assert made > 0
 
 
 def test_circuit_breaker_bounds_store_attempts(data, on_redis, redis_server, counts, monkeypatch):
     prime(counts)
     calls = CallCounter(monkeypatch, on_redis.storage)
     redis_server.stop()
-    started = time.monotonic()
-    for _ in range(5):
-        assert varied_reads() == varied_truth()  # 50 reads
-    Book.objects.create(title="Three", author=data["alice"])  # and a write
-    elapsed = time.monotonic() - started
-    # A call the stopping server may still have answered, the failing call,
-    # one attempt to settle the outage debt at once, then at most one more
-    # per `retry` seconds: never one per query.
-    assert calls.total <= 3 + int(elapsed / on_redis.breaker.retry), (calls.calls, elapsed)
+    _, first = calls.around(varied_reads)
+    assert first == 1  # the failing call; the other reads of that request bypass
+    for _ in range(4):
+        assert calls.around(varied_reads)[1] == 0  # 40 reads: no store call
+    assert calls.around(lambda: Book.objects.create(title="Three", author=data["alice"]))[1] == 0
     assert counts("testapp.Book").get("bypasses", 0) >= 40
+    assert on_redis.breaker.owes_global
 
 
-def test_outage_longer_than_cooldown_logs_once(data, on_redis, redis_server, counts, caplog):
+def test_a_long_outage_logs_once(data, on_redis, redis_server, counts, caplog):
     """'Log once per outage': a long outage must not log an error (and a
-    false 'reachable again') every cool-down period."""
-    on_redis.breaker.cooldown = 0.05
+    false 'reachable again') at every attempt of the background payer."""
     prime(counts)
     caplog.set_level(logging.WARNING, logger="querystash")
     redis_server.stop()
@@ -376,6 +456,41 @@ def test_outage_longer_than_cooldown_logs_once(data, on_redis, redis_server, cou
     messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "querystash"]
     assert len(querystash_errors(caplog)) == 1, messages
     assert not any("reachable again" in m for _, m in messages), messages
+
+
+EXIT_MESSAGE = "could not invalidate everything at exit"
+
+
+@pytest.mark.parametrize("lost", [False, True], ids=["reads-only", "write-lost"])
+def test_exit_message_only_when_an_invalidation_was_lost(
+        data, on_redis, redis_server, counts, caplog, lost):
+    """At exit the debt is tried once more. A process that only read while
+    the store was out lost no invalidation: no message (issue 19); one whose
+    write could not reach the store says so."""
+    prime(counts)
+    redis_server.stop()
+    assert cached() == truth()  # the outage, met by a read
+    if lost:
+        Book.objects.filter(title="One").update(title="Uno")
+    assert on_redis.breaker.owes_global and on_redis.breaker.lost == lost
+    caplog.set_level(logging.WARNING, logger="querystash")
+    _stores.pay_at_exit()  # what atexit runs; the store is still down
+    said = [r.getMessage() for r in caplog.records if EXIT_MESSAGE in r.getMessage()]
+    assert len(said) == int(lost), said
+
+
+def test_no_exit_message_once_the_lost_invalidation_is_paid(
+        data, on_redis, redis_server, counts, caplog):
+    prime(counts)
+    redis_server.stop()
+    Book.objects.filter(title="One").update(title="Uno")
+    assert on_redis.breaker.lost
+    redis_server.start()
+    wait_out_outage(on_redis)
+    assert not on_redis.breaker.lost
+    caplog.set_level(logging.WARNING, logger="querystash")
+    _stores.pay_at_exit()
+    assert not [r for r in caplog.records if EXIT_MESSAGE in r.getMessage()]
 
 
 def test_store_errors_are_counted(data, on_redis, redis_server, counts):
@@ -389,7 +504,6 @@ def test_store_errors_are_counted(data, on_redis, redis_server, counts):
 
 
 def test_memcached_killed_mid_test(data, on_memcached, memcached_server, counts, caplog):
-    on_memcached.breaker.cooldown = 0.1
     old = prime(counts)
     caplog.set_level(logging.WARNING, logger="querystash")
     memcached_server.kill()
@@ -400,13 +514,12 @@ def test_memcached_killed_mid_test(data, on_memcached, memcached_server, counts,
     assert cached() == truth() != old
     assert len(querystash_errors(caplog)) <= 1
     memcached_server.start()
-    wait_out_cooldown(on_memcached)
+    wait_out_outage(on_memcached)
     assert cached() == truth() != old
     assert varied_reads() == varied_truth()
 
 
 def test_memcached_lost_invalidation_while_data_kept(data, on_memcached, counts, monkeypatch):
-    on_memcached.breaker.cooldown = 0.1
     old = prime(counts)
     original = on_memcached.storage.delete_many
     failures = []
@@ -419,7 +532,7 @@ def test_memcached_lost_invalidation_while_data_kept(data, on_memcached, counts,
 
     monkeypatch.setattr(on_memcached.storage, "delete_many", fail_once)
     Book.objects.filter(title="One").update(title="Uno")
-    wait_out_cooldown(on_memcached)
+    wait_out_outage(on_memcached)
     assert cached() == truth() != old
 
 

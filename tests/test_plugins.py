@@ -136,9 +136,9 @@ def test_observer_sees_miss_fill_hit_and_invalidate(library, observer):
 
 
 def test_observer_sees_store_errors(library):
-    with storage_unpinned(), registered(FailingStoragePlugin(), "failing_storage"), registered(
+    with registered(FailingStoragePlugin(), "failing_storage"), registered(
         CountingObserver(), "test_observer"
-    ) as obs:
+    ) as obs, override_settings(QUERYSTASH=querystash_setting(STORAGE="failing")):
         assert _runtime.current.storage.name == "failing"
         assert books() == ["The Dispossessed"]  # the database answers
         errors = obs.of("error")
@@ -171,9 +171,25 @@ def test_custom_key_function_is_used(library, observer):
     assert observer.events and all(e.key.startswith(PREFIX) for e in observer.events)
 
 
-def test_custom_storage_is_used_when_installed(library, counts):
+def test_custom_storage_installed_but_not_named_is_not_used(library):
+    """Installing a storage plugin never makes it the store: only settings do."""
     plugin = DictStoragePlugin()
     with storage_unpinned(), registered(plugin, "dict_storage"):
+        assert _runtime.current.storage.name == "django"
+        assert _runtime.current.enabled
+        run(books)
+        assert plugin.storage.calls == []
+        [info] = [m for m in checks.check_storage_choice() if m.id.startswith("querystash.")]
+        assert info.id == "querystash.I001"
+        assert "built-in store" in info.msg and "dict_storage" in info.msg
+        assert 'QUERYSTASH["STORAGE"] is not set' in info.msg
+
+
+def test_custom_storage_is_used_when_named(library, counts):
+    plugin = DictStoragePlugin()
+    with registered(plugin, "dict_storage"), override_settings(
+        QUERYSTASH=querystash_setting(STORAGE="dict")
+    ):
         assert _runtime.current.storage is plugin.storage
         _, first = run(books)
         result, second = run(books)
@@ -206,8 +222,9 @@ def test_unknown_storage_name_is_a_problem_and_check_error(library):
         assert run(books) == (["The Dispossessed"], 1)
         assert run(books) == (["The Dispossessed"], 1)  # not cached
         errors = checks.check_runtime()
-        assert [e.id for e in errors] == ["querystash.E010"]
-        assert "nosuchstore" in errors[0].msg
+        assert [e.id for e in errors] == ["querystash.E009"]
+        assert "'nosuchstore'" in errors[0].msg
+        assert "Installed storages: django" in errors[0].msg
     assert _runtime.current.enabled
 
 
@@ -215,7 +232,7 @@ def test_unknown_storage_name_fails_manage_py_check(library):
     with override_settings(QUERYSTASH=querystash_setting(STORAGE="nosuchstore")):
         with pytest.raises(SystemCheckError) as excinfo:
             call_command("check")
-    assert "querystash.E010" in str(excinfo.value)
+    assert "querystash.E009" in str(excinfo.value)
     assert "nosuchstore" in str(excinfo.value)
 
 

@@ -12,6 +12,8 @@ import pytest
 from django.db.models import QuerySet
 
 import querystash
+import querystash.testing
+import querystash.testing.servers
 from querystash import _install, _runtime, handle, plugins
 from tests.testapp.models import Book
 
@@ -27,6 +29,18 @@ def checked_files() -> list[Path]:
     files = [*ROOT.glob("plugins/*/querystash_*/**/*.py"),
              *ROOT.glob("cookiecutter-plugin/**/*.py")]
     return sorted(files)
+
+
+def plugin_test_files() -> list[Path]:
+    """Our plugins' tests: they may use ``querystash.testing`` besides
+    ``querystash.__all__``, as any plugin author's tests can."""
+    return sorted(ROOT.glob("plugins/*/tests/**/*.py"))
+
+
+def _public_names(module: str) -> set[str] | None:
+    """A public submodule's own ``__all__`` (None: any name it defines)."""
+    return {"querystash.testing": set(querystash.testing.__all__),
+            "querystash.testing.servers": None}.get(module)
 
 
 def private_uses(path: Path, public: set[str] | None = None) -> list[str]:
@@ -55,6 +69,11 @@ def private_uses(path: Path, public: set[str] | None = None) -> list[str]:
                         bad(node, f"from querystash import {alias.name}")
             elif module.startswith("querystash.") and module not in PUBLIC_MODULES:
                 bad(node, f"from {module} import ...")
+            elif module in PUBLIC_MODULES and (names := _public_names(module)) is not None:
+                for alias in node.names:
+                    if alias.name not in names and f"{module}.{alias.name}" \
+                            not in PUBLIC_MODULES:
+                        bad(node, f"from {module} import {alias.name}")
         elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
               and node.value.id == "querystash" and node.attr not in public
               and f"querystash.{node.attr}" not in PUBLIC_MODULES):
@@ -77,6 +96,14 @@ def test_plugins_and_the_template_use_the_public_api_only():
     assert problems == []
 
 
+def test_plugin_tests_use_the_public_api_and_querystash_testing_only():
+    files = plugin_test_files()
+    assert any(p.name == "test_memcached_failures.py" for p in files)
+    assert any(p.name == "conftest.py" and "querystash-redis" in str(p) for p in files)
+    problems = [p for path in files for p in private_uses(path)]
+    assert problems == []
+
+
 @pytest.mark.parametrize("line", [
     "from querystash import _runtime",
     "from querystash._noreply import QUIET_LIMIT",
@@ -84,6 +111,8 @@ def test_plugins_and_the_template_use_the_public_api_only():
     "from querystash.patching import Patches",
     "import querystash\nrt = querystash.plugins.pm",
     "from querystash import Storage, plugins",
+    "from querystash.testing import _live",
+    "from querystash.default_storage import DjangoCacheStorage",
 ])
 def test_the_checker_fails_on_a_private_import(tmp_path, line):
     planted = tmp_path / "planted.py"

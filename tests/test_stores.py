@@ -18,6 +18,7 @@ from django.db import connections, transaction
 from django.test import override_settings
 
 from querystash import _runtime, _stamps, _stores
+from querystash.testing import wait_for_store
 from tests.testapp.models import Author, Book
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -460,9 +461,48 @@ def test_a_store_that_misses_an_invalidation_owes_its_global_stamp(
     assert store.breaker.owes_global
     with on_cache(short):
         assert _runtime.current.store is store
-        fresh(old)                            # paid before the first read
+        fresh(old)                            # the database's rows while it is owed
+        assert wait_for_store()               # paid by the background thread
         assert not store.breaker.owes_global
+        fresh(old)                            # paid before the store was read
         prime(counts)                         # and the store works again
+
+
+def test_a_new_store_that_is_out_is_paid_in_the_background(
+        data, redis_server, redis_cache_alias, counts, monkeypatch):
+    """A store new to the process owes its global stamp. Adopted while it is
+    frozen, it is not read by any request — not even to pay — until the
+    breaker's background thread, started by the debt, has paid it."""
+    short = {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+             "LOCATION": redis_server.url,
+             "OPTIONS": {"socket_timeout": 0.3, "socket_connect_timeout": 0.25}}
+    request_thread, calls = threading.get_ident(), []
+    redis_server.pause()
+    try:
+        with on_cache(short):
+            rt = _runtime.current
+            store = rt.store
+            assert store.breaker.owes_global and not store.breaker.lost
+            for name in ("get_many", "add_many", "set", "delete_many"):
+                original = getattr(rt.storage, name)
+
+                def counted(*args, _original=original, _name=name, **kwargs):
+                    if threading.get_ident() == request_thread:
+                        calls.append(_name)
+                    return _original(*args, **kwargs)
+
+                monkeypatch.setattr(rt.storage, name, counted)
+            for _ in range(3):
+                assert cached() == truth()
+                write()
+            assert calls == [], calls  # the database answered, the debt grew
+            assert store.breaker.owes_global and store.breaker.lost
+    finally:
+        redis_server.resume()
+    with on_cache(short):
+        assert _runtime.current.store is store
+        assert wait_for_store(), "the new store's debt was never paid"
+        prime(counts)  # used again once paid
 
 
 def test_one_store_no_fan_out(data, monkeypatch, counts):

@@ -7,11 +7,13 @@ Importing this package never touches the ORM; the Django side starts in
 from ._encode import UnencodableValue, encode
 from ._noreply import QUIET_LIMIT, RedisQuietSet
 from ._switch import disabled, is_disabled
+from ._tags import GLOBAL_TAG, stamp_key
 from .events import Event, QueryInfo, WriteEvent
 from .exceptions import Uncacheable
-from .handle import GLOBAL_TAG, RuntimeHandle, stamp_key
+from .handle import RuntimeHandle
 from .hookspecs import hookimpl
 from .patching import Patches
+from .schema import Setting, SettingsSection
 from .storage import Storage, StorageError
 from .strategy import Dependencies, InvalidationStrategy
 from .version import __version__
@@ -26,6 +28,8 @@ __all__ = [
     "QueryInfo",
     "RedisQuietSet",
     "RuntimeHandle",
+    "Setting",
+    "SettingsSection",
     "Storage",
     "StorageError",
     "Uncacheable",

@@ -1,119 +1,140 @@
 """The outage breaker: one per store, it keeps requests off a store that
 failed, and makes sure invalidations lost during the outage are paid for
-(the global stamp deleted) before the store is read again."""
+(the global stamp deleted) before the store is read again.
+
+Requests never wait on a store known to be out: while a debt is owed they
+make no store call at all (reads go to the database, invalidations add to
+the debt), and only a background thread talks to the store until it has
+paid."""
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .handle import GLOBAL_TAG
+from ._tags import GLOBAL_TAG
 
 if TYPE_CHECKING:
-    from . import _stores
     from ._runtime import Runtime
 
 logger = logging.getLogger("querystash")
 
 
 class Breaker:
-    """After a store error, leave the store alone for ``cooldown`` seconds.
+    """The health and the debt of one store (``_stores.Store``, its ``store``).
 
-    An outage is logged once when it starts and once when a store call
-    succeeds again, however many cooldowns it lasts.
+    Any store error **trips** it: the error is counted and logged once per
+    outage, and the store owes its global stamp. An outage may have
+    swallowed invalidations — this process's, or another's that failed
+    against the same store — so every process that saw it deletes the
+    global stamp, which every entry depends on, before it reads the store
+    again: not only one whose own deletion failed, which may be idle or gone.
 
-    Invalidations that could not be delivered during an outage are not lost:
-    every process that saw the outage — not only one whose own deletion
-    failed, which may be idle or gone by then — deletes the global stamp,
-    which every entry depends on, before it reads the store again. It tries
-    that from a background thread every ``PAYER_INTERVAL`` seconds, before a
-    store use at most every ``retry`` seconds (a request pays for a dead
-    store's timeout), and once more at exit.
+    While a debt is owed the request path makes no store call
+    (:attr:`usable` is False). A background thread, started whenever a debt
+    is owed, tries to pay every ``PAYER_INTERVAL`` seconds; its first
+    attempt that reaches the store ends the outage. At exit one more
+    attempt is made.
 
-    There is one per store (``_stores.Store``): a store's debt follows it
-    through configuration changes, and is paid before it is read again.
+    A debt is *lost* when an invalidation this process sent (or should have
+    sent) to the store did not reach it; one owed only because an outage was
+    seen is a precaution. Only a lost one left unpaid at exit is worth an
+    error message.
     """
 
     #: how often the background thread tries to pay a debt
     PAYER_INTERVAL = 0.1
 
-    def __init__(self, cooldown: float = 5.0, retry: float = 1.0):
-        self.cooldown = cooldown
-        self.retry = retry
-        self.open_until = 0.0
-        self.next_payment = 0.0
+    def __init__(self, store: Any = None):
+        #: what is paid: an object with ``storage`` and ``stamp_prefix`` (the
+        #: ``_stores.Store`` this breaker belongs to); None for a runtime
+        #: without a store, which has nothing to pay
+        self.store = store
         self.in_outage = False
         self.owes_global = False
-        #: bumped by every trip: a payment clears only the debts it covered
+        #: an invalidation of this process did not reach the store (see above)
+        self.lost = False
+        #: bumped by every new debt: a payment clears only the debts it covered
         self.debts = 0
+        #: the store was forgotten (``_stores``): its payer stops
+        self.retired = False
         self._lock = threading.Lock()  # never held across a store call
         self._paying = threading.Lock()
-        self._payer_pid = 0  # the process whose background payer is running
+        #: the background thread paying the debt (not alive in a forked child)
+        self._payer: threading.Thread | None = None
 
-    def owe(self) -> None:
+    @property
+    def usable(self) -> bool:
+        """May the request path call the store? False during an outage and
+        while a debt is owed."""
+        return not (self.in_outage or self.owes_global)
+
+    def owe(self, *, lost: bool = True) -> None:
         """An invalidation this store should have received did not reach it
-        (or may not have): delete the global stamp before reading it again."""
+        (or may not have; ``lost=False``: it may lack writes made before this
+        process knew it): delete the global stamp before reading it again."""
         with self._lock:
             self.debts += 1
             self.owes_global = True
+            self.lost = self.lost or lost
+            self._ensure_payer_locked()
 
-    def allows(self) -> bool:
-        return time.monotonic() >= self.open_until
-
-    def trip(self, rt: Runtime, exc: BaseException, *, lost_invalidation: bool) -> None:
-        # Any outage may have swallowed some process's invalidations.
+    def trip(self, rt: Runtime, exc: BaseException) -> None:
+        """A call to the store raised ``exc``: bypass the store until the
+        background thread has paid the outage's debt."""
         with self._lock:
             self.debts += 1
             self.owes_global = True
-            start_payer = self._payer_pid != os.getpid()
-            if start_payer:
-                self._payer_pid = os.getpid()
-        if start_payer:
-            threading.Thread(target=self._pay_while_idle, name="querystash-outage-debt",
-                             daemon=True).start()
+            self._ensure_payer_locked()
         rt.stats.add("", "errors")
         if not self.in_outage:
             self.in_outage = True
             logger.error("querystash: store error, using the database until it answers "
-                         "(retrying every %.0fs): %r", self.cooldown, exc)
-        self.open_until = time.monotonic() + self.cooldown
+                         "(retrying every %.1fs in the background): %r",
+                         self.PAYER_INTERVAL, exc)
         if rt.observers:
             rt.emit("error", error=exc)
 
-    def settle(self, rt: Runtime) -> bool:
-        """Before using the store after an outage: pay the debt of lost
-        invalidations. False if the store is still out (or being paid)."""
-        now = time.monotonic()
-        if self.owes_global and now >= self.next_payment:
-            self.next_payment = now + self.retry  # a dead store: one timeout per retry
-        elif not self.allows():
-            return False
-        if self.owes_global:
-            try:
-                return self._pay(rt)
-            except Exception as exc:
-                self.trip(rt, exc, lost_invalidation=True)
-                return False
-        return True
+    def ensure_payer(self) -> None:
+        """A debt is owed: make sure a thread is paying it (a forked worker
+        inherits the debt but not the thread)."""
+        payer = self._payer
+        if payer is None or not payer.is_alive():
+            with self._lock:
+                if self.owes_global:
+                    self._ensure_payer_locked()
 
-    def _pay(self, rt: Runtime | _stores.Store) -> bool:
+    def _ensure_payer_locked(self) -> None:
+        """Under ``_lock``: start the background payer unless one runs."""
+        if self.store is None or self.retired:
+            return  # nothing to pay, or nobody will read it again
+        if self._payer is not None and self._payer.is_alive():
+            return
+        self._payer = threading.Thread(target=self._pay_in_background,
+                                       name="querystash-outage-debt", daemon=True)
+        self._start_payer()
+
+    def _start_payer(self) -> None:
+        self._payer.start()
+
+    def pay(self) -> bool:
         """Delete the global stamp for the debts owed now; True once nothing
-        is owed. Raises the store's error. ``rt``: the runtime, or the
-        store, whose breaker this is."""
-        # One payment at a time, and never wait for one: a request thread
-        # bypasses the store while another thread pays.
+        is owed. Raises the store's error. Never called on the request path
+        of a store known to be out: by the background thread, when a store
+        is adopted, and at exit."""
+        # One payment at a time, and never wait for one.
         if not self._paying.acquire(blocking=False):
             return False
         try:
             if self.owes_global:
                 owed = self.debts
-                _delete_global(rt)
+                _delete_global(self.store)
                 with self._lock:
-                    if self.debts == owed:  # no invalidation was lost meanwhile
+                    if self.debts == owed:  # no new debt meanwhile
                         self.owes_global = False
+                        self.lost = False
         finally:
             self._paying.release()
         if self.owes_global:
@@ -121,42 +142,54 @@ class Breaker:
         self.succeeded()
         return True
 
-    def _pay_while_idle(self) -> None:
+    def _pay_in_background(self) -> None:
         """Background thread: tries to pay every ``PAYER_INTERVAL`` seconds
         while a debt is owed, busy or idle, so other processes are served
         what the outage failed to invalidate for as short a time as it can
         be: the first attempt that reaches the store after it comes back
         pays. A failed attempt costs only this thread's time; the requests
         that meet the outage count and log it."""
-        from . import _runtime
-
         while True:
             time.sleep(self.PAYER_INTERVAL)
-            rt = _runtime.current
             with self._lock:
-                if not self.owes_global or rt is None or rt.breaker is not self \
-                        or rt.storage is None:
-                    self._payer_pid = 0  # a later trip starts a new payer
+                if not self.owes_global or self.retired:
+                    self._payer = None  # a later debt starts a new payer
                     return
             try:
-                self._pay(rt)
+                self.pay()
             except Exception:  # noqa: BLE001 - still out: the next attempt is shortly
                 pass
 
-    def pay_at_exit(self, rt: Runtime | _stores.Store) -> None:
-        if self.owes_global and rt.storage is not None:
-            try:
-                _delete_global(rt)
-            except Exception:
+    def pay_at_exit(self) -> None:
+        """One last attempt; an error message only if an invalidation of this
+        process was really lost and stays unpaid."""
+        if not self.owes_global or self.store is None or self.store.storage is None:
+            return
+        try:
+            _delete_global(self.store)
+        except Exception as exc:  # noqa: BLE001 - the process is ending
+            if self.lost:
                 logger.error("querystash: could not invalidate everything at exit after a "
-                             "store outage; entries may outlive writes made during it")
+                             "store outage; entries may outlive writes made during it: %r",
+                             exc)
 
     def succeeded(self) -> None:
         if self.in_outage:
             self.in_outage = False
-            self.open_until = 0.0
             logger.warning("querystash: store reachable again")
 
+    def retire(self) -> None:
+        """The store is forgotten: stop paying (it is invalidated entirely
+        if it is used again)."""
+        self.retired = True
 
-def _delete_global(rt: Runtime | _stores.Store) -> None:
-    rt.storage.delete_many([rt.stamp_prefix + GLOBAL_TAG])
+    def reset(self) -> None:
+        """Forget the outage and the debt (tests: another process, which saw
+        none)."""
+        with self._lock:
+            self.in_outage = self.owes_global = self.lost = False
+            self.debts += 1  # a payment running now covers nothing
+
+
+def _delete_global(store: Any) -> None:
+    store.storage.delete_many([store.stamp_prefix + GLOBAL_TAG])

@@ -16,8 +16,8 @@ import threading
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCacheClient
 
+from ._django_cache import DjangoCacheStorage, safe_key
 from ._noreply import QUIET_LIMIT, RedisQuietSet
-from .default_storage import DjangoCacheStorage, safe_key
 
 #: a key name every cache backend takes as is (what Django's validate_key
 #: checks for memcached: no spaces or control characters, at most 250)

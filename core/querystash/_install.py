@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.db.models.manager import BaseManager
 from django.db.models.sql.compiler import SQLCompiler
 
-from . import _queryset, _reads, _runtime, _stores, _writes, handle
+from . import _queryset, _reads, _runtime, _stores, _writes, handle, plugins
 from .patching import Patches
 
 _patches = Patches()
@@ -43,15 +43,17 @@ def install() -> None:
     _patch(QuerySet, "_prefetch_related_objects",
            _queryset.with_prefetch_spec(QuerySet._prefetch_related_objects))
     setting_changed.connect(_on_setting_changed, dispatch_uid="querystash")
+    plugins.on_change = _runtime.rebuild
     _runtime.rebuild()
 
 
 def uninstall() -> None:
     """Undo ``install()``: Django behaves as if querystash were absent."""
     setting_changed.disconnect(dispatch_uid="querystash")
+    plugins.on_change = None
     handle.undo_plugin_patches()
     _patches.undo()
-    _runtime.current = None
+    _runtime.clear()
     # Writes are no longer seen: a store used after a new install() is
     # invalidated entirely before its first read (_stores.adopt).
     _stores.close_all()

@@ -7,7 +7,7 @@ import contextvars
 import functools
 from collections.abc import Iterable
 
-from .conf import ALL_OPS, KNOWN_OPS
+from .conf import DEFAULT_OPS, KNOWN_OPS
 
 #: the ORM operation about to compile a query; consumed by the first read
 current_op: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -44,14 +44,16 @@ def cache(self, *fields: str, ops: str | Iterable[str] | None = None, timeout: i
 
     :param fields: for invalidation plugins (querystash-fields): restrict the
         conditions used for invalidation to these field paths.
-    :param ops: ``"all"`` (default: every op, ``.iterator()`` included) or a
-        list of get / fetch / count / exists / aggregate / iterator.
+    :param ops: None (the default: every op, ``iterator`` included),
+        ``"all"`` (every op but ``iterator``: ``conf.DEFAULT_OPS``, what a
+        ``MODELS`` rule caches), or a list of get / fetch / count / exists /
+        aggregate / iterator (``conf.KNOWN_OPS``).
     :param timeout: seconds; defaults to the model's or ``TIMEOUT``.
     """
     if ops is None:
         op_set = KNOWN_OPS
     elif ops == "all":
-        op_set = ALL_OPS
+        op_set = DEFAULT_OPS
     else:
         op_set = frozenset([ops] if isinstance(ops, str) else ops)
         unknown = op_set - KNOWN_OPS

@@ -7,7 +7,6 @@ changes, and when a plugin is registered at run time.
 
 from __future__ import annotations
 
-import atexit
 import logging
 from collections.abc import Callable
 
@@ -15,14 +14,15 @@ from django.apps import apps
 from django.conf import settings
 from django.db.models import deletion
 
-from . import _stores, conf, plugins
+from . import _stores, _validate, conf, plugins
 from ._breaker import Breaker
 from ._codec import derive_secret
 from ._relations import RelationReader
 from ._sql import TableFinder
 from ._stats import Stats
+from ._tags import GLOBAL_TAG, stamp_key
 from .events import Event, QueryInfo, WriteEvent
-from .handle import GLOBAL_TAG, RuntimeHandle, stamp_key
+from .handle import RuntimeHandle
 from .storage import Storage
 from .strategy import Dependencies, InvalidationStrategy, combine
 
@@ -57,6 +57,8 @@ class Runtime:
     ):
         self.config = config
         self.storage = storage
+        #: False once a rebuild replaced it or ``uninstall()`` dropped it
+        self.live = True
         #: the record of ``storage`` among the stores this process used (set by
         #: ``rebuild()``; ``_stores``)
         self.store: _stores.Store | None = None
@@ -90,6 +92,7 @@ class Runtime:
         #: what each read reads; a read of anything but ``known`` is never cached
         self.relations = RelationReader(known, self.finder)
         self.stats = Stats()
+        #: the store's breaker (``rebuild()``); one with nothing to pay without a store
         self.breaker = Breaker()
         self._rules: dict[type, conf.ModelRule | None] = {}
         #: (tables, strategies' answers) -> the read's tags; answers are
@@ -209,7 +212,7 @@ def _known_tables() -> set[str]:
 def build() -> Runtime:
     """Call every hook once and wrap the answers in a :class:`Runtime`."""
     plugins.load_plugins()
-    config, config_problems = conf.sanitized(conf.config())
+    config, config_problems = _validate.sanitized(conf.config())
     problems = list(config_problems)
     disabled = plugins.disabled_names(config)
     problems += [str(e) for e in plugins.load_errors if e.name not in disabled]
@@ -223,10 +226,15 @@ def build() -> Runtime:
 
     storage = key_function = None
     strategies, checks, observers = [], [], []
+    # Only a store the settings name (STORAGE, or a storage plugin's section);
+    # not built while its own section is wrong (its address may be).
+    choice = _validate.choose_storage(config)
     try:
-        storage = call("querystash_storage", name=config["STORAGE"])
-        if storage is None:
-            problems.append(f"no installed storage answers to STORAGE={config['STORAGE']!r}")
+        if _validate.section_is_right(choice.name):
+            storage = call("querystash_storage", name=choice.name)
+            if storage is None:
+                config_problems.append(_validate.missing_storage(choice.name, config))
+                problems.append(config_problems[-1])
     except StartupError as exc:
         problems.append(str(exc))
         logger.error("querystash: %s; query caching is off", exc, exc_info=exc.error)
@@ -265,33 +273,30 @@ def _culprit(caller, config: dict, kwargs: dict) -> str:
     return "unknown"
 
 
-def _pay_debts_at_exit() -> None:
-    rt = current
-    if rt is not None and rt.storage is not None:
-        rt.breaker.pay_at_exit(rt)
-    _stores.pay_at_exit(rt.store if rt is not None else None)
-
-
-atexit.register(_pay_debts_at_exit)
-
-
 def rebuild() -> Runtime:
     global current
     new = build()
     old = current
     if old is not None:
         new.stats = old.stats  # counters outlive a configuration change
-        if old.store is not None:
-            old.store.breaker = old.breaker  # the store's debt, even if replaced
+        old.live = False
     if new.storage is not None:
         # The stores used before stay open: every invalidation still reaches
         # them (_stores.fan_out). The same store again keeps its debt.
-        new.store = _stores.adopt(new.storage, new.stamp_prefix)
+        new.store = _stores.adopt(new.storage, new.stamp_prefix, new)
         new.breaker = new.store.breaker
     _stores.started = True
     current = new
     _ready(new)
     return current
+
+
+def clear() -> None:
+    """No runtime (``uninstall()``): the one in use is no longer live."""
+    global current
+    if current is not None:
+        current.live = False
+    current = None
 
 
 def _ready(rt: Runtime) -> None:

@@ -30,7 +30,10 @@ def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
          can_fill: bool, run: Callable[[], Any]) -> Any:
     """Serve ``key`` from the store if valid, else ``run()`` and maybe fill."""
     breaker = rt.breaker
-    if (breaker.in_outage or breaker.owes_global) and not breaker.settle(rt):
+    if breaker.in_outage or breaker.owes_global:
+        # Known to be out, or owing invalidations: no store call from a
+        # request; the breaker's background thread pays and reopens it.
+        breaker.ensure_payer()
         rt.stats.add(model, "bypasses")
         return run()
     storage = rt.storage
@@ -38,10 +41,8 @@ def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
     try:
         values = storage.get_many([key, *stamp_keys])
     except Exception as exc:
-        breaker.trip(rt, exc, lost_invalidation=False)
+        breaker.trip(rt, exc)
         return run()
-    if breaker.in_outage:
-        breaker.succeeded()
     stamps = values[1:]
     blob = values[0]
     if blob is not None and None not in stamps:
@@ -64,7 +65,7 @@ def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
         try:
             can_fill = _ensure_stamps(rt, tags, stamp_keys, stamps)
         except Exception as exc:
-            breaker.trip(rt, exc, lost_invalidation=False)
+            breaker.trip(rt, exc)
             can_fill = False
     result = run()
     if can_fill:
@@ -111,7 +112,7 @@ def _fill(rt: Runtime, key: str, model: str, tags, timeout: int, stamps: list, r
     try:
         rt.storage.set(key, blob, timeout)
     except Exception as exc:
-        rt.breaker.trip(rt, exc, lost_invalidation=False)
+        rt.breaker.trip(rt, exc)
         return
     rt.stats.add(model, "fills")
     if rt.observers:
@@ -146,15 +147,18 @@ def invalidate(rt: Runtime, tags, model: str = "") -> None:
 
 def _invalidate_current(rt: Runtime, tags, model: str) -> None:
     breaker = rt.breaker
-    if (breaker.in_outage or breaker.owes_global) and not breaker.settle(rt):
-        breaker.owe()  # a payment running now may predate this write
+    if breaker.in_outage or breaker.owes_global:
+        # No store call from a request while it is out: the background
+        # payment (the global stamp) covers this write; one running now may
+        # predate it, hence a new debt.
+        breaker.owe()
         return
     try:
         rt.storage.delete_many([rt.stamp_prefix + tag for tag in tags])
     except Exception as exc:
-        breaker.trip(rt, exc, lost_invalidation=True)
+        breaker.trip(rt, exc)
+        breaker.owe()  # this invalidation was lost
         return
-    breaker.succeeded()
     rt.stats.add(model, "stamps_deleted", len(tags))
     if rt.observers:
         rt.emit("invalidate", model, tags=tags)

@@ -19,13 +19,16 @@ test of a one-element tuple.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
-import time
 from collections.abc import Hashable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._breaker import Breaker
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
 
 logger = logging.getLogger("querystash")
 
@@ -39,12 +42,12 @@ class Store:
 
     __slots__ = ("breaker", "key", "stamp_prefix", "storage")
 
-    def __init__(self, key: Hashable, storage: Any, stamp_prefix: str, breaker: Breaker):
+    def __init__(self, key: Hashable, storage: Any, stamp_prefix: str):
         self.key = key
         self.storage = storage
         self.stamp_prefix = stamp_prefix
-        #: this store's outage debt: invalidations it missed
-        self.breaker = breaker
+        #: this store's health and outage debt: invalidations it missed
+        self.breaker = Breaker(self)
 
     def __repr__(self) -> str:
         return f"<Store {getattr(self.storage, 'name', '') or type(self.storage).__name__} " \
@@ -72,13 +75,15 @@ def store_key(storage: Any, stamp_prefix: str) -> Hashable:
     return (type(storage), identity, stamp_prefix)
 
 
-def adopt(storage: Any, stamp_prefix: str) -> Store:
+def adopt(storage: Any, stamp_prefix: str, rt: Runtime | None = None) -> Store:
     """The record of the store a new runtime uses, made the most recent.
 
     A store this process already knows keeps its debt and takes the new
-    storage object (the previous one is closed). In a new one, unless it is
-    the process's first, the global stamp is deleted now — writes made before
-    it was known never reached it — or owed if that fails."""
+    storage object (the previous one is closed). A new one, unless it is
+    the process's first, owes its global stamp — writes made before it was
+    known never reached it — which is deleted now if the store answers, else
+    by the breaker's background thread (the failure is then an outage of
+    ``rt``, the runtime adopting it: counted and logged)."""
     global known
     key = store_key(storage, stamp_prefix)
     to_close = []
@@ -87,24 +92,29 @@ def adopt(storage: Any, stamp_prefix: str) -> Store:
         store = next((s for s in known if s.key == key), None)
         new = store is None
         if new:
-            store = Store(key, storage, stamp_prefix, Breaker())
+            store = Store(key, storage, stamp_prefix)
             if started:
-                store.breaker.owe()
+                store.breaker.owe(lost=False)
         elif store.storage is not storage:
             to_close.append(store.storage)
             store.storage = storage
         while len(others) >= MAX_STORES:
-            to_close.append(others.pop(0).storage)
+            to_close.append(others.pop(0))
         known = (*others, store)  # before the deletion: later writes reach it
     for old in to_close:
+        if isinstance(old, Store):
+            old.breaker.retire()
+            old = old.storage
         _close(old)
     if new and store.breaker.owes_global:
-        # Paid now rather than by the first reads, which would go to the
-        # database while one of them pays.
+        # Paid now rather than by the background thread, so that the first
+        # reads need not go to the database (a store known to be out is
+        # never called here: this one is new).
         try:
-            store.breaker._pay(store)
-        except Exception:  # noqa: BLE001 - still owed: paid before the first read
-            pass
+            store.breaker.pay()
+        except Exception as exc:  # still owed: the background thread pays
+            if rt is not None:
+                store.breaker.trip(rt, exc)
     return store
 
 
@@ -117,6 +127,7 @@ def forget_others(keep: Store | None) -> None:
         dropped = [s for s in known if s is not keep]
         known = (keep,) if keep is not None and keep in known else ()
     for store in dropped:
+        store.breaker.retire()
         _close(store.storage)
 
 
@@ -135,33 +146,31 @@ def _close(storage: Any) -> None:
 def fan_out(stores: Iterable[Store], current: Store | None, tags) -> None:
     """Deliver the invalidation of ``tags`` to every store but ``current``.
 
-    A store that cannot take it owes its global stamp, deleted before the
-    store is read again: here, on a later invalidation (at most every
-    ``retry`` seconds), when a runtime uses it again, or at exit."""
+    A store that owes a debt is not called (the write owes too, paid by the
+    breaker's background thread); one that fails to take it owes its global
+    stamp, deleted before the store is read again."""
     for store in stores:
         if store is current:
             continue
         breaker = store.breaker
-        try:
-            if breaker.owes_global:
-                # This write too: a payment already running may predate it.
-                breaker.owe()
-                now = time.monotonic()
-                if now >= breaker.next_payment:
-                    breaker.next_payment = now + breaker.retry
-                    breaker._pay(store)
-            else:
-                store.storage.delete_many([store.stamp_prefix + tag for tag in tags])
-        except Exception as exc:
-            if not breaker.owes_global:
-                logger.warning("querystash: %r, a store this process used before, missed an "
-                               "invalidation; everything in it is invalidated before it is "
-                               "read again: %r", store, exc)
+        if breaker.in_outage or breaker.owes_global:
+            # This write too: a payment already running may predate it.
             breaker.owe()
-            breaker.next_payment = time.monotonic() + breaker.retry
+            continue
+        try:
+            store.storage.delete_many([store.stamp_prefix + tag for tag in tags])
+        except Exception as exc:
+            logger.warning("querystash: %r, a store this process used before, missed an "
+                           "invalidation; everything in it is invalidated before it is "
+                           "read again: %r", store, exc)
+            breaker.owe()
 
 
-def pay_at_exit(current: Store | None) -> None:
+def pay_at_exit() -> None:
+    """The last chance for every store's debt (the breakers' background
+    threads are daemons: they die with the interpreter)."""
     for store in known:
-        if store is not current:
-            store.breaker.pay_at_exit(store)
+        store.breaker.pay_at_exit()
+
+
+atexit.register(pay_at_exit)

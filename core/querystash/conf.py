@@ -2,38 +2,50 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from django.conf import settings
 
-ALL_OPS = frozenset({"get", "fetch", "count", "exists", "aggregate"})
-#: every op a queryset can ask for; ``iterator`` is never implied by "all"
-KNOWN_OPS = ALL_OPS | {"iterator"}
+from .schema import Setting, SettingsSection
 
-#: top-level keys, their defaults and accepted types
-DEFAULTS: dict[str, Any] = {
-    "ENABLED": True,
-    "MODELS": {},
-    "STORAGE": None,
-    "TIMEOUT": 900,
-    "STAMP_TIMEOUT": 86400,
-    "CACHE_GET": True,
-    "IGNORE_TABLES": ["django_session", "django_migrations"],
-    "KEY_PREFIX": "qs",
-    "DISABLED_PLUGINS": [],
+#: what ``"all"`` means, and what a ``MODELS`` rule caches by default: every
+#: op but ``iterator`` (which holds a whole result in memory)
+DEFAULT_OPS = frozenset({"get", "fetch", "count", "exists", "aggregate"})
+#: every op a queryset can ask for with ``.cache(ops=...)``
+KNOWN_OPS = DEFAULT_OPS | {"iterator"}
+
+SECONDS = "a positive int (seconds)"
+
+#: the core's keys: defaults, types and ranges (``schema.Setting``); the one
+#: validator (``_validate``) checks them for ``manage.py check`` and the runtime
+CORE: dict[str, Setting] = {
+    "ENABLED": Setting(True, bool),
+    "MODELS": Setting({}, dict, expected='a dict of model patterns ("app_label.Model": {...})'),
+    "STORAGE": Setting(None, str, none=True, expected="a storage name (a string) or None"),
+    "TIMEOUT": Setting(900, int, above=0, expected=SECONDS),
+    "STAMP_TIMEOUT": Setting(86400, int, above=0, expected=SECONDS),
+    "CACHE_GET": Setting(True, bool),
+    "IGNORE_TABLES": Setting(["django_session", "django_migrations"], (list, tuple),
+                             expected="a list of table names"),
+    "KEY_PREFIX": Setting("qs", str),
+    "DISABLED_PLUGINS": Setting([], (list, tuple), expected="a list of plugin names"),
+    "VERIFY": Setting(0, float, minimum=0, maximum=1, expected="a rate from 0 to 1"),
+    "VERIFY_RAISE": Setting(False, bool),
 }
-TYPES: dict[str, tuple[type, ...]] = {
-    "ENABLED": (bool,),
-    "MODELS": (dict,),
-    "STORAGE": (str, type(None)),
-    "TIMEOUT": (int,),
-    "STAMP_TIMEOUT": (int,),
-    "CACHE_GET": (bool,),
-    "IGNORE_TABLES": (list, tuple),
-    "KEY_PREFIX": (str,),
-    "DISABLED_PLUGINS": (list, tuple),
+#: top-level keys and their defaults
+DEFAULTS: dict[str, Any] = {key: setting.default for key, setting in CORE.items()}
+#: ``QUERYSTASH["django"]``: the Django cache alias the built-in store uses
+DJANGO_SECTION = SettingsSection(
+    "django", {"cache": Setting("default", str, expected="a CACHES alias")}
+)
+#: the keys of one ``MODELS`` rule
+MODEL_KEYS: dict[str, Setting] = {
+    "ops": Setting("all", (str, list, tuple, set),
+                   expected='"all", an op name or a list of op names'),
+    "timeout": Setting(None, int, above=0, expected=SECONDS),
+    "cache_get": Setting(None, bool),
 }
-MODEL_KEYS = {"ops": (str, list, tuple, set), "timeout": (int,), "cache_get": (bool,)}
 
 
 def raw() -> dict:
@@ -44,27 +56,9 @@ def raw() -> dict:
 
 def config() -> dict:
     """The ``QUERYSTASH`` setting with defaults filled in (a copy)."""
-    merged = dict(DEFAULTS)
+    merged = copy.deepcopy(DEFAULTS)
     merged.update(raw())
     return merged
-
-
-def sanitized(cfg: dict) -> tuple[dict, list[str]]:
-    """``cfg`` with every wrongly typed core key back at its default, and a
-    problem per such key (``manage.py check`` explains each one)."""
-    clean, problems = dict(cfg), []
-    for key, types in TYPES.items():
-        value = cfg[key]
-        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types) or (
-            key in ("TIMEOUT", "STAMP_TIMEOUT") and value <= 0
-        ):
-            clean[key] = DEFAULTS[key]
-            problems.append(f'QUERYSTASH["{key}"] is {value!r}: see manage.py check')
-    verify = cfg.get("VERIFY", 0)
-    if isinstance(verify, bool) or not isinstance(verify, (int, float)) or not 0 <= verify <= 1:
-        clean["VERIFY"] = 0
-        problems.append(f'QUERYSTASH["VERIFY"] is {verify!r}: see manage.py check')
-    return clean, problems
 
 
 def longest_timeout(cfg: dict) -> int:
@@ -80,7 +74,7 @@ def longest_timeout(cfg: dict) -> int:
 def parse_ops(ops: Any) -> frozenset[str]:
     """``"all"``, one op name or a list of them -> a set of op names."""
     if ops == "all" or ops is None:
-        return ALL_OPS
+        return DEFAULT_OPS
     if isinstance(ops, str):
         ops = [ops]
     return frozenset(ops)
@@ -112,13 +106,12 @@ def model_rule(cfg: dict, label: str, wildcards: bool = True) -> ModelRule | Non
     if entry is None or entry is False:
         return None
     entry = entry if isinstance(entry, dict) else {}
-    try:
-        ops = set(parse_ops(entry.get("ops", "all")))
-    except TypeError:  # reported by the system checks; cache nothing meanwhile
+    # A wrong rule (reported by the system checks, with the same Setting
+    # rules): that model is cached nowhere meanwhile.
+    if any(MODEL_KEYS[k].error(v) for k, v in entry.items() if k in MODEL_KEYS):
         return None
+    ops = set(parse_ops(entry.get("ops", "all")))
     timeout = entry.get("timeout", cfg["TIMEOUT"])
-    if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
-        return None
     if entry.get("cache_get", cfg["CACHE_GET"]):
         ops.add("get")
     else:

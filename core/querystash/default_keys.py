@@ -14,7 +14,8 @@ from .version import __version__
 @hookimpl(trylast=True)
 def querystash_key_function(config):
     # The library version is in the namespace: a new release never reads an
-    # entry in an older payload format. Stamps carry no version (see _protocol).
+    # entry in an older payload format. Stamps carry no version: a stamp is a
+    # random value, not a format (``_stamps``), so releases share them.
     namespace = f"{config['KEY_PREFIX']}:{__version__}:e:"
     # The encoded (database, alias, shape) part, by those values: a hit only
     # encodes the SQL and the parameters.

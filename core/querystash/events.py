@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -54,4 +54,3 @@ class Event:
     key: str = ""
     tags: tuple[str, ...] = ()
     error: BaseException | None = None
-    extra: dict = field(default_factory=dict)

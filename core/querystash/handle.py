@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Set
 from typing import TYPE_CHECKING, Any
 
-from . import _transactions
+from . import _stamps, _transactions
+from ._tags import GLOBAL_TAG
 from .patching import Patches
 
 if TYPE_CHECKING:
@@ -22,34 +23,12 @@ if TYPE_CHECKING:
     from .storage import Storage
     from .strategy import InvalidationStrategy
 
-#: every cached read depends on this tag: invalidating it invalidates everything
-GLOBAL_TAG = "*"
-
-
-def stamp_key(tag: str, key_prefix: str = "qs") -> str:
-    """The store key of ``tag``'s stamp, for ``QUERYSTASH["KEY_PREFIX"]``
-    ``key_prefix`` (for a store built before the runtime exists; a plugin
-    holding a :class:`RuntimeHandle` uses :meth:`RuntimeHandle.stamp_key`)."""
-    return f"{key_prefix}:t:{tag}"
-
-
-# Imported on first use (this module is imported with the package, before
-# Django is set up; ``_runtime`` imports this one), then kept: ``live`` and
-# ``written_tags`` may be on a plugin's hot path.
-_runtime_module: Any = None
 _connections: Any = None
 
 
-def _current() -> Runtime | None:
-    global _runtime_module
-    if _runtime_module is None:
-        from . import _runtime
-
-        _runtime_module = _runtime
-    return _runtime_module.current
-
-
 def _connection(alias: str):
+    # Imported on first use: this module is imported with the package,
+    # before Django is set up.
     global _connections
     if _connections is None:
         from django.db import connections
@@ -92,7 +71,7 @@ class RuntimeHandle:
     @property
     def live(self) -> bool:
         """Is this the runtime in use (not replaced by a rebuild, nor uninstalled)?"""
-        return _current() is self._rt
+        return self._rt.live
 
     @property
     def enabled(self) -> bool:
@@ -135,8 +114,6 @@ class RuntimeHandle:
         :param committed: the write's transaction has already committed
             (an ``on_commit`` callback): invalidate now only.
         """
-        from . import _stamps
-
         tags = set(tags)
         if not tags:
             return
@@ -163,16 +140,17 @@ class RuntimeHandle:
 
     def store_usable(self) -> bool:
         """False during a store outage (or while its debt is unpaid): the
-        core bypasses the store meanwhile, and so should a plugin."""
-        breaker = self._rt.breaker
-        return not (breaker.in_outage or breaker.owes_global)
+        core makes no store call from a request meanwhile, and neither should
+        a plugin (a background thread pays the debt and reopens the store)."""
+        return self._rt.breaker.usable
 
-    def store_failed(self, error: BaseException, *, lost_invalidation: bool) -> None:
-        """Report a store call of the plugin's that raised ``error``: the
-        store is bypassed for a cooldown, counted and logged as the core's
-        own failures are, and the global stamp is deleted before it is read
-        again. ``lost_invalidation``: the failed call was an invalidation."""
-        self._rt.breaker.trip(self._rt, error, lost_invalidation=lost_invalidation)
+    def store_failed(self, error: BaseException) -> None:
+        """Report a store call of the plugin's that raised ``error``: it is
+        counted and logged as the core's own failures are, and the store is
+        bypassed until a background thread has deleted its global stamp
+        (:meth:`store_usable` is False meanwhile). Invalidations go through
+        :meth:`invalidate`, which keeps the debt of one that fails."""
+        self._rt.breaker.trip(self._rt, error)
 
     # -- patches ----------------------------------------------------------------
 

@@ -19,11 +19,30 @@ if TYPE_CHECKING:
 
     from .events import Event, QueryInfo
     from .handle import RuntimeHandle
+    from .schema import SettingsSection
     from .storage import Storage
     from .strategy import InvalidationStrategy
 
 hookspec = HookspecMarker("querystash")
 hookimpl = HookimplMarker("querystash")
+
+
+# -- settings -----------------------------------------------------------------
+
+
+@hookspec
+def querystash_settings_section() -> SettingsSection | None:
+    """Declare this plugin's section of the ``QUERYSTASH`` setting.
+
+    :return: a :class:`querystash.SettingsSection` (its keys, their types,
+        ranges and defaults), or ``None``.
+
+    Every implementation is called, before the other hooks and by the system
+    checks. The core validates the section (``manage.py check`` names each
+    wrong key and the fix; caching is off until it is fixed) and hands the
+    other hooks ``config[name]`` with every key present and right. A plugin
+    that declares nothing owns the section named after it, unvalidated.
+    """
 
 
 # -- keys ---------------------------------------------------------------------
@@ -56,15 +75,17 @@ def querystash_key_function(config: dict) -> Callable[[QueryInfo], str] | None:
 def querystash_storage(name: str | None, config: dict) -> Storage | None:
     """Return the storage object entries and stamps are kept in.
 
-    :param name: ``QUERYSTASH["STORAGE"]``: the storage the user picked, or
-        ``None`` when unset. Return ``None`` unless ``name`` is ``None`` or
-        your storage's name.
+    :param name: the store the settings name: ``QUERYSTASH["STORAGE"]`` when
+        set, else the storage plugin whose section (declared with
+        ``SettingsSection(..., storage=True)``) the user wrote, else
+        ``"django"``. Return ``None`` unless ``name`` is your storage's name:
+        installing a storage plugin never makes it the store by itself.
     :param config: the whole ``QUERYSTASH`` setting; read your own section
-        (``config.get("redis", {})``).
+        (``config["redis"]``, complete and checked when declared).
     :return: a :class:`querystash.Storage`, or ``None``.
 
     Stops at the first non-None result. The core's own store on Django's cache
-    framework answers last, to ``None`` and to ``"django"``.
+    framework answers last, to ``"django"``.
     """
 
 

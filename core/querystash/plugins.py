@@ -11,12 +11,17 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
 import pluggy
 
 from . import hookspecs
+
+if TYPE_CHECKING:
+    from .schema import SettingsSection
 
 logger = logging.getLogger("querystash")
 
@@ -27,6 +32,9 @@ DEFAULT_PLUGINS = (
     "querystash.default_invalidation",
     "querystash.default_eligibility",
 )
+
+#: the plugin names of the built-in modules
+DEFAULT_NAMES = frozenset(name.rsplit(".", 1)[1] for name in DEFAULT_PLUGINS)
 
 pm = pluggy.PluginManager(GROUP)
 pm.add_hookspecs(hookspecs)
@@ -41,6 +49,10 @@ class PluginError:
     def __str__(self) -> str:
         return f"querystash plugin {self.name!r} ({self.source}) was not loaded: {self.error}"
 
+
+#: called after a plugin is registered or unregistered at run time: the
+#: runtime is rebuilt (set by ``_install.install()``, which owns the runtime)
+on_change: Callable[[], None] | None = None
 
 #: name -> distribution version, for ``manage.py querystash plugins``
 versions: dict[str, str] = {}
@@ -106,10 +118,49 @@ def unregister(name: str) -> None:
 
 
 def disabled_names(config: dict) -> set[str]:
-    """Plugins switched off by ``DISABLED_PLUGINS`` or ``QUERYSTASH_DISABLE_PLUGINS``."""
-    return set(config.get("DISABLED_PLUGINS") or ()) | (
+    """Plugins switched off by ``DISABLED_PLUGINS`` or ``QUERYSTASH_DISABLE_PLUGINS``:
+    each entry is a plugin's name or its settings section's name."""
+    asked = set(config.get("DISABLED_PLUGINS") or ()) | (
         _env_list("QUERYSTASH_DISABLE_PLUGINS") or set()
     )
+    owners = {section: owner for section, (owner, _) in sections().items()}
+    return {owners.get(name, name) if pm.get_plugin(name) is None else name for name in asked}
+
+
+#: plugin name -> what its ``querystash_settings_section`` raised (last call)
+section_errors: dict[str, BaseException] = {}
+
+#: section name -> (plugin name, its declared schema or None)
+Sections = dict[str, tuple[str, "SettingsSection | None"]]
+
+
+def sections() -> Sections:
+    """The settings sections of the registered plugins (disabled ones too).
+
+    A plugin declares its section with ``querystash_settings_section``; one
+    that does not owns the section named after it, without a ``querystash_``
+    prefix (not validated). The built-in ``default_*`` modules own only the
+    sections they declare."""
+    load_plugins()
+    found: Sections = {}
+    declaring = set()
+    for impl in pm.hook.querystash_settings_section.get_hookimpls():
+        declaring.add(impl.plugin_name)
+        try:
+            section = impl.function()
+        except Exception as exc:  # noqa: BLE001 - reported by the checks (E010)
+            section_errors[impl.plugin_name] = exc
+            continue
+        section_errors.pop(impl.plugin_name, None)
+        if section is not None:
+            found[section.name] = (impl.plugin_name, section)
+    for name, _ in pm.list_name_plugin():
+        if name in declaring or name in DEFAULT_NAMES:
+            continue
+        for prefix in ("querystash_", "querystash-"):
+            name_ = name.removeprefix(prefix)
+            found.setdefault(name_, (name, None))
+    return found
 
 
 def hook_caller(name: str, config: dict):
@@ -133,7 +184,5 @@ def _env_list(name: str) -> set[str] | None:
 
 
 def _rebuild() -> None:
-    from . import _runtime
-
-    if _runtime.current is not None:
-        _runtime.rebuild()
+    if on_change is not None:
+        on_change()

@@ -47,6 +47,7 @@ from django.db.models import (
 
 import querystash
 from querystash import _runtime
+from querystash.testing import reset as reset_querystash
 from tests.fuzzapp.models import (
     Base,
     Child,
@@ -65,7 +66,6 @@ from tests.fuzzapp.models import (
     Profile,
     Typed,
 )
-from tests.helpers import reset_querystash
 
 from . import configs
 from .typed import TypedOps, drop_dangling_references, naive_datetimes_allowed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from querystash import Storage, hookimpl
+from querystash import SettingsSection, Storage, hookimpl
 
 
 class DictStorage(Storage):
@@ -65,3 +65,21 @@ class FailingStoragePlugin:
     @hookimpl
     def querystash_storage(self, name, config):
         return FailingStorage() if name in (None, "failing") else None
+
+
+class SectionStoragePlugin:
+    """A storage plugin with a declared storage section: used when its
+    section is written (or STORAGE names it), as querystash-redis is."""
+
+    def __init__(self, name: str):
+        self.section = SettingsSection(name, {}, storage=True)
+        self.storage = DictStorage()
+        self.storage.name = name
+
+    @hookimpl
+    def querystash_settings_section(self):
+        return self.section
+
+    @hookimpl
+    def querystash_storage(self, name, config):
+        return self.storage if name == self.section.name else None

@@ -68,7 +68,8 @@ def test_every_installed_invalidation_plugin_is_active(querystash_runtime):
 
 
 def test_the_plugin_and_its_hook_are_loaded():
-    assert plugin_hooks(PLUGIN) == {"querystash_invalidation_strategy"}
+    assert plugin_hooks(PLUGIN) == {"querystash_invalidation_strategy",
+                                    "querystash_settings_section"}
 
 
 def test_djp_fills_the_default_section_and_keeps_the_users():
@@ -158,11 +159,25 @@ def test_without_the_plugin_the_trigger_write_is_missed(counter):
         assert items_counted() == 1
 
 
-def test_a_bad_section_turns_caching_off_and_names_the_plugin():
-    config = {**settings.QUERYSTASH, SECTION: {"tables": "demo_item"}}
+@pytest.mark.parametrize("tables", ["demo_item", {"demo_counter": "demo_item"}])
+def test_a_bad_section_turns_caching_off_and_names_the_key(tables):
+    config = {**settings.QUERYSTASH, SECTION: {"tables": tables}}
     with override_settings(QUERYSTASH=config):
-        errors = [m for m in checks.run_checks(tags=["querystash"]) if m.id == "querystash.E010"]
-        assert errors and PLUGIN in errors[0].msg
+        errors = [m for m in checks.run_checks(tags=["querystash"])
+                  if m.id.startswith("querystash.")]
+        assert [m.id for m in errors] == ["querystash.E003"], errors
+        assert errors[0].msg.startswith(f'QUERYSTASH["{SECTION}"]["tables"] is ')
+        assert "a dict mapping a table to a list of tables" in errors[0].msg
         Item.objects.create(name="apple")
         assert run(item_names) == (["apple"], 1)
         assert run(item_names) == (["apple"], 1)  # not cached, never stale
+
+
+def test_a_misspelled_key_is_reported_with_the_right_one():
+    config = {**settings.QUERYSTASH, SECTION: {"tabels": {}}}
+    with override_settings(QUERYSTASH=config):
+        [error] = [m for m in checks.run_checks(tags=["querystash"])
+                   if m.id.startswith("querystash.")]
+    assert error.id == "querystash.E006"
+    assert error.msg == f'QUERYSTASH["{SECTION}"] has an unknown key "tabels".'
+    assert error.hint.startswith('Did you mean "tables"?')

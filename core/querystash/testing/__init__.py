@@ -9,6 +9,11 @@ not ask for it. Use with pytest-django (the fixtures need the app registry):
 - ``querystash_runtime``: the live :class:`querystash.RuntimeHandle`;
 - ``querystash_count``: :func:`count`, SQL queries and cache hits/misses
   around one call;
+- the runtime's life: :func:`rebuild`, :func:`problems`, :func:`uninstalled`,
+  :func:`plugin`, :func:`plugins_implementing`;
+- the miss path's named points: :func:`checkpoints`, :func:`at_checkpoint`;
+- outages: :func:`wait_for_store`, :func:`forget_outage`,
+  :func:`without_outage_debts` (a positive control's planted bug);
 - ``querystash_redis_server`` / ``querystash_memcached_server``: a throwaway
   redis-server / memcached on a free loopback port for the session
   (``querystash.testing.servers``), skipped when the binary is missing, a
@@ -22,7 +27,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,12 +43,22 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Counted",
+    "at_checkpoint",
+    "checkpoints",
     "count",
     "counters",
+    "forget_outage",
+    "plugin",
     "plugin_hooks",
+    "plugins_implementing",
+    "problems",
     "read_tags",
+    "rebuild",
     "reset",
     "runtime",
+    "uninstalled",
+    "wait_for_store",
+    "without_outage_debts",
 ]
 
 
@@ -52,16 +69,13 @@ def reset() -> None:
     from django.core.cache import caches
 
     from .. import _runtime, _stores
-    from .._breaker import Breaker
 
     for alias in settings.CACHES:
         caches[alias].clear()
     rt = _runtime.current
     if rt is not None:
         rt.stats.reset()
-        rt.breaker = Breaker()
-        if rt.store is not None:
-            rt.store.breaker = rt.breaker
+        rt.breaker.reset()
         _stores.forget_others(rt.store)
 
 
@@ -74,12 +88,135 @@ def _forget_other_stores() -> None:
 
 def runtime() -> RuntimeHandle:
     """The live runtime (fails if querystash is not installed in Django)."""
-    from .. import _runtime
     from ..handle import RuntimeHandle
+
+    return RuntimeHandle(_live())
+
+
+def _live():
+    from .. import _runtime
 
     rt = _runtime.current
     assert rt is not None, "querystash is not installed: add it to INSTALLED_APPS"
-    return RuntimeHandle(rt)
+    return rt
+
+
+def rebuild() -> RuntimeHandle:
+    """Build the runtime again, as a change of the ``QUERYSTASH`` setting
+    does (every hook called once more); returns the new one."""
+    from .. import _runtime
+    from ..handle import RuntimeHandle
+
+    _live()
+    return RuntimeHandle(_runtime.rebuild())
+
+
+def problems() -> list[str]:
+    """What turned caching off in the live runtime (a plugin that failed to
+    load or raised in a hook, a bad setting); empty when caching works."""
+    return list(_live().problems)
+
+
+@contextmanager
+def uninstalled() -> Iterator[None]:
+    """querystash uninstalled for the block (Django as without it, every
+    plugin's patches undone), installed again after it."""
+    from .. import _install
+
+    assert _install.installed(), "querystash is not installed"
+    _install.uninstall()
+    try:
+        yield
+    finally:
+        _install.install()
+
+
+def plugin(name: str) -> object | None:
+    """The plugin object registered as ``name`` (its entry-point name)."""
+    from .. import plugins
+
+    plugins.load_plugins()
+    return plugins.pm.get_plugin(name)
+
+
+def plugins_implementing(hook: str, *, builtin: bool = False) -> list[str]:
+    """The names of the loaded plugins implementing ``hook`` (e.g.
+    ``"querystash_storage"``), installed distributions only unless
+    ``builtin``."""
+    from .. import plugins
+
+    plugins.load_plugins()
+    names = [impl.plugin_name for impl in getattr(plugins.pm.hook, hook).get_hookimpls()]
+    return [n for n in names if builtin or n in plugins.versions]
+
+
+@contextmanager
+def checkpoints(hook: Callable[[str], None]) -> Iterator[None]:
+    """Call ``hook(point)`` at each named point of the miss path —
+    ``"after_stamp_read"`` (the stamps are read, the query not yet run) and
+    ``"before_fill"`` (the query ran, the entry not yet stored); never on a
+    hit — to land a write, an eviction or a pause exactly there."""
+    from .. import _stamps
+
+    previous, _stamps.checkpoint = _stamps.checkpoint, hook
+    try:
+        yield
+    finally:
+        _stamps.checkpoint = previous
+
+
+@contextmanager
+def at_checkpoint(name: str, action: Callable[[], None]) -> Iterator[None]:
+    """Run ``action()`` once, the first time the miss path reaches ``name``
+    (see :func:`checkpoints`)."""
+    todo = [action]
+
+    def hook(point: str) -> None:
+        if point == name and todo:
+            todo.pop()()
+
+    with checkpoints(hook):
+        yield
+
+
+def wait_for_store(seconds: float = 10.0) -> bool:
+    """Wait until the live runtime uses its store again after an outage:
+    its debt paid by the background thread (requests never call a store
+    known to be out). False if that did not happen within ``seconds``."""
+    rt = _live()
+    deadline = time.monotonic() + seconds
+    while not rt.breaker.usable and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return rt.breaker.usable
+
+
+def forget_outage() -> None:
+    """Make the live runtime's store breaker like another process's, which
+    saw no outage and owes nothing (to check what such a process is served)."""
+    _live().breaker.reset()
+
+
+@contextmanager
+def without_outage_debts() -> Iterator[None]:
+    """Plant a bug for a positive control: store errors and lost
+    invalidations incur no debt, so the global stamp is never deleted after
+    an outage. A test of outage handling must fail inside this block."""
+    from .._breaker import Breaker
+
+    owe, trip = Breaker.owe, Breaker.trip
+
+    def forgetful_owe(self, *, lost=True):
+        pass
+
+    def forgetful_trip(self, rt, exc):
+        trip(self, rt, exc)
+        self.reset()
+
+    Breaker.owe, Breaker.trip = forgetful_owe, forgetful_trip
+    try:
+        yield
+    finally:
+        Breaker.owe, Breaker.trip = owe, trip
 
 
 def counters(model: str = "") -> dict[str, int]:

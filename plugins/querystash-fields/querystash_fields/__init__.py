@@ -6,23 +6,24 @@ writes that could change its rows, not by every write to the photo table.
 
 from __future__ import annotations
 
-import djp
-
 import querystash
+from querystash import SettingsSection
 
 from . import _capture
+from ._settings import SETTINGS
 from .strategy import FieldStrategy
 
-__all__ = ["DEFAULTS", "FieldStrategy"]
+__all__ = ["DEFAULTS", "SETTINGS", "FieldStrategy"]
 
-DEFAULTS = {"slots": 16, "in_limit": 8, "max_tags": 16}
+DEFAULTS = SETTINGS.defaults()
+
+#: DJP's settings hook: fills the defaults the user left out
+settings = SETTINGS.djp_hook()
 
 
-@djp.hookimpl
-def settings(current_settings):
-    section = current_settings.setdefault("QUERYSTASH", {}).setdefault("fields", {})
-    for key, value in DEFAULTS.items():
-        section.setdefault(key, value)
+@querystash.hookimpl
+def querystash_settings_section() -> SettingsSection:
+    return SETTINGS
 
 
 @querystash.hookimpl

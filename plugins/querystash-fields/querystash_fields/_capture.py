@@ -161,11 +161,16 @@ def settle(alias: str, items, *, after_commit: bool = False) -> None:
     if strategy is None or rt is None or rt.storage is None:
         return
     connection = connections[alias]
-    try:
-        tags = tags_for(rt, strategy, items)
-    except Exception as exc:
-        rt.store_failed(exc, lost_invalidation=True)
+    if not rt.store_usable():
+        # The store is out: no call to it from a request. The invalidation
+        # becomes the core's debt (the global stamp), which covers the family.
         tags = {item[0] + "#" for item in items}
+    else:
+        try:
+            tags = tags_for(rt, strategy, items)
+        except Exception as exc:
+            rt.store_failed(exc)
+            tags = {item[0] + "#" for item in items}
     if not after_commit and connection.in_atomic_block:
         # Even with no scheme yet: one may be registered before the commit.
         _queue(connection, items)

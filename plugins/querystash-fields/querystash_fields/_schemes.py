@@ -93,7 +93,7 @@ class Registry:
                 [rt.stamp_key(slot_tag(table, i)) for i in range(self.slots)]
             )
         except Exception as exc:
-            rt.store_failed(exc, lost_invalidation=False)
+            rt.store_failed(exc)
             return None
         free = [i for i, value in enumerate(values) if value is None]
         held = [i for i, value in enumerate(values) if decode(value) == scheme]

@@ -9,6 +9,7 @@ from querystash import Dependencies, InvalidationStrategy, RuntimeHandle
 from . import _capture
 from ._analysis import analyze
 from ._schemes import Registry, SlotTag
+from ._settings import SETTINGS
 
 _MEMO_LIMIT = 8192
 
@@ -34,11 +35,13 @@ class FieldStrategy(InvalidationStrategy):
     runtime: RuntimeHandle | None = None
 
     def __init__(self, config: dict):
-        section = config.get("fields") or {}
+        # The core hands over the section checked and complete; built by hand
+        # (tests), it is completed here the same way.
+        section = SETTINGS.clean(config.get("fields"))
         self.ignore = frozenset(config["IGNORE_TABLES"])
-        self.in_limit = int(section.get("in_limit", 8))
-        self.max_tags = int(section.get("max_tags", 16))
-        self.registry = Registry(int(section.get("slots", 16)))
+        self.in_limit = section["in_limit"]
+        self.max_tags = section["max_tags"]
+        self.registry = Registry(section["slots"])
         self._memo: dict = {}
         self._vendors: dict[str, str] = {}
 

@@ -14,7 +14,7 @@ import pytest
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 
-from querystash import _runtime
+from querystash.testing import runtime
 from tests.testapp.models import Author, Book, Place, Restaurant, Review, Tag
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -389,10 +389,10 @@ def test_scheme_registered_during_a_transaction(data, counts):
 
 def test_lost_slot_is_a_miss_and_self_heals(data, read):
     r = read(ann_status2(data))
-    rt = _runtime.current
+    rt = runtime()
     slot = next(t for t in [f"testapp_book!s{i}" for i in range(16)]
-                if rt.storage.get_many([rt.stamp_prefix + t])[0] is not None)
-    rt.storage.delete_many([rt.stamp_prefix + slot])
+                if rt.storage.get_many([rt.stamp_key(t)])[0] is not None)
+    rt.storage.delete_many([rt.stamp_key(slot)])
     r.fresh(changed=False)
     r.hit()  # registered again
     book = Book.objects.get(pk=data["a2"].pk)

@@ -18,7 +18,7 @@ from django.db import connection
 from django.test import override_settings
 from querystash_fields._schemes import decode
 
-from querystash import _runtime
+from querystash.testing import runtime
 from tests.testapp.models import Author, Book
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -37,9 +37,9 @@ def shared_store(redis_cache_alias, redis_server):
 
 
 def slots() -> dict[str, tuple[str, ...] | None]:
-    rt = _runtime.current
+    rt = runtime()
     tags = [f"testapp_book!s{i}" for i in range(16)]
-    values = rt.storage.get_many([rt.stamp_prefix + t for t in tags])
+    values = rt.storage.get_many([rt.stamp_key(t) for t in tags])
     return {t: decode(v) for t, v in zip(tags, values, strict=True) if v is not None}
 
 
@@ -61,9 +61,9 @@ def test_writer_process_sees_the_readers_scheme(shared_store):
     def lose_the_slot():
         # The reader's slot is evicted and another scheme registered in it
         # (here by this process's own read, which takes the first free slot).
-        rt = _runtime.current
+        rt = runtime()
         (slot,) = [t for t, scheme in slots().items() if scheme == SCHEME]
-        rt.storage.delete_many([rt.stamp_prefix + slot])
+        rt.storage.delete_many([rt.stamp_key(slot)])
         list(Book.objects.cache().filter(status=1).values_list("pk"))
         assert slots()[slot] == ("status",)
 

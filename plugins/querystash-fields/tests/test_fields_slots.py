@@ -2,18 +2,20 @@
 
 A read depends on the slot registering its scheme as on a stamp pinned to
 that registration (``stamp_value``): these tests evict slots and hand them
-to other schemes at the protocol's named points (``_stamps.checkpoint``),
+to other schemes at the protocol's named points (``querystash.testing.at_checkpoint``),
 as the store and other processes could.
 """
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from decimal import Decimal
 
 import pytest
 from querystash_fields._schemes import decode, encode
+from querystash_fields.strategy import FieldStrategy
 
-from querystash import _runtime, _stamps
+from querystash.testing import at_checkpoint, counters, runtime
 from tests.testapp.models import Author, Book
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,42 +37,40 @@ def data():
 @pytest.fixture(autouse=True)
 def fresh_registry():
     """Each test starts from an empty store: forget the slots chosen before."""
-    registry = _runtime.current.pinning[0].registry
+    registry = fields_strategy().registry
     registry.mine.clear()
     registry.full_until.clear()
     registry.generation += 1
 
 
+def fields_strategy() -> FieldStrategy:
+    (strategy,) = [s for s in runtime().strategies if isinstance(s, FieldStrategy)]
+    return strategy
+
+
 @pytest.fixture
 def checkpoint():
     """``checkpoint(name, action)``: run ``action`` once at the named point."""
-    def install(name, action):
-        def hook(point):
-            nonlocal action
-            if point == name and action is not None:
-                todo, action = action, None
-                todo()
-        _stamps.checkpoint = hook
-    yield install
-    _stamps.checkpoint = None
+    with ExitStack() as stack:
+        yield lambda name, action: stack.enter_context(at_checkpoint(name, action))
 
 
 def slots() -> dict[str, bytes]:
-    rt = _runtime.current
-    values = rt.storage.get_many([rt.stamp_prefix + t for t in SLOTS])
+    rt = runtime()
+    values = rt.storage.get_many([rt.stamp_key(t) for t in SLOTS])
     return {t: v for t, v in zip(SLOTS, values, strict=True) if v is not None}
 
 
 def evict(tag: str) -> None:
-    rt = _runtime.current
-    rt.storage.delete_many([rt.stamp_prefix + tag])
+    rt = runtime()
+    rt.storage.delete_many([rt.stamp_key(tag)])
 
 
 def take(tag: str, scheme=OTHER) -> None:
     """Another process registers ``scheme`` in a free (or just evicted) slot."""
-    rt = _runtime.current
+    rt = runtime()
     evict(tag)
-    assert not rt.storage.add_many({rt.stamp_prefix + tag: encode(scheme)}, 60)
+    assert not rt.storage.add_many({rt.stamp_key(tag): encode(scheme)}, 60)
 
 
 def by_author(author, status=2):
@@ -212,8 +212,8 @@ def test_garbage_in_a_slot_invalidates_the_family(data, c):
     ann, bob = data
     fn = by_author(ann)
     primed(c, fn)
-    rt = _runtime.current
-    rt.storage.add_many({rt.stamp_prefix + "testapp_book!s5": b"12345678"}, 60)
+    rt = runtime()
+    rt.storage.add_many({rt.stamp_key("testapp_book!s5"): b"12345678"}, 60)
     touch(pk("b1"), title="b1!")  # bob's: only the family says so
     got, hits, _ = c.delta(fn)
     assert hits == 0
@@ -235,12 +235,11 @@ def test_store_error_in_stamp_value_does_not_fill(data, c, monkeypatch):
     fn = by_author(ann)
     slot = primed(c, fn)
     evict(slot)
-    rt = _runtime.current
-    (strategy,) = rt.pinning
+    strategy = fields_strategy()
 
     def broken(rt, tag):
         raise ConnectionError("store down")
     monkeypatch.setattr(strategy.registry, "stamp_value", broken)
     before = c("errors")
     assert c.delta(fn)[1:] == (0, 0)
-    assert rt.stats.totals().get("errors", 0) >= before + 1
+    assert counters().get("errors", 0) >= before + 1

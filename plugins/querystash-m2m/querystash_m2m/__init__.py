@@ -9,22 +9,29 @@ computes its changes from the database.
 
 from __future__ import annotations
 
-import djp
-
 import querystash
+from querystash import Setting, SettingsSection
 
 from . import _install, _state
 
-__all__ = ["DEFAULTS"]
+__all__ = ["DEFAULTS", "SETTINGS"]
 
-DEFAULTS = {"related_counts": True, "max_rows": 1000}
+#: ``QUERYSTASH["m2m"]``: validated by the core (``manage.py check``)
+SETTINGS = SettingsSection("m2m", {
+    # cache the count() and exists() of related managers
+    "related_counts": Setting(True, bool),
+    # most rows of one statement settled one by one; more: the family
+    "max_rows": Setting(1000, int, minimum=0),
+})
+DEFAULTS = SETTINGS.defaults()
+
+#: DJP's settings hook: fills the defaults the user left out
+settings = SETTINGS.djp_hook()
 
 
-@djp.hookimpl
-def settings(current_settings):
-    section = current_settings.setdefault("QUERYSTASH", {}).setdefault("m2m", {})
-    for key, value in DEFAULTS.items():
-        section.setdefault(key, value)
+@querystash.hookimpl
+def querystash_settings_section() -> SettingsSection:
+    return SETTINGS
 
 
 @querystash.hookimpl

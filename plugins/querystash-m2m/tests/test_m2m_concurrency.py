@@ -12,7 +12,7 @@ import threading
 import pytest
 from django.db import connections
 
-from querystash import _runtime
+from querystash.testing import rebuild
 from tests.testapp.models import Author, Book, Tag
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -26,7 +26,7 @@ ROUNDS = 30
 def test_clear_races_add(counts):
     if connections["default"].vendor != "postgresql":
         pytest.skip("SQLite serialises writers: no interleaving to test")
-    _runtime.rebuild()
+    rebuild()
     ann = Author.objects.create(name="Ann")
     book, other = (Book.objects.create(title=t, author=ann) for t in ("b", "other"))
     tags = [Tag.objects.create(name=f"t{i}") for i in range(ROUNDS)]

@@ -14,7 +14,7 @@ from django.db.models.fields import related_descriptors
 from django.db.models.sql.compiler import SQLDeleteCompiler
 from querystash_m2m import _rows, _state
 
-from querystash import _runtime
+from querystash.testing import rebuild, uninstalled
 from tests.testapp.models import Author, Book, Tag
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def mode(request, settings):
     if request.param == "table":
         settings.QUERYSTASH = {**settings.QUERYSTASH, "DISABLED_PLUGINS": ["fields"]}
-    _runtime.rebuild()
+    rebuild()
     return request.param
 
 
@@ -55,7 +55,7 @@ def count_of(book):
 def test_positive_control_wrong_deleted_rows_is_stale(settings, books, counts, monkeypatch):
     """Told the wrong rows (another book's), querystash-fields keeps the
     entry of the book whose row was really deleted: the check catches it."""
-    _runtime.rebuild()
+    rebuild()
     b1, b2, t1, _ = books
     read = Read("b1", tags_of(b1), counts).prime()
     real = _rows.returned
@@ -70,7 +70,7 @@ def test_positive_control_wrong_deleted_rows_is_stale(settings, books, counts, m
 
 
 def test_positive_control_wrong_inserted_rows_is_stale(books, counts, monkeypatch):
-    _runtime.rebuild()
+    rebuild()
     b1, b2, t1, _ = books
     read = Read("b2", count_of(b2), counts).prime()
     monkeypatch.setattr(_rows, "inserted", lambda model, obj: {"book_id": b1.pk,
@@ -86,7 +86,7 @@ def test_positive_control_wrong_inserted_rows_is_stale(books, counts, monkeypatc
 @pytest.mark.parametrize("disabled", [["m2m"], ["m2m", "fields"]])
 def test_plugin_disabled_is_still_right(settings, books, counts, disabled):
     settings.QUERYSTASH = {**settings.QUERYSTASH, "DISABLED_PLUGINS": disabled}
-    _runtime.rebuild()
+    rebuild()
     assert not _state.active()
     b1, b2, t1, t2 = books
     reads = [Read(n, f, counts).prime() for n, f in (("b1", tags_of(b1)), ("b2", tags_of(b2)))]
@@ -102,7 +102,7 @@ def test_plugin_disabled_is_still_right(settings, books, counts, disabled):
 
 def test_without_querystash_fields(books, counts, monkeypatch):
     """querystash-fields not installed: the core's table-level tags apply."""
-    _runtime.rebuild()
+    rebuild()
     monkeypatch.setattr(_state, "capture", None)
     b1, b2, t1, _ = books
     reads = [Read("b1", tags_of(b1), counts).prime(), Read("c2", count_of(b2), counts).prime()]
@@ -115,19 +115,13 @@ def test_without_querystash_fields(books, counts, monkeypatch):
 def test_uninstall_restores_django(books):
     originals = (vars(SQLDeleteCompiler).get("execute_sql"),
                  related_descriptors.create_forward_many_to_many_manager)
-    from querystash import _install as core
-
-    assert core.installed()
-    core.uninstall()
-    try:
+    with uninstalled():
         assert "execute_sql" not in vars(SQLDeleteCompiler)
         assert not hasattr(related_descriptors.create_forward_many_to_many_manager,
                            "__querystash_original__")
         b1, _, t1, _ = books
         b1.tags.remove(t1)  # plain Django
         assert "_Precise" not in [c.__name__ for c in type(b1.tags).__mro__]
-    finally:
-        core.install()
     assert vars(SQLDeleteCompiler).get("execute_sql") is not originals[0]
     assert "_Precise" in [c.__name__ for c in type(books[0].tags).__mro__]
 

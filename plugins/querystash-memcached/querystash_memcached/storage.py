@@ -21,7 +21,7 @@ from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheServerError
 from pymemcache.pool import ObjectPool
 
-from querystash import QUIET_LIMIT, Storage
+from querystash import QUIET_LIMIT, Storage, StorageError
 
 from . import _config
 from ._keys import KeyMaker, Ring
@@ -60,8 +60,15 @@ class _Server:
         client = pool.get()
         try:
             result = call(client, *args)
+        except MemcacheServerError:
+            pool.destroy(client)  # the server's answer (value too large...): read by the caller
+            raise
+        except Exception as exc:
+            # The connection may be mid-reply: never hand it out again. The
+            # error names the server: the log must say which one failed.
+            pool.destroy(client)
+            raise StorageError(f"memcached server {self.label}: {exc!r}") from exc
         except BaseException:
-            # The connection may be mid-reply: never hand it out again.
             pool.destroy(client)
             raise
         pool.release(client)

@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import threading
-import time
 from contextlib import ExitStack, contextmanager
 
 import pytest
@@ -20,7 +19,7 @@ from django.test import override_settings
 from pymemcache.client.base import Client
 from querystash_memcached import MemcachedStorage
 
-from querystash import _runtime
+from querystash.testing import problems, runtime, wait_for_store
 from querystash.testing.servers import MemcachedServer, free_port
 from tests.testapp.models import Author, Book
 
@@ -46,16 +45,16 @@ def flush(url: str) -> None:
 
 @contextmanager
 def using(servers: list[str], **section):
-    """Make querystash use memcached on ``servers``; yields the live runtime."""
+    """Make querystash use memcached on ``servers``; yields the live runtime
+    (``querystash.RuntimeHandle``)."""
     top = {k: section.pop(k) for k in list(section) if k.isupper()}
     value = {**settings.QUERYSTASH, **top, "STORAGE": "memcached",
              "memcached": {"servers": servers, "timeout": 0.3, "connect_timeout": 0.3,
                            **section}}
     with override_settings(QUERYSTASH=value):
-        rt = _runtime.current
-        assert rt.enabled, rt.problems
+        rt = runtime()
+        assert rt.enabled, problems()
         assert isinstance(rt.storage, MemcachedStorage)
-        rt.breaker.cooldown = 0.1  # tests wait out outages; production waits 5 s
         yield rt
 
 
@@ -97,9 +96,10 @@ def truth() -> list:
     return books(Book.objects.nocache())
 
 
-def wait_out_cooldown(rt) -> None:
-    time.sleep(max(0.0, rt.breaker.open_until - time.monotonic()) + 0.02)
-    assert rt.breaker.allows()
+def wait_out_outage(rt) -> None:
+    """The outage's debt paid by the background thread: the store is used again."""
+    assert wait_for_store(), "the store's debt was never paid"
+    assert rt.store_usable()
 
 
 def layout(servers: list[str], tag: str, other: str) -> str:

@@ -315,3 +315,15 @@ def test_bad_settings_raise_a_value_error_naming_the_key(section, named):
 ])
 def test_good_server_specs(servers):
     MemcachedStorage(servers=servers).close()
+
+
+def test_store_errors_name_the_server():
+    from querystash import StorageError
+
+    storage = MemcachedStorage(servers=["127.0.0.1:1"], connect_timeout=0.2)
+    try:
+        with pytest.raises(StorageError) as info:
+            storage.get_many(["k"])
+    finally:
+        storage.close()
+    assert str(info.value).startswith("memcached server 127.0.0.1:1: ")

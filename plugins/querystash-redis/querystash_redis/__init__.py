@@ -1,41 +1,34 @@
 """querystash-redis: a redis store for querystash (one server, Sentinel or Cluster).
 
-One module, two markers: ``settings`` is a DJP hook (fills the ``"redis"``
-section's defaults), ``querystash_storage`` a querystash hook.
+One module, two entry points: DJP loads it for the settings defaults
+(``djp`` group), querystash for the settings schema and the storage hook
+(``querystash`` group, plugin name ``redis``). The store is used only when
+the settings name it: ``QUERYSTASH["redis"]`` written, or
+``QUERYSTASH["STORAGE"] = "redis"``.
 """
 
 from __future__ import annotations
 
-from pluggy import HookimplMarker
+from querystash import SettingsSection, hookimpl
 
-from querystash import hookimpl
-
-from ._config import DEFAULTS, RedisConfig, defaults, parse
+from ._config import DEFAULTS, SETTINGS, RedisConfig, defaults, parse
 from ._storage import RedisStorage
 
-# djp.hookimpl is this marker. Importing djp here instead would, when this
-# module is imported first, make djp load its entry points — this module
-# among them, half-imported — and lose the settings hook.
-djp_hookimpl = HookimplMarker("djp")
+__all__ = ["DEFAULTS", "SETTINGS", "RedisConfig", "RedisStorage", "defaults", "parse",
+           "querystash_storage", "settings"]
 
-__all__ = ["DEFAULTS", "RedisConfig", "RedisStorage", "parse", "querystash_storage", "settings"]
+#: DJP's settings hook: fills the defaults into a section the user wrote
+settings = SETTINGS.djp_hook()
 
 
-@djp_hookimpl
-def settings(current_settings: dict) -> None:
-    """Fill ``QUERYSTASH["redis"]`` with the defaults, keeping the user's values."""
-    config = current_settings.setdefault("QUERYSTASH", {})
-    if not isinstance(config, dict):
-        return  # the core's checks report it
-    section = config.setdefault("redis", {})
-    if isinstance(section, dict):  # else: parse() names the mistake at start-up
-        for key, value in defaults().items():
-            section.setdefault(key, value)
+@hookimpl
+def querystash_settings_section() -> SettingsSection:
+    return SETTINGS
 
 
 @hookimpl
 def querystash_storage(name: str | None, config: dict) -> RedisStorage | None:
-    """The redis store, when ``STORAGE`` is unset or ``"redis"``."""
-    if name not in (None, "redis"):
+    """The redis store, when the core chose ``"redis"``."""
+    if name != "redis":
         return None
     return RedisStorage.from_config(config)

@@ -18,6 +18,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from urllib.parse import urlsplit
+
+import redis
 
 from querystash import GLOBAL_TAG, RedisQuietSet, Storage, StorageError, stamp_key
 
@@ -65,8 +68,52 @@ class RedisStorage(Storage):
         return self.config.key_prefix + key
 
     # -- the Storage contract -------------------------------------------------------
+    #
+    # A failure is raised as a StorageError naming the store and its address:
+    # the core logs it as is, and "Connection refused" alone says not where.
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        try:
+            return self._get_many(keys)
+        except (redis.RedisError, OSError) as exc:
+            raise self._error(exc) from exc
+
+    def add_many(self, mapping: Mapping[str, bytes], timeout: int) -> set[str]:
+        try:
+            return self._add_many(mapping, timeout)
+        except (redis.RedisError, OSError) as exc:
+            raise self._error(exc) from exc
+
+    def set(self, key: str, value: bytes, timeout: int) -> None:
+        try:
+            self._set(key, value, timeout)
+        except (redis.RedisError, OSError) as exc:
+            raise self._error(exc) from exc
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        try:
+            self._delete_many(keys)
+        except (redis.RedisError, OSError) as exc:
+            raise self._error(exc) from exc
+
+    @property
+    def address(self) -> str:
+        """Where the store is, without credentials: "127.0.0.1:6379/0", a
+        socket path, or the Sentinel / Cluster nodes."""
+        config = self.config
+        if config.mode == "single":
+            url = urlsplit(config.url)
+            if url.scheme == "unix":
+                return url.path
+            db = url.path.lstrip("/") or str(config.db)
+            return f"{url.hostname}:{url.port or 6379}/{db}"
+        return self.connection.describe()
+
+    def _error(self, exc: BaseException) -> StorageError:
+        return StorageError(f"redis at {self.address}: {exc!r}")
+
+
+    def _get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         names = [self.redis_key(k) for k in keys]
         generation = self._before()
         if self._leases is not None and names and not keys[0].startswith(self._stamp_prefix):
@@ -77,7 +124,7 @@ class RedisStorage(Storage):
             return [None] * len(keys)  # may have been read before the failover was settled
         return values
 
-    def add_many(self, mapping: Mapping[str, bytes], timeout: int) -> set[str]:
+    def _add_many(self, mapping: Mapping[str, bytes], timeout: int) -> set[str]:
         if not mapping:
             return set()
         generation = self._before()
@@ -89,7 +136,7 @@ class RedisStorage(Storage):
         self._after(generation)
         return {k for k, added in zip(mapping, results, strict=True) if not added}
 
-    def set(self, key: str, value: bytes, timeout: int) -> None:
+    def _set(self, key: str, value: bytes, timeout: int) -> None:
         name = self.redis_key(key)
         generation = self._before()
         if self._leases is None and not self._cluster:
@@ -106,7 +153,7 @@ class RedisStorage(Storage):
             pipe.execute()
         self._after(generation)
 
-    def delete_many(self, keys: Sequence[str]) -> None:
+    def _delete_many(self, keys: Sequence[str]) -> None:
         if not keys:
             return
         names = [self.redis_key(k) for k in keys]

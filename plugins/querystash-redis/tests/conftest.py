@@ -20,7 +20,7 @@ import redis
 from django.conf import settings
 from django.test import override_settings
 
-from querystash import _runtime
+from querystash.testing import problems, runtime
 from querystash.testing.servers import RedisServer, ServerError, free_port
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -199,14 +199,14 @@ def redis_sentinel():
 
 
 @contextmanager
-def querystash_redis(cooldown: float = 0.05, **section):
-    """Make querystash use the redis plugin with ``section``; yields the runtime."""
+def querystash_redis(**section):
+    """Make querystash use the redis plugin with ``section``; yields the
+    runtime (``querystash.RuntimeHandle``)."""
     with override_settings(QUERYSTASH={**settings.QUERYSTASH, "STORAGE": "redis",
                                        "redis": section}):
-        rt = _runtime.current
-        assert rt.enabled, rt.problems
+        rt = runtime()
+        assert rt.enabled, problems()
         assert rt.storage.name == "redis"
-        rt.breaker.cooldown = cooldown
         yield rt
 
 

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.test import override_settings
 from querystash_redis import DEFAULTS, RedisStorage, parse
 
-from querystash import _runtime, plugins
+from querystash.testing import plugin, problems, runtime
 from tests.testapp.models import Author
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,10 +25,11 @@ def test_djp_settings_hook_fills_defaults_without_overwriting():
     assert section["key_prefix"] == "a:"
     assert section["socket_timeout"] == DEFAULTS["socket_timeout"]
     assert set(section) == set(DEFAULTS)
+    # No section written: none is added. An installed storage plugin must not
+    # point the site at its default server (the section would choose redis).
     empty: dict = {}
     querystash_redis.settings(empty)
-    assert empty["QUERYSTASH"]["redis"] == DEFAULTS
-    assert empty["QUERYSTASH"]["redis"] is not DEFAULTS
+    assert empty["QUERYSTASH"] == {}
 
 
 def test_djp_hook_is_registered():
@@ -39,7 +40,7 @@ def test_djp_hook_is_registered():
 
 
 def test_plugin_is_registered_under_the_name_redis():
-    assert plugins.pm.get_plugin("redis") is querystash_redis
+    assert plugin("redis") is querystash_redis
 
 
 def test_defaults_parse():
@@ -59,22 +60,22 @@ def test_modes():
 
 
 @pytest.mark.parametrize("section, words", [
-    ("redis://x", 'QUERYSTASH["redis"] must be a dict'),
-    ({"urll": "redis://x"}, 'unknown key "urll"; did you mean "url"?'),
+    ("redis://x", 'QUERYSTASH["redis"] is \'redis://x\'; expected a dict'),
+    ({"urll": "redis://x"}, 'unknown key "urll". Did you mean "url"?'),
     ({"url": "http://x"}, '["url"]'),
     ({"socket_timeout": 0}, '["socket_timeout"] is 0'),
     ({"socket_timeout": "1"}, '["socket_timeout"]'),
     ({"socket_connect_timeout": True}, '["socket_connect_timeout"]'),
     ({"max_connections": 0}, '["max_connections"]'),
     ({"health_check_interval": -1}, '["health_check_interval"]'),
-    ({"key_prefix": "{x}"}, '["key_prefix"] must not contain'),
+    ({"key_prefix": "{x}"}, '["key_prefix"] is \'{x}\'; expected a string without "{"'),
     ({"sentinels": [["h", 1]]}, '["service_name"] is required'),
-    ({"sentinels": ["nohost"], "service_name": "m"}, '["sentinels"] has \'nohost\''),
+    ({"sentinels": ["nohost"], "service_name": "m"}, "'nohost' is not one"),
     ({"cluster_nodes": "h:1"}, '["cluster_nodes"] is'),
     ({"cluster_nodes": ["h:1"], "sentinels": ["h:2"], "service_name": "m"}, "not both"),
     ({"cluster_nodes": ["h:1"], "wait_replicas": 1}, '["wait_replicas"] is not supported'),
-    ({"dogpile": {"lease": 5}}, '["dogpile"] has an unknown key "lease"'),
-    ({"dogpile": {"wait_ms": -1}}, '["dogpile"]["wait_ms"]'),
+    ({"dogpile": {"lease": 5}}, '["dogpile"] is {\'lease\': 5}; expected None, True or'),
+    ({"dogpile": {"wait_ms": -1}}, '"wait_ms" is -1, expected milliseconds'),
     ({"dogpile": 5}, '["dogpile"] is 5'),
 ])
 def test_bad_section_is_a_clear_error(section, words):
@@ -86,15 +87,16 @@ def test_bad_section_is_a_clear_error(section, words):
 def test_bad_section_turns_caching_off_and_is_reported_by_check(db):
     bad = {**settings.QUERYSTASH, "STORAGE": "redis", "redis": {"socket_timeout": -1}}
     with override_settings(QUERYSTASH=bad):
-        rt = _runtime.current
-        assert not rt.enabled
-        assert any('QUERYSTASH["redis"]["socket_timeout"]' in p for p in rt.problems)
+        assert not runtime().enabled
+        assert any('QUERYSTASH["redis"]["socket_timeout"]' in p for p in problems())
         out = io.StringIO()
         from django.core.management.base import SystemCheckError
 
         with pytest.raises(SystemCheckError) as info:
             call_command("check", stdout=out, stderr=out)
-        assert "socket_timeout" in str(info.value) and "querystash.E010" in str(info.value)
+        assert "querystash.E003" in str(info.value)
+        assert 'QUERYSTASH["redis"]["socket_timeout"] is -1; expected seconds' in str(info.value)
+        assert "querystash.E010" not in str(info.value)  # one message, naming the key
         assert list(Author.objects.all()) == []  # queries still work
 
 
@@ -103,7 +105,8 @@ def test_storage_hook_answers_only_to_its_name():
     assert querystash_redis.querystash_storage("django", config) is None
     assert querystash_redis.querystash_storage("memcached", config) is None
     assert isinstance(querystash_redis.querystash_storage("redis", config), RedisStorage)
-    assert isinstance(querystash_redis.querystash_storage(None, config), RedisStorage)
+    # the core calls the hook with the store the settings name, never None
+    assert querystash_redis.querystash_storage(None, config) is None
 
 
 def test_server_down_at_startup_does_not_turn_caching_off(use_redis):
@@ -134,3 +137,18 @@ def test_stats_command_when_redis_is_down(use_redis):
         out = io.StringIO()
         call_command("querystash", "stats", stdout=out)
     assert "store unreachable" in out.getvalue()
+
+
+def test_store_errors_name_the_store_and_its_address():
+    from querystash import StorageError
+
+    storage = RedisStorage(parse({"url": "redis://:secret@127.0.0.1:1/3",
+                                  "socket_connect_timeout": 0.2}))
+    try:
+        with pytest.raises(StorageError) as info:
+            storage.get_many(["k"])
+    finally:
+        storage.close()
+    message = str(info.value)
+    assert message.startswith("redis at 127.0.0.1:1/3: ")
+    assert "secret" not in message  # the address, never the credentials

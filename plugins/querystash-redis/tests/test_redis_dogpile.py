@@ -9,7 +9,7 @@ import time
 import pytest
 from django.db import connections
 
-from querystash import _stamps
+from querystash.testing import checkpoints
 from tests.testapp.models import Author, Book
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,10 +27,10 @@ def titles():
 
 
 @pytest.fixture
-def slow_fills(monkeypatch):
+def slow_fills():
     """Every miss takes 0.3 s between its stamp read and its fill."""
-    monkeypatch.setattr(_stamps, "checkpoint",
-                        lambda name: time.sleep(0.3) if name == "after_stamp_read" else None)
+    with checkpoints(lambda name: time.sleep(0.3) if name == "after_stamp_read" else None):
+        yield
 
 
 def stampede(n: int = 8) -> list:

@@ -5,10 +5,10 @@ and a tiny maxmemory with allkeys-lru eviction."""
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 
+from querystash.testing import wait_for_store
 from querystash.testing.servers import RedisServer
 from tests.testapp.models import Author, Book
 
@@ -31,8 +31,10 @@ def truth():
     return list(Book.objects.nocache().order_by("pk").values_list("pk", "title", "status"))
 
 
-def wait_out_cooldown(rt):
-    time.sleep(max(0.0, rt.breaker.open_until - time.monotonic()) + 0.02)
+def wait_out_outage(rt):
+    """The outage's debt paid by the background thread: the store is used again."""
+    assert wait_for_store(), "the store's debt was never paid"
+    assert rt.store_usable()
 
 
 @pytest.fixture
@@ -61,7 +63,7 @@ def test_killed_then_restarted_mid_test(data, redis_single, use_redis, counts):
         assert books() == truth()
         assert counts("")["errors"] >= 1
         redis_single.start()  # empty, same port
-        wait_out_cooldown(rt)
+        wait_out_outage(rt)
         for _ in range(3):
             assert books() == truth()
         assert counts("testapp.Book")["hits"] >= 2
@@ -69,7 +71,7 @@ def test_killed_then_restarted_mid_test(data, redis_single, use_redis, counts):
         redis_single.kill()
         Book.objects.filter(title="B2").update(status=9)
         redis_single.start()
-        wait_out_cooldown(rt)
+        wait_out_outage(rt)
         for _ in range(3):
             assert books() == truth()
 
@@ -88,7 +90,7 @@ def test_killed_with_stale_data_surviving_restart(data, redis_single, use_redis,
         r = rclient(redis_single.port)
         for key, (value, ttl) in snapshot.items():
             r.restore(key, ttl, value)
-        wait_out_cooldown(rt)
+        wait_out_outage(rt)
         assert books() == truth()  # the debt (global stamp) is paid first
         assert books() == truth()
 

@@ -1,6 +1,8 @@
+from django.apps import apps as django_apps
 from django.core.management.base import BaseCommand, CommandError
 
 from querystash import _runtime, api, plugins
+from querystash._stats import FIELDS
 
 
 class Command(BaseCommand):
@@ -13,7 +15,8 @@ class Command(BaseCommand):
         sub.add_parser("plugins", help="List plugins: name, version, hooks, enabled.")
         sub.add_parser("stats", help="Store figures and this process's counters.")
         inv = sub.add_parser("invalidate", help="Invalidate cached queries of models, or all.")
-        inv.add_argument("models", nargs="*", metavar="app.Model")
+        inv.add_argument("models", nargs="*", metavar="app_label[.Model]",
+                         help="a model, or an app label for all its models")
         inv.add_argument("--all", action="store_true", help="Invalidate every cached entry.")
 
     def handle(self, *args, action, **options):
@@ -49,10 +52,8 @@ class Command(BaseCommand):
             self.stdout.write("no queries counted in this process yet "
                               "(counters are per process: see querystash.stats())")
             return
-        fields = ("hits", "misses", "fills", "invalidations", "bypasses", "vetoed", "corrupt",
-                  "unpicklable", "stale", "stamps_deleted", "errors")
-        rows = [("model", *fields)]
-        rows += [(model or "(store)", *(str(c.get(f, 0)) for f in fields))
+        rows = [("model", *FIELDS)]
+        rows += [(model or "(store)", *(str(c.get(f, 0)) for f in FIELDS))
                  for model, c in counters.items()]
         self._table(rows)
 
@@ -65,11 +66,22 @@ class Command(BaseCommand):
             api.invalidate_all()
             self.stdout.write("Invalidated every cached entry.")
             return
-        try:
-            api.invalidate_models(*models)
-        except (LookupError, ValueError) as exc:
-            raise CommandError(f"Unknown model: {exc}") from exc
+        classes = [model for label in models for model in self._models(label)]
+        api.invalidate_models(*classes)
         self.stdout.write(f"Invalidated cached queries of {', '.join(models)}.")
+
+    def _models(self, label: str) -> list:
+        """``app_label.Model`` -> [that model]; ``app_label`` -> every model of the app."""
+        try:
+            if "." in label:
+                return [django_apps.get_model(label)]
+            return list(django_apps.get_app_config(label).get_models(include_auto_created=True))
+        except (LookupError, ValueError) as exc:
+            apps = ", ".join(sorted(django_apps.app_configs))
+            raise CommandError(
+                f"Unknown model or app label {label!r} ({exc}). Give app_label.Model "
+                f"(e.g. auth.User) or an app label to invalidate all its models: {apps}."
+            ) from exc
 
     def _table(self, rows):
         widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
