@@ -6,6 +6,7 @@ Importing this package never touches the ORM; the Django side starts in
 
 from ._encode import UnencodableValue, encode
 from ._noreply import QUIET_LIMIT, RedisQuietSet
+from ._switch import disabled, is_disabled
 from ._tags import GLOBAL_TAG, stamp_key
 from .events import Event, QueryInfo, WriteEvent
 from .exceptions import Uncacheable
@@ -35,11 +36,13 @@ __all__ = [
     "UnencodableValue",
     "WriteEvent",
     "__version__",
+    "disabled",
     "encode",
     "hookimpl",
     "invalidate_all",
     "invalidate_models",
     "invalidate_tags",
+    "is_disabled",
     "reset_stats",
     "stamp_key",
     "stats",

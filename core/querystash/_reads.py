@@ -20,6 +20,7 @@ from django.db.models.sql.constants import GET_ITERATOR_CHUNK_SIZE, MULTI, SINGL
 
 from . import _runtime, _stamps
 from ._queryset import NOCACHE, current_op, spec_of
+from ._switch import off as _disabled
 from ._transactions import fill_is_safe, in_transaction, written_tags
 from .events import QueryInfo
 from .exceptions import Uncacheable
@@ -37,6 +38,7 @@ def make_execute_sql(original):
         if (
             rt is None
             or not rt.enabled
+            or _disabled.get()  # querystash.disabled(): reads only, writes still invalidate
             or (result_type != MULTI and result_type != SINGLE)
             or isinstance(self, _WRITE_COMPILERS)
         ):
