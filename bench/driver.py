@@ -1,6 +1,11 @@
 """Run every mode on every database, alternating, and write the report.
 
     python -m bench.driver [--quick] [--out DIR] [--modes a,b] [--dbs sqlite,postgres]
+                           [--suite micro,page]
+
+The micro benchmark (this module, below) and then the page benchmark
+(bench/page/driver.py); at the end, the goals in bench/README.md are judged
+from the latest raw results of both (bench/goals.py).
 
 Called by bench/run inside the bench virtualenv. Starts a throwaway redis and
 memcached on free loopback ports (querystash/testing/servers.py), creates the databases
@@ -124,7 +129,32 @@ def main(argv=None) -> int:
     p.add_argument("--modes", help="comma-separated subset of: " + ", ".join(MODES))
     p.add_argument("--dbs", default="sqlite,postgres", help="sqlite, postgres or both")
     p.add_argument("--rounds", type=int, help="override the profile's number of rounds")
+    p.add_argument("--suite", default="micro,page", help="micro, page or both (default)")
     args = p.parse_args(argv)
+    # what the pages say produced them
+    args.command = " ".join(["bench/run", *(sys.argv[1:] if argv is None else argv)])
+    suites = args.suite.split(",")
+    if not set(suites) <= {"micro", "page"}:
+        p.error(f"--suite: micro, page or both, not {args.suite!r}")
+    rc = micro(p, args) if "micro" in suites else 0
+    if "page" in suites:
+        from bench.page import driver as page
+
+        page_args = ["--out", args.out, "--command", args.command] + (
+            ["--quick"] if args.quick else [])
+        if args.modes:
+            page_args += ["--modes", args.modes]
+        if "postgres" not in args.dbs.split(","):
+            page_args += ["--db", "sqlite"]
+        rc |= page.main(page_args)
+    if Path(args.out).resolve() == (ROOT / "docs").resolve():
+        from bench import goals
+
+        goals.main([])  # prints the path of bench/README.md
+    return rc
+
+
+def micro(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     profile_name = "quick" if args.quick else "full"
     profile = PROFILES[profile_name]
     rounds = args.rounds or profile["rounds"]
@@ -150,14 +180,18 @@ def main(argv=None) -> int:
     redis = RedisServer().start()
     memcached = MemcachedServer(memory_mb=256).start()
     say(f"redis on {redis.url}, memcached on {memcached.url}")
-    base_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.benchproject.settings",
+    # Nothing of the caller's querystash configuration leaks into a mode
+    # (QUERYSTASH_LOAD_PLUGINS would cut a full install down).
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("QUERYSTASH_")
+             or k == "QUERYSTASH_BENCH_PG_NAME"}
+    base_env = {**clean, "DJANGO_SETTINGS_MODULE": "bench.benchproject.settings",
                 "BENCH_REDIS_URL": redis.url, "BENCH_MEMCACHED": memcached.url,
                 "BENCH_SQLITE_PATH": str(tmp / "bench.sqlite3"), "BENCH_PG_NAME": PG_NAME}
     results = {"profile": profile_name, "rounds": rounds, "dbs": dbs,
                "modes": [m.name for m in modes], "skipped_modes": skipped,
                "mode_notes": {m.name: m.note for m in modes},
                "machine": machine(), "load_before": loadavg(), "runs": [],
-               "command": "bench/run" + (" --quick" if args.quick else "")}
+               "command": args.command}
     started = time.monotonic()
     try:
         if "postgres" in dbs:

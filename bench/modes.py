@@ -17,10 +17,19 @@ class Mode:
     #: plugins/<dir> this mode needs (skipped when absent)
     plugins: tuple[str, ...] = ()
     note: str = ""
+    #: every plugin installed and active, configured through ``djp.settings()``,
+    #: as ``pip install`` of every plugin gives a user (otherwise the mode loads
+    #: only ``plugins``)
+    full: bool = False
 
     def available(self) -> bool:
         return all((ROOT / "plugins" / p / "pyproject.toml").is_file() for p in self.plugins)
 
+
+#: the plugins a full install has (plugins/<dir>); their querystash entry-point
+#: names are the same without the prefix
+FULL_INSTALL = ("querystash-redis", "querystash-memcached", "querystash-fields",
+                "querystash-m2m")
 
 ALL_MODES = [
     Mode("nocache", "none", None, note="plain Django, no query cache"),
@@ -35,6 +44,13 @@ ALL_MODES = [
          note="querystash-memcached plugin"),
     Mode("querystash-fields", "querystash", "redis", ("querystash-fields",),
          note="querystash-fields (field-scoped invalidation) on redis"),
+    Mode("querystash-full-locmem", "querystash", "locmem", FULL_INSTALL, full=True,
+         note="full install (every plugin active), the built-in store: "
+              "STORAGE \"django\" on LocMemCache"),
+    Mode("querystash-full-redis", "querystash", "redis", FULL_INSTALL, full=True,
+         note="full install (every plugin active), STORAGE \"redis\""),
+    Mode("querystash-full-memcached", "querystash", "memcached", FULL_INSTALL, full=True,
+         note="full install (every plugin active), STORAGE \"memcached\""),
     Mode("cacheops", "cacheops", "redis", note="django-cacheops on redis"),
     Mode("cachalot-redis", "cachalot", "redis", note="django-cachalot, Django RedisCache"),
     Mode("cachalot-memcached", "cachalot", "memcached",

@@ -323,6 +323,29 @@ def check_mode():
     if rt is None or not rt.enabled:
         problems = rt.problems if rt is not None else ["querystash is not installed"]
         raise SystemExit(f"{mode.name}: querystash is off: {'; '.join(problems)}")
+    check_plugins(mode)
+
+
+def check_plugins(mode) -> list[str]:
+    """The querystash plugins registered in this process; a full-install mode
+    that misses one of them (a QUERYSTASH_LOAD_PLUGINS in the environment, a
+    plugin that failed to load) would measure something else: refuse."""
+    from querystash import _runtime, plugins
+
+    loaded = sorted(name for name, _ in plugins.pm.list_name_plugin())
+    if mode.full:
+        wanted = {p.removeprefix("querystash-") for p in mode.plugins}
+        missing = sorted(wanted - set(loaded))
+        if missing:
+            errors = "; ".join(str(e) for e in plugins.load_errors)
+            raise SystemExit(f"{mode.name}: a full install, but plugin(s) {missing} are not "
+                             f"loaded (loaded: {loaded}){'; ' + errors if errors else ''}")
+        storage = type(_runtime.current.storage).__module__
+        expected = {"redis": "querystash_redis", "memcached": "querystash_memcached",
+                    "locmem": "querystash."}[mode.store]
+        if not storage.startswith(expected):
+            raise SystemExit(f"{mode.name}: the store is {storage}, not {expected}*")
+    return loaded
 
 
 def parse_args(argv=None):
@@ -360,6 +383,8 @@ def run(args) -> dict:
     if args.mixed:
         out["mixed"] = bench.mixed()
     out["querystash"] = querystash_stats()
+    if bench.mode.lib == "querystash":
+        out["querystash"]["plugins"] = check_plugins(bench.mode)
     out["seconds"] = time.perf_counter() - t0
     return out
 

@@ -73,3 +73,36 @@ qs_ensure_venv() {
     "$venv/bin/python" -m pip install -qq --disable-pip-version-check "${args[@]}"
     printf '%s' "$want" >"$stamp"
 }
+
+# qs_apt_ensure COMMAND:PACKAGE...
+# apt-get install the PACKAGE of every COMMAND not on PATH (root only; else die with a hint).
+qs_apt_ensure() {
+    local pair
+    local -a missing=()
+    for pair in "$@"; do
+        command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+    done
+    ((${#missing[@]})) || return 0
+    if [[ $(id -u) != 0 ]]; then
+        qs_die "missing ${missing[*]}; run as root or: sudo apt-get install -y ${missing[*]}"
+    fi
+    qs_say "installing ${missing[*]} with apt-get"
+    # Debian's postinst scripts would start the services; a policy-rc.d that answers 101
+    # stops that (Docker images ship one already; add ours only if there is none).
+    local policy_added= apt_log apt_rc=0
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        policy_added=1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt_log=$(mktemp)  # dpkg is chatty: keep its output unless something fails
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+        >"$apt_log" 2>&1 || apt_rc=$?
+    [[ -n $policy_added ]] && rm -f /usr/sbin/policy-rc.d
+    if ((apt_rc != 0)); then
+        cat "$apt_log" >&2
+        qs_die "apt-get install ${missing[*]} failed (exit $apt_rc)"
+    fi
+    rm -f "$apt_log"
+}

@@ -8,7 +8,9 @@ multi-database tests.
 import atexit
 import os
 import shutil
+import sys
 import tempfile
+from pathlib import Path
 
 import django
 
@@ -23,7 +25,13 @@ INSTALLED_APPS = [
     "tests.testapp",
     "tests.fuzzapp",  # the differential fuzzer's schema (tests/fuzz)
     "tests.fieldtypes.apps.FieldtypesConfig",
+    # The example project's shop app (example/shop): the docs' examples use
+    # its models, so a reader can paste them into that project's shell.
+    "shop",
 ]
+_EXAMPLE = str(Path(__file__).resolve().parent.parent / "example")
+if _EXAMPLE not in sys.path:
+    sys.path.append(_EXAMPLE)
 MIDDLEWARE = []
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -88,6 +96,7 @@ QUERYSTASH = {
     "MODELS": {
         "testapp.*": {"ops": "all", "timeout": 600},
         "fuzzapp.*": {"ops": "all", "timeout": 600},
+        "shop.*": {"ops": "all", "timeout": 600},
     },
 }
 

@@ -660,3 +660,12 @@ def test_stamps_that_cannot_be_established_veto_the_fill(locmem, data, monkeypat
     reason = _capture.STAMPS if locmem.config["MODELS"] else _capture.STORE
     assert stats().get(_memoize.VETO + reason) == 1, stats()
     assert "fills" not in stats()
+
+
+def test_nothing_is_served_inside_querystash_disabled(locmem, data):
+    old = prime(library, 1)
+    with querystash.disabled():
+        result, queries = calls_db(library, 1)
+    assert result == old and queries == 5  # every query on the database
+    assert stats().get("bypasses") == 1 and stats().get("hits") == 1
+    assert assert_hit(library, 1) == old  # served again outside the block

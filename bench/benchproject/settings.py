@@ -56,7 +56,18 @@ else:
                      "OPTIONS": {"MAX_ENTRIES": 1_000_000}}
 CACHES = {"default": DEFAULT_CACHE}
 
-if MODE.lib == "querystash":
+if MODE.lib == "querystash" and MODE.full:
+    # A full install, configured as a user does: every installed plugin loads
+    # (no QUERYSTASH_LOAD_PLUGINS: the driver strips it from the environment,
+    # and the worker checks every plugin is registered), and djp.settings()
+    # (the last line) adds the app and whatever the plugins add.
+    QUERYSTASH = {"MODELS": {"bench.*": {"ops": "all"}},
+                  "STORAGE": {"locmem": "django"}.get(MODE.store, MODE.store)}
+    if MODE.store == "redis":
+        QUERYSTASH["redis"] = {"url": REDIS_URL}
+    elif MODE.store == "memcached":
+        QUERYSTASH["memcached"] = {"servers": [MEMCACHED]}
+elif MODE.lib == "querystash":
     INSTALLED_APPS.append("querystash")
     QUERYSTASH = {"MODELS": {"bench.*": {"ops": "all"}}}
     plugins = [p.removeprefix("querystash-") for p in MODE.plugins]  # entry-point names
@@ -79,3 +90,8 @@ elif MODE.lib == "cacheops":
     CACHEOPS = {"bench.*": {"ops": "all", "timeout": 900}}
 elif MODE.lib == "cachalot":
     INSTALLED_APPS.append("cachalot")  # its defaults: every table, CACHES["default"]
+
+if MODE.full:
+    import djp
+
+    djp.settings(globals())

@@ -8,6 +8,7 @@ from ._encode import UnencodableValue, encode
 from ._memoize import memoize
 from ._memoize import stats as memoize_stats
 from ._noreply import QUIET_LIMIT, RedisQuietSet
+from ._switch import disabled, is_disabled
 from ._tags import GLOBAL_TAG, stamp_key
 from .events import Event, QueryInfo, WriteEvent
 from .exceptions import Uncacheable
@@ -37,11 +38,13 @@ __all__ = [
     "UnencodableValue",
     "WriteEvent",
     "__version__",
+    "disabled",
     "encode",
     "hookimpl",
     "invalidate_all",
     "invalidate_models",
     "invalidate_tags",
+    "is_disabled",
     "memoize",
     "memoize_stats",
     "reset_stats",

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from hashlib import blake2b
 from typing import Any, overload
 
-from . import _capture, _codec, _stamps
+from . import _capture, _codec, _stamps, _switch
 from ._encode import encode
 from ._transactions import in_transaction, written_tags
 from .exceptions import Uncacheable
@@ -115,7 +115,7 @@ def call(label: str, keyed: Any, fn: Callable, args: tuple, kwargs: dict,
     """``fn(*args, **kwargs)``, memoized under ``label`` and ``keyed``."""
     rt = _current()
     counts = _counts[label]
-    if rt is None or not rt.enabled:
+    if rt is None or not rt.enabled or _switch.off.get():  # querystash.disabled() too
         counts["bypasses"] += 1
         return fn(*args, **kwargs)  # an outer capture is vetoed by the queries
     try:
@@ -154,7 +154,7 @@ async def acall(label: str, keyed: Any, fn: Callable, args: tuple, kwargs: dict,
 
     rt = _current()
     counts = _counts[label]
-    if rt is None or not rt.enabled:
+    if rt is None or not rt.enabled or _switch.off.get():
         counts["bypasses"] += 1
         return await fn(*args, **kwargs)
     try:

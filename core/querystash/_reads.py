@@ -20,6 +20,7 @@ from django.db.models.sql.constants import GET_ITERATOR_CHUNK_SIZE, MULTI, SINGL
 
 from . import _capture, _capture_reads, _runtime, _stamps
 from ._queryset import NOCACHE, current_op, spec_of
+from ._switch import off as _disabled
 from ._transactions import fill_is_safe, in_transaction, written_tags
 from .events import QueryInfo
 from .exceptions import Uncacheable
@@ -37,12 +38,13 @@ def make_execute_sql(original):
         if (
             rt is None
             or not rt.enabled
+            or _disabled.get()  # querystash.disabled(): reads only, writes still invalidate
             or (result_type != MULTI and result_type != SINGLE)
             or isinstance(self, _WRITE_COMPILERS)
         ):
             if not isinstance(self, _WRITE_COMPILERS):  # memoize: writes veto at the cursor
-                _capture.veto(_capture.UNTRACKED if rt is not None and rt.enabled
-                              else _capture.OFF)
+                _capture.veto(_capture.OFF if rt is None or not rt.enabled or _disabled.get()
+                              else _capture.UNTRACKED)
             return original(self, result_type, chunked_fetch, chunk_size)
         return _cached(rt, original, self, result_type, chunked_fetch, chunk_size)
 

@@ -37,6 +37,10 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 
 QUERYSTASH = {
+    # The built-in store, on CACHES["default"] above, named explicitly: an
+    # installed storage plugin (querystash-redis...) is then never the store,
+    # so the demo never talks to a server nobody configured for it.
+    "STORAGE": "django",
     "MODELS": {"shop.*": {"ops": "all", "timeout": 900}},
 }
 
