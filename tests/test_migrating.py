@@ -179,12 +179,31 @@ def invalidation(how: Callable[[], None]) -> Callable:
     return check
 
 
-def no_function_cache(ann):
-    assert not {"cached", "cached_as", "cached_view"} & set(querystash.__all__)
+def memoized_function(ann):
+    # No dependency list: what the function reads is what invalidates it.
+    count = querystash.memoize(lambda: Book.objects.filter(author=ann).count(),
+                               name="migrating.count")
+    assert twice(count) == [1, 0]
+    Book.objects.create(title="Two", author=ann)
+    assert count() == 2
 
 
-def no_template_tags(ann):
-    assert importlib.util.find_spec("querystash.templatetags") is None
+def memoized_with_timeout(ann):
+    count = querystash.memoize(timeout=60, name="migrating.timed")(
+        lambda: Author.objects.count())
+    assert twice(count) == [1, 0]
+    Author.objects.create(name="Bo")  # a write invalidates it before the timeout
+    assert count() == 2
+
+
+def memoize_template_tag(ann):
+    from django.template import Context, Engine
+
+    engine = Engine(libraries={"querystash": "querystash.templatetags.querystash"})
+    template = engine.from_string('{% load querystash %}{% memoize "names" %}'
+                                  "{% for a in authors %}{{ a.name }}{% endfor %}"
+                                  "{% endmemoize %}")
+    assert twice(lambda: template.render(Context({"authors": Author.objects.all()}))) == [1, 0]
 
 
 def every_model(ann):
@@ -319,8 +338,9 @@ CHECKS: dict[str, Callable] = {
     "`invalidate_all()`": invalidation(querystash.invalidate_all),
     "`manage.py invalidate app.Model`": invalidation(
         lambda: call_command("querystash", "invalidate", "testapp.Author")),
-    "`@cached_as(qs)` / `@cached(...)`": no_function_cache,
-    "template tags `cached_as`": no_template_tags,
+    "`@cached_as(qs)`": memoized_function,
+    "`@cached(...)` (time-based)": memoized_with_timeout,
+    "template tag `{% cached_as qs ... %}`": memoize_template_tag,
     # django-cachalot
     '`INSTALLED_APPS += ["cachalot"]`': djp_adds_the_app,
     "every query cached automatically": every_model,

@@ -5,6 +5,8 @@ Importing this package never touches the ORM; the Django side starts in
 """
 
 from ._encode import UnencodableValue, encode
+from ._memoize import memoize
+from ._memoize import stats as memoize_stats
 from ._noreply import QUIET_LIMIT, RedisQuietSet
 from ._switch import disabled, is_disabled
 from ._tags import GLOBAL_TAG, stamp_key
@@ -43,6 +45,8 @@ __all__ = [
     "invalidate_models",
     "invalidate_tags",
     "is_disabled",
+    "memoize",
+    "memoize_stats",
     "reset_stats",
     "stamp_key",
     "stats",

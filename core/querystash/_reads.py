@@ -18,7 +18,7 @@ from django.db.models.sql.compiler import (
 )
 from django.db.models.sql.constants import GET_ITERATOR_CHUNK_SIZE, MULTI, SINGLE
 
-from . import _runtime, _stamps
+from . import _capture, _capture_reads, _runtime, _stamps
 from ._queryset import NOCACHE, current_op, spec_of
 from ._switch import off as _disabled
 from ._transactions import fill_is_safe, in_transaction, written_tags
@@ -42,6 +42,9 @@ def make_execute_sql(original):
             or (result_type != MULTI and result_type != SINGLE)
             or isinstance(self, _WRITE_COMPILERS)
         ):
+            if not isinstance(self, _WRITE_COMPILERS):  # memoize: writes veto at the cursor
+                _capture.veto(_capture.OFF if rt is None or not rt.enabled or _disabled.get()
+                              else _capture.UNTRACKED)
             return original(self, result_type, chunked_fetch, chunk_size)
         return _cached(rt, original, self, result_type, chunked_fetch, chunk_size)
 
@@ -62,6 +65,10 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
     model = query.model
     timeout = _enabled_timeout(rt, spec, op, model)
     if timeout is None:
+        capture = _capture.active.get()  # memoize: not cached per query, still tracked
+        if capture is not None:
+            return _capture_reads.read(rt, capture, original, compiler, result_type,
+                                       chunked_fetch, chunk_size, spec, op)
         return original(compiler, result_type, chunked_fetch, chunk_size)
     try:
         sql, params = compiler.as_sql()
@@ -75,12 +82,14 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
         # Run Django's own execute_sql on the SQL already compiled: pinning
         # as_sql on this compiler instance saves compiling twice on a miss.
         compiler.as_sql = lambda *args, **kwargs: (sql, params)
+        compiling = _capture.compiling.set(True)  # memoize: this statement is tracked
         try:
             result = original(compiler, result_type, chunked_fetch, chunk_size)
             if result_type == MULTI:
                 return [row for chunk in result for row in chunk]
             return result
         finally:
+            _capture.compiling.reset(compiling)
             del compiler.as_sql
 
     label = model._meta.label if model is not None else ""
@@ -89,6 +98,7 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
         # It reads something whose writes querystash never sees (a temporary
         # table, a view, another schema): no invalidation could reach it.
         rt.stats.add(label, "vetoed")
+        _capture.veto(_capture.UNWATCHED)  # memoize
         return _shape(run(), result_type, chunked_fetch)
     info = QueryInfo(
         sql, params, compiler.using, "multi" if result_type == MULTI else "single", op,
@@ -96,6 +106,7 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
     )
     if not rt.eligible(info):
         rt.stats.add(label, "vetoed")
+        _capture.veto(_capture.INELIGIBLE)  # memoize
         return _shape(run(), result_type, chunked_fetch)
     try:
         key = rt.key_function(info)
@@ -103,6 +114,7 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
         # A key function's veto: e.g. a parameter the encoder cannot key exactly.
         rt.stats.add(label, "vetoed")
         logger.debug("querystash: not caching a read of %s: %s", label or "?", exc.reason)
+        _capture.veto(_capture.UNKEYED)  # memoize
         return _shape(run(), result_type, chunked_fetch)
     tags = rt.query_tags(info)
     connection = compiler.connection
@@ -112,6 +124,7 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
         if written and (_runtime.GLOBAL_TAG in written or not written.isdisjoint(tags)):
             # Read-your-writes: this transaction changed what the query reads.
             rt.stats.add(label, "bypasses")
+            _capture.veto(_capture.READ_YOUR_WRITES)  # memoize
             return _shape(run(), result_type, chunked_fetch)
         can_fill = fill_is_safe(connection)
     result = _stamps.read(rt, key, tags, label, timeout, can_fill, run)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 
-from . import _runtime, _stamps, _stores, _transactions
+from . import _capture, _runtime, _stamps, _stores, _transactions
 from .events import WriteEvent
 
 logger = logging.getLogger("querystash")
@@ -74,6 +74,8 @@ def _invalidate_written(connection) -> None:
 
 def make_execute(original):
     def execute(self, sql, params=None):
+        if _capture.active.get() is not None:  # memoize: raw SQL or a write vetoes
+            _capture.statement(sql, _runtime.current)
         try:
             return original(self, sql, params)
         finally:
@@ -84,6 +86,8 @@ def make_execute(original):
 
 def make_executemany(original):
     def executemany(self, sql, param_list):
+        if _capture.active.get() is not None:  # memoize: raw SQL or a write vetoes
+            _capture.statement(sql, _runtime.current)
         try:
             return original(self, sql, param_list)
         finally:
@@ -94,6 +98,7 @@ def make_executemany(original):
 
 def make_callproc(original):
     def callproc(self, procname, params=None, kparams=None):
+        _capture.veto(_capture.RAW_READ)  # memoize: a procedure may read or write anything
         try:
             return original(self, procname, params, kparams)
         finally:
@@ -104,6 +109,7 @@ def make_callproc(original):
 
 def executescript(self, script):
     # sqlite3 only; reached through CursorWrapper.__getattr__ otherwise.
+    _capture.veto(_capture.RAW_READ)  # memoize
     try:
         return self.cursor.executescript(script)
     finally:

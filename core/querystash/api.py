@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from django.apps import apps
 
-from . import _runtime, _stamps
+from . import _memoize, _runtime, _stamps
 
 
 def _live():
@@ -49,4 +49,6 @@ def stats() -> dict[str, dict[str, int]]:
 
 
 def reset_stats() -> None:
+    """Zero this process's counters, memoized functions' included."""
     _live().stats.reset()
+    _memoize.reset_stats()

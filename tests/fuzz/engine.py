@@ -167,6 +167,34 @@ def evaluate(thunk: Callable[[], object]):
         return ("raises", type(exc).__name__)
 
 
+# -- reads through querystash.memoize -------------------------------------------
+
+#: read description -> its thunk, for the memoized functions below (a
+#: description names one read: the functions depend only on it and the database)
+MEMO_THUNKS: dict[str, Callable[[], object]] = {}
+
+
+@querystash.memoize(name="fuzz.memo_one")
+def memo_one(desc: str):
+    return evaluate(MEMO_THUNKS[desc])
+
+
+@querystash.memoize(name="fuzz.memo_pair")
+def memo_pair(first: str, second: str):
+    # Nested: the outer entry depends on what both inner calls read.
+    return memo_one(first), memo_one(second)
+
+
+def memo_totals() -> tuple[int, int]:
+    """(hits, misses) of the outer memoized calls the fuzzer makes."""
+    stats = querystash.memoize_stats()
+    hits = misses = 0
+    for label in ("fuzz.memo_one", "fuzz.memo_pair"):
+        hits += stats.get(label, {}).get("hits", 0)
+        misses += stats.get(label, {}).get("misses", 0)
+    return hits, misses
+
+
 # -- results -------------------------------------------------------------------
 
 
@@ -214,6 +242,9 @@ class Result:
     #: of the reads, those on Typed (tests/fuzz/typed.py), and their hits
     typed_reads: int = 0
     typed_hit_reads: int = 0
+    #: of the reads, those made through querystash.memoize, and their hits
+    memo_reads: int = 0
+    memo_hit_reads: int = 0
     #: the runtime's storage class and USE_TZ, to tell configurations apart
     storage: str = ""
     use_tz: bool = True
@@ -221,7 +252,7 @@ class Result:
 
     def add(self, other: Result) -> None:
         for name in ("reads", "hit_reads", "hits", "misses", "bypasses", "writes", "steps",
-                     "typed_reads", "typed_hit_reads"):
+                     "typed_reads", "typed_hit_reads", "memo_reads", "memo_hit_reads"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.violations.extend(other.violations)
         self.storage, self.use_tz = other.storage, other.use_tz
@@ -232,6 +263,7 @@ class Result:
                 f"USE_TZ={self.use_tz} steps={self.steps} "
                 f"reads={self.reads} hit_reads={self.hit_reads} ({ratio:.0%}) "
                 f"typed_reads={self.typed_reads} typed_hit_reads={self.typed_hit_reads} "
+                f"memo_reads={self.memo_reads} memo_hit_reads={self.memo_hit_reads} "
                 f"query_hits={self.hits} misses={self.misses} bypasses={self.bypasses} "
                 f"writes={self.writes} violations={len(self.violations)}")
 
@@ -271,6 +303,9 @@ class Fuzzer(TypedOps):
     #: share of new reads and of writes on Typed (tests/fuzz/typed.py): every
     #: field type under querystash-fields' .cache("<field>")
     TYPED_SHARE = 0.4
+    #: share of reads made through querystash.memoize (a third of them a
+    #: memoized pair of reads calling the memoized single read)
+    MEMO_SHARE = 0.3
 
     def __init__(self, seed: int, steps: int, config: str, replay: str = ""):
         self.seed = seed
@@ -279,6 +314,12 @@ class Fuzzer(TypedOps):
         db = " --db postgres" if connection.vendor == "postgresql" else ""
         self.replay = replay or f"python -m tests.fuzz --config {config} --seed {seed}{db}"
         self.rng = random.Random(seed)
+        # Its own generator: the memoize choices leave the operations of a
+        # seed what they were before memoized reads existed.
+        self.memo_rng = random.Random(seed + 1_000_003)
+        MEMO_THUNKS.clear()
+        #: read description -> how it is made: () plainly, else memoized
+        self.memo_ways: dict[str, tuple] = {}
         self.history: list[str] = []
         #: read description -> len(history) when it was last made
         self.last_made: dict[str, int] = {}
@@ -301,6 +342,9 @@ class Fuzzer(TypedOps):
         share = configs.env_float("QUERYSTASH_FUZZ_TYPED_SHARE")
         if share is not None:
             self.TYPED_SHARE = share
+        memo_share = configs.env_float("QUERYSTASH_FUZZ_MEMO_SHARE")
+        if memo_share is not None:
+            self.MEMO_SHARE = memo_share
         if self.swarm:
             self.reads = self.rng.sample(self.reads, max(3, len(self.reads) // 3))
             self.writes = self.rng.sample(self.writes, max(2, len(self.writes) // 3))
@@ -355,11 +399,18 @@ class Fuzzer(TypedOps):
             desc, thunk = self.rng.choice(templates)()
             self.recent = [*self.recent[-(self.HOT - 1):], (desc, thunk)]
             self.made.setdefault(desc, thunk)
+        memo = self.memo_ways.get(desc)
+        if memo is None:  # decided once per read, so that its repeats can hit
+            memo = self.memo_ways[desc] = self.memoized(desc, thunk)
+        if memo:
+            desc, thunk = memo
         stats = _runtime.current.stats
         before = stats.totals()
+        memo_before = memo_totals()
         cached = evaluate(thunk)
         after = stats.totals()
-        with caching_off():
+        memo_after = memo_totals()
+        with caching_off():  # memoize too: caching off is off for it
             fresh = evaluate(thunk)
         self.result.reads += 1
         typed = desc.startswith("typed ")
@@ -368,6 +419,12 @@ class Fuzzer(TypedOps):
                 and after["bypasses"] == before["bypasses"]:
             self.result.hit_reads += 1
             self.result.typed_hit_reads += typed
+        if memo:
+            self.result.memo_reads += 1
+            if memo_after[0] > memo_before[0] and memo_after[1] == memo_before[1]:
+                self.result.memo_hit_reads += 1
+                self.result.hit_reads += 1
+                self.result.typed_hit_reads += typed
         since = self.last_made.get(desc)
         if cached != fresh:
             history = self.history[since:] if since is not None else self.history[-30:]
@@ -377,6 +434,19 @@ class Fuzzer(TypedOps):
             self.result.violations.append(violation)
         self.log(f"read {desc}")
         self.last_made[desc] = len(self.history)
+
+    def memoized(self, desc: str, thunk: Callable[[], object]):
+        """``()`` for a plain read, or (description, thunk) of the read made
+        through ``querystash.memoize`` instead (``MEMO_SHARE`` of the reads):
+        alone, or a third of the time paired with another read made so far
+        (nested memoized calls)."""
+        if self.memo_rng.random() >= self.MEMO_SHARE:
+            return ()
+        MEMO_THUNKS.setdefault(desc, thunk)
+        if self.memo_rng.random() < 1 / 3 and len(MEMO_THUNKS) > 1:
+            other = self.memo_rng.choice(sorted(MEMO_THUNKS))
+            return f"{desc} + {other} (memoized pair)", lambda: memo_pair(desc, other)
+        return f"{desc} (memoized)", lambda: memo_one(desc)
 
     def write(self) -> None:
         if self.rng.random() < self.TYPED_SHARE:

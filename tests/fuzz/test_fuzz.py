@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 from django.db.models.query import QuerySet
 
+import querystash
 from querystash import _runtime, _writes
 
 from . import configs, summary, typed
@@ -48,6 +49,8 @@ def test_fuzz(config, record_property, request):
     share = configs.env_float("QUERYSTASH_FUZZ_TYPED_SHARE")
     least = 5 if share is None or share <= Fuzzer.TYPED_SHARE else 10
     assert result.hit_reads > result.reads // least, f"too few hits to test anything: {result}"
+    assert result.memo_hit_reads > result.memo_reads // 10, \
+        f"too few memoized hits to test anything: {result}"
     assert not result.violations, "\n\n".join(map(str, result.violations[:5]))
 
 
@@ -187,3 +190,29 @@ def test_control_fields_tags_the_python_value(monkeypatch):
     assert planted, "no write stored a value other than the one given"
     assert result.violations, "field tags of the Python value, not the stored one, went unnoticed"
     assert all(v.read.startswith("typed ") for v in result.violations)
+
+
+# -- positive control for querystash.memoize's capture --------------------------
+
+
+def test_control_memoize_drops_a_tag(monkeypatch):
+    """The capture forgets the last table tag of every query it records: a
+    memoized read outlives a write to that table, which must be reported."""
+    from querystash import _capture
+
+    original = _capture.Capture.read
+
+    def read(self, tags, stamps, ok=True, reason=_capture.STAMPS):
+        keep = [i for i, tag in enumerate(tags) if tag != querystash.GLOBAL_TAG]
+        drop = keep[-1] if keep else None
+        tags = [t for i, t in enumerate(tags) if i != drop]
+        stamps = [s for i, s in enumerate(stamps) if i != drop] if ok else stamps
+        original(self, tags, stamps, ok, reason)
+
+    monkeypatch.setattr(_capture.Capture, "read", read)
+    monkeypatch.setattr(Fuzzer, "MEMO_SHARE", 1.0)
+    with configs.configuration("core"):
+        result = fuzz_until_violation("core")
+    print(result.summary())
+    assert result.violations, "a memoized read missing a dependency went unnoticed"
+    assert all("(memoized" in v.read for v in result.violations)

@@ -50,6 +50,9 @@ class Scenario:
     #: extra arguments for a dedicated server (tiny maxmemory / -m)
     server_args: list | None = None
     expect_violations: bool = False
+    #: share of reads made through querystash.memoize (worker.memoized_read);
+    #: what a memoized hit served is checked against the history query by query
+    memo_share: float = 0.2
 
 
 @dataclass
@@ -76,6 +79,9 @@ class Result:
     details: list = field(default_factory=list)
     store_errors: int = 0
     evictions: int | None = None
+    #: querystash.memoize in the workers: calls served whole from an entry, and fills
+    memo_hits: int = 0
+    memo_fills: int = 0
 
     @property
     def ok(self) -> bool:
@@ -88,14 +94,15 @@ class Result:
         s = self.scenario
         checked = self.reads_checked if s.history else "-"
         return [s.name, s.backend, self.operations, checked, self.hits,
-                self.violations if s.history else "-",
+                f"{self.memo_hits}/{self.memo_fills}", self.violations if s.history else "-",
                 self.in_outage if s.history and s.faults else "-", self.exceptions,
                 f"{self.quiesce_checked}/{self.quiesce_mismatches}", self.store_errors,
                 f"{self.seconds:.1f}", "detected" if s.expect_violations and self.ok
                 else "MISSED" if s.expect_violations else "ok" if self.ok else "FAIL"]
 
 
-HEADER = ["scenario", "backend", "operations", "reads checked", "hits", "violations",
+HEADER = ["scenario", "backend", "operations", "reads checked", "hits",
+          "memoized hits/fills", "violations",
           "stale in outage window", "exceptions", "quiescence checked/stale", "store errors",
           "seconds", "result"]
 
@@ -235,7 +242,7 @@ def run(scenario: Scenario, server=None) -> Result:
         "seconds": scenario.seconds, "write_ratio": scenario.write_ratio,
         "delays": scenario.delays, "bug": scenario.bug, "flush_mid_fill": scenario.flush_mid_fill,
         "flush_target": target, "quiesce_here": locmem, "quiesce_seeds": scenario.quiesce_seeds,
-        "writes": scenario.writes,
+        "writes": scenario.writes, "memo_share": scenario.memo_share,
     }
     result = Result(scenario)
     tmp = tempfile.mkdtemp(prefix="querystash-stress-")
@@ -311,6 +318,8 @@ def _run_workers(scenario, cfg, workers, server, target, tmp, result, fault_log,
         result.plugins = out["plugins"]
         result.storage = out["storage"]
         result.store_errors += out["stats"].get("errors", 0)
+        result.memo_hits += out["memo"].get("hits", 0)
+        result.memo_fills += out["memo"].get("fills", 0)
         payments += out["payments"]
         for thread in out["threads"].values():
             for key, value in thread["counts"].items():

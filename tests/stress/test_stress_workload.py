@@ -38,6 +38,8 @@ def assert_clean(result: harness.Result, min_reads: int = 200) -> None:
         assert result.reads_checked >= min_reads
         assert result.hits > 0  # the cache was exercised, not just the database
         assert result.versions > 0
+    if result.scenario.memo_share:
+        assert result.memo_hits > 0  # memoized reads were served, and checked
     harness.assert_no_stale(result)
 
 
@@ -98,3 +100,12 @@ def test_stress_control_field_tags_without_old_values(redis_server):
         write_ratio=0.3, writes=["save_mine"], bug="fields_no_old_values",
         expect_violations=True), redis_server)
     assert "fields" in result.plugins
+
+
+def test_stress_control_memoize_drops_a_tag(redis_server):
+    needs_postgres()
+    # Every read memoized; the capture forgets the last table of each query.
+    assert_detected(harness.Scenario(
+        "control: memoize drops a tag", "redis", workers=3, operations=250,
+        write_ratio=0.3, memo_share=1.0, bug="memo_drops_tag", expect_violations=True),
+        redis_server)

@@ -14,13 +14,16 @@ import threading
 import time
 import traceback
 
+import querystash
+
 #: delay points: before/after the stamp read, after the query, before the fill,
 #: in a transaction before its commit, between the database commit and the
 #: post-commit invalidation, at (before) every invalidation, and in every store call
 POINTS = ("before_stamp_read", "after_stamp_read", "after_query", "before_fill",
           "in_transaction", "before_commit", "at_commit", "at_invalidation", "store")
 
-BUGS = ("stamps_after_query", "no_post_commit_invalidation", "fields_no_old_values")
+BUGS = ("stamps_after_query", "no_post_commit_invalidation", "fields_no_old_values",
+        "memo_drops_tag")
 
 
 def setup(cfg: dict) -> None:
@@ -65,6 +68,22 @@ class Recorder:
         if rng.random() < probability:
             time.sleep(rng.random() * max_ms / 1000)
 
+    def memo_read(self, name: str, seed: int):
+        """A read through ``memoized_read``. Served whole from its entry (no
+        query reached the read path), it is recorded as the queries the
+        entry holds, each with this call's window: the checker holds a
+        memoized hit to what it would hold those queries' hits to."""
+        local = self.local
+        before = len(local.reads)
+        start = time.time()
+        value, queries = memoized_read(name, seed)
+        end = time.time()
+        if len(local.reads) == before:
+            for sql, params, single, rows in queries:
+                sql_id = local.sql_ids.setdefault(sql, len(local.sql_ids))
+                local.reads.append((sql_id, params, single, rows, start, end, True))
+        return value
+
     # -- patches ----------------------------------------------------------------------------
     def install(self) -> None:
         from django.db.backends.base.base import BaseDatabaseWrapper
@@ -99,6 +118,19 @@ class Recorder:
                 return settle(alias, items, after_commit=after_commit)
 
             _capture.settle = settle_new_only
+        elif bug == "memo_drops_tag":  # the capture forgets a table of every query
+            from querystash import _capture
+
+            capture_read = _capture.Capture.read
+
+            def dropping(self, tags, stamps, ok=True, reason=_capture.STAMPS):
+                keep = [i for i, tag in enumerate(tags) if tag != "*"]
+                drop = keep[-1] if keep else None
+                capture_read(self, [t for i, t in enumerate(tags) if i != drop],
+                             [v for i, v in enumerate(stamps) if i != drop] if ok else stamps,
+                             ok, reason)
+
+            _capture.Capture.read = dropping
         elif bug == "never_fill":  # negative control of the checker: every read is the DB's
             original_read = inner_read
 
@@ -129,6 +161,13 @@ class Recorder:
             return result
 
         _stamps.read = read
+        if self.cfg.get("memo_share"):
+            from tests.stress import workload
+
+            global _recorder
+            _recorder = self
+            workload.MEMO_SHARE = self.cfg["memo_share"]
+            workload.memo_read = self.memo_read
         delete_global = _breaker._delete_global
 
         def recorded_payment(rt):
@@ -284,6 +323,26 @@ class Recorder:
             self.flusher = None
 
 
+#: the worker's Recorder once memoized reads are on (memoized_read records through it)
+_recorder: Recorder | None = None
+
+
+@querystash.memoize(name="stress.memoized_read")
+def memoized_read(name: str, seed: int):
+    """One workload read shape with parameters from ``seed``, and the queries
+    it ran as the read path recorded them (SQL, parameters, shape, rows)."""
+    from tests.stress import workload
+
+    local = _recorder.local if _recorder is not None else None
+    reads = getattr(local, "reads", None)
+    before = len(reads) if reads is not None else 0
+    value = workload.READS[name](random.Random(seed))
+    if reads is None:
+        return value, []
+    sqls = {i: sql for sql, i in local.sql_ids.items()}
+    return value, [(sqls[r[0]], r[1], r[2], r[3]) for r in reads[before:]]
+
+
 def read_stamps_after_query(rt, key, tags, model, timeout, can_fill, run):
     """The bug the stamp protocol exists to prevent (positive control only):
     stamps read *after* the query, so a write landing in between is missed."""
@@ -393,7 +452,8 @@ def main(cfg: dict, proc: int, path: str) -> None:
         thread.join()
     result = {"threads": out, "stats": dict(_runtime.current.stats.totals()),
               "plugins": active_plugins(), "storage": type(_runtime.current.storage).__name__,
-              "payments": recorder.payments}
+              "payments": recorder.payments,
+              "memo": querystash.memoize_stats().get("stress.memoized_read", {})}
     if cfg.get("quiesce_here"):
         result["quiescence"] = quiesce(cfg)
     with open(path, "wb") as f:
@@ -428,6 +488,20 @@ def quiesce(cfg: dict) -> dict:
             checked += 1
             if not values[0] == values[1] == values[2]:
                 mismatches.append((name, seed, repr(values)[:800]))
+            if cfg.get("memo_share"):
+                try:
+                    memo = [memoized_read(name, seed)[0] for _ in range(2)]
+                    rt.enabled = False
+                    memo.append(memoized_read(name, seed)[0])
+                except Exception:
+                    exceptions += 1
+                    mismatches.append((f"memoized {name}", seed, traceback.format_exc()[-800:]))
+                    continue
+                finally:
+                    rt.enabled = True
+                checked += 1
+                if not memo[0] == memo[1] == memo[2]:
+                    mismatches.append((f"memoized {name}", seed, repr(memo)[:800]))
     connection.close()
     return {"checked": checked, "mismatches": mismatches, "exceptions": exceptions,
             "hits": rt.stats.totals()["hits"] - hits0}

@@ -154,7 +154,16 @@ HOT = ["authors", "tags", "club_count", "get_author", "count_status", "aggregate
        "pk_values", "prefetch_books", "tag_counts", "author_counts"]
 
 
+#: share of reads made through querystash.memoize, and the function that
+#: makes them as ``memo_read(name, seed)`` (both set by the worker)
+MEMO_SHARE = 0.0
+memo_read = None
+
+
 def read(rng: random.Random) -> None:
+    if memo_read is not None and rng.random() < MEMO_SHARE:
+        memo_read(rng.choice(HOT if rng.random() < 0.5 else NAMES), rng.randrange(2))
+        return
     if rng.random() < 0.5:
         READS[rng.choice(HOT)](random.Random(rng.randrange(2)))
     else:

@@ -77,11 +77,13 @@ def clear_stores() -> None:
 
 
 def reset() -> None:
-    """Empty every configured cache, zero the counters and the breaker, and
-    forget the stores earlier tests used (one store, as in production)."""
-    from .. import _runtime, _stores
+    """Empty every configured cache, zero the counters (memoized functions'
+    included) and the breaker, and forget the stores earlier tests used (one
+    store, as in production)."""
+    from .. import _memoize, _runtime, _stores
 
     clear_stores()
+    _memoize.reset_stats()
     rt = _runtime.current
     if rt is not None:
         rt.stats.reset()

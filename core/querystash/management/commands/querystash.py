@@ -1,7 +1,7 @@
 from django.apps import apps as django_apps
 from django.core.management.base import BaseCommand, CommandError
 
-from querystash import _runtime, api, plugins
+from querystash import _memoize, _runtime, api, plugins
 from querystash._stats import FIELDS
 
 
@@ -48,14 +48,31 @@ class Command(BaseCommand):
             except Exception as exc:
                 self.stdout.write(self.style.ERROR(f"  store unreachable: {exc!r}"))
         counters = rt.stats.as_dict()
-        if not counters:
+        memoized = _memoize.stats()
+        if not counters and not memoized:
             self.stdout.write("no queries counted in this process yet "
                               "(counters are per process: see querystash.stats())")
+            return
+        if memoized:
+            self._memoized(memoized)
+        if not counters:
             return
         rows = [("model", *FIELDS)]
         rows += [(model or "(store)", *(str(c.get(f, 0)) for f in FIELDS))
                  for model, c in counters.items()]
         self._table(rows)
+
+    def _memoized(self, memoized):
+        """One row per memoized function or fragment, then why fills were vetoed."""
+        rows = [("memoized", *_memoize.FIELDS)]
+        rows += [(label, *(str(c.get(f, 0)) for f in _memoize.FIELDS))
+                 for label, c in memoized.items()]
+        self._table(rows)
+        for label, c in memoized.items():
+            for field, n in sorted(c.items()):
+                if field.startswith(_memoize.VETO):
+                    self.stdout.write(f"  {label}: {field[len(_memoize.VETO):]} ({n})")
+        self.stdout.write("")
 
     def handle_invalidate(self, rt, models, all, **options):
         if all == bool(models):

@@ -1,0 +1,292 @@
+"""querystash.memoize against no cache, per-query querystash and cacheops' cached_as.
+
+    .venv-bench/bin/python -m bench.memoize [--rounds 4] [--dbs sqlite,postgres] [--out FILE]
+
+(``bench/run`` builds ``.venv-bench``; ``bench/run --memoize`` runs this.)
+
+A list page's work, twice: ``list_page(k)``, a function running 14 ORM
+queries (a get, a prefetch, per-book counts, a count, an aggregate, a tag
+ranking), and a template fragment evaluating a lazy queryset of 6 books with
+each one's review count and tags (13 queries). Each is measured in four
+modes, every mode in a process of its own (querystash and cacheops patch
+Django globally), all on the same throwaway redis and the same data
+(``bench/ops.py``'s seed):
+
+- ``nocache``: plain Django;
+- ``per-query``: querystash caching every query (the querystash-redis store);
+- ``memoize``: the same, the function decorated with ``querystash.memoize``
+  and the fragment inside ``{% memoize %}``; ``memoize (django-redis)``: on
+  the core's store over a Django RedisCache alias instead;
+- ``cached_as``: django-cacheops (every query cached too), the function
+  decorated with ``cached_as(Author, Book, Book.tags.through, Tag, Review)``
+  (every model it reads, listed by hand), the fragment inside cacheops'
+  ``{% cached_as books 900 "book_list" k %}`` tag (its dependency: the
+  queryset given; the reviews and tags it shows are not listed, as that tag
+  takes one).
+
+Hit: ``k`` fixed, one untimed call, then the mean of ``--inner`` calls per
+sample. Miss: a ``k`` never used before in the process (the store is flushed
+when each process starts, then one untimed miss puts the stamps / cacheops'
+invalidation data in place, as on a warm site), timed one call at a time.
+Rounds alternate the modes (A B C D A B C D ...); figures are medians of all
+samples, ranges the min-max of the per-round medians. Writes a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+#: memoize mode -> (bench.modes name giving the settings, variant of the code)
+MODES = {
+    "nocache": ("nocache", "plain"),
+    "per-query": ("querystash-redis", "plain"),
+    "memoize": ("querystash-redis", "memoize"),
+    "memoize (django-redis)": ("querystash-django-redis", "memoize"),
+    "cached_as": ("cacheops", "cached_as"),
+}
+HIT_K = 1
+#: cold parameters: the function's and the fragment's, apart
+FUNCTION_POOL = range(2, 226)
+FRAGMENT_POOL = range(226, 451)
+
+FRAGMENT = (
+    "<ul>{% for b in books %}<li>{{ b.title }} ({{ b.reviews.count }}):"
+    "{% for t in b.tags.all %} {{ t.name }}{% endfor %}</li>{% endfor %}</ul>"
+)
+
+
+# -- the code measured ---------------------------------------------------------------------
+
+
+def list_page(k):
+    """14 queries: what a list page's view does before rendering."""
+    from django.db.models import Avg, Count
+
+    from bench.benchproject.benchapp.models import Author, Book, Review, Tag
+
+    author = Author.objects.get(pk=k)
+    books = list(Book.objects.filter(author_id=k).order_by("id")[:8].prefetch_related("tags"))
+    return {
+        "author": (author.pk, author.name),
+        "books": [(b.pk, b.title, str(b.price), [t.name for t in b.tags.all()],
+                   b.reviews.count()) for b in books],
+        "count": Book.objects.filter(author_id=k).count(),
+        "reviews": Review.objects.filter(book__author_id=k).aggregate(avg=Avg("rating"),
+                                                                     n=Count("id")),
+        "top_tags": list(Tag.objects.filter(books__author_id=k).annotate(n=Count("id"))
+                         .order_by("-n", "name")[:5].values_list("name", flat=True)),
+    }
+
+
+def fragment_renderer(variant: str):
+    """``render(k)`` -> the fragment's HTML, with its lazy queryset in the context."""
+    from django.template import Context, Engine
+
+    from bench.benchproject.benchapp.models import Book
+
+    if variant == "memoize":
+        engine = Engine(libraries={"querystash": "querystash.templatetags.querystash"})
+        source = '{% load querystash %}{% memoize "book_list" k %}' + FRAGMENT + \
+            "{% endmemoize %}"
+    elif variant == "cached_as":
+        # cacheops' own fragment tag, inside the template as {% memoize %} is;
+        # its one dependency is the queryset given (reviews and tags unlisted)
+        engine = Engine(libraries={"cacheops": "cacheops.templatetags.cacheops"})
+        source = '{% load cacheops %}{% cached_as books 900 "book_list" k %}' + FRAGMENT + \
+            "{% endcached_as %}"
+    else:
+        engine = Engine()
+        source = FRAGMENT
+    template = engine.from_string(source)
+
+    def render(k):
+        books = Book.objects.filter(author_id=k).order_by("id")[:6]
+        return template.render(Context({"books": books, "k": k}))
+
+    return render
+
+
+def build(variant: str):
+    """(function, fragment) as the variant runs them."""
+    render = fragment_renderer(variant)
+    if variant == "memoize":
+        import querystash
+
+        return querystash.memoize(list_page), render
+    if variant == "cached_as":
+        from cacheops import cached_as
+
+        from bench.benchproject.benchapp.models import Author, Book, Review, Tag
+
+        deps = (Author, Book, Book.tags.through, Tag, Review)
+        return cached_as(*deps, timeout=900)(list_page), render
+    return list_page, render
+
+
+# -- one process -----------------------------------------------------------------------------
+
+
+def worker(args) -> dict:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.benchproject.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    from bench.modes import MODES as BENCH_MODES
+    from bench.stores import Store
+    from bench.worker import QueryCounter
+
+    mode = BENCH_MODES[os.environ["BENCH_MODE"]]
+    Store(mode.store, settings.REDIS_URL, settings.MEMCACHED).flush()
+    function, fragment = build(args.variant)
+    out = {}
+    for name, fn, pool in (("function", function, FUNCTION_POOL),
+                           ("fragment", fragment, FRAGMENT_POOL)):
+        cold = iter(pool)
+        fn(next(cold))  # stamps / invalidation data in place, as on a warm site
+        reference = None
+        with QueryCounter() as plain:
+            reference = fn(HIT_K)
+        hits, misses = [], []
+        for _ in range(args.repeats):
+            fn(HIT_K)
+            t0 = time.perf_counter()
+            for _ in range(args.inner):
+                fn(HIT_K)
+            hits.append((time.perf_counter() - t0) / args.inner)
+            for _ in range(args.cold_inner):
+                k = next(cold)
+                t0 = time.perf_counter()
+                fn(k)
+                misses.append(time.perf_counter() - t0)
+        with QueryCounter() as hit_sql:
+            again = fn(HIT_K)
+        assert again == reference, f"{name}: a hit returned another result"
+        out[name] = {"hit": hits, "miss": misses, "sql_first": plain.n, "sql_hit": hit_sql.n}
+    return out
+
+
+# -- the driver ------------------------------------------------------------------------------
+
+
+def run_process(env: dict, variant: str, args) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = f.name
+    try:
+        cmd = [sys.executable, "-m", "bench.memoize", "--worker", "--variant", variant,
+               "--repeats", str(args.repeats), "--inner", str(args.inner),
+               "--cold-inner", str(args.cold_inner), "--json", out]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=600)
+        if proc.returncode != 0:
+            raise SystemExit(f"{env['BENCH_MODE']}/{variant} failed:\n{proc.stderr[-3000:]}")
+        return json.loads(Path(out).read_text())
+    finally:
+        Path(out).unlink(missing_ok=True)
+
+
+def us(seconds: float) -> str:
+    return f"{seconds * 1e6:,.0f}"
+
+
+def table(db: str, runs: dict) -> str:
+    """runs: mode -> [per-round results]."""
+    lines = [f"### {db}", "",
+             "| code | mode | SQL per call (first call / hit) | hit µs (range) | no cache ÷ hit "
+             "| miss µs | miss ÷ no cache |",
+             "|---|---|---|---|---|---|---|"]
+    for name in ("function", "fragment"):
+        def median(mode, figure, name=name):
+            return statistics.median(s for r in runs[mode] for s in r[name][figure])
+
+        base_hit, base_miss = median("nocache", "hit"), median("nocache", "miss")
+        for mode in MODES:
+            if mode not in runs:
+                continue
+            per_round = [statistics.median(r[name]["hit"]) for r in runs[mode]]
+            hit, miss = median(mode, "hit"), median(mode, "miss")
+            first = runs[mode][0][name]
+            lines.append(
+                f"| {name} | {mode} | {first['sql_first']} / {first['sql_hit']} "
+                f"| {us(hit)} ({us(min(per_round))}–{us(max(per_round))}) "
+                f"| {base_hit / hit:.1f}× | {us(miss)} | {miss / base_miss:.2f}× |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=8, help="samples per process and figure")
+    p.add_argument("--inner", type=int, default=20, help="calls per hit sample")
+    p.add_argument("--cold-inner", type=int, default=3, help="misses per sample")
+    p.add_argument("--dbs", default="sqlite,postgres")
+    p.add_argument("--out", default=str(ROOT / "bench" / ".results" / "memoize.md"))
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--variant", help=argparse.SUPPRESS)
+    p.add_argument("--json", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        Path(args.json).write_text(json.dumps(worker(args)))
+        return 0
+
+    from bench import driver
+    from querystash.testing.servers import RedisServer
+
+    dbs = args.dbs.split(",")
+    if "postgres" in dbs and not driver.pg_available():
+        driver.say("PostgreSQL not reachable at 127.0.0.1:5432: SQLite only")
+        dbs = [d for d in dbs if d != "postgres"]
+    tmp = Path(tempfile.mkdtemp(prefix="querystash-bench-memoize-"))
+    redis = RedisServer().start()
+    base = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.benchproject.settings",
+            "BENCH_REDIS_URL": redis.url, "BENCH_SQLITE_PATH": str(tmp / "bench.sqlite3"),
+            "BENCH_PG_NAME": driver.PG_NAME}
+    results: dict[str, dict[str, list]] = {db: {m: [] for m in MODES} for db in dbs}
+    started = time.monotonic()
+    try:
+        if "postgres" in dbs:
+            driver.pg_recreate()
+        for db in dbs:
+            driver.say(f"seeding {db}")
+            seeded = driver.run_worker({**base, "BENCH_DB": db, "BENCH_MODE": "nocache"},
+                                       ["--seed"], 600)
+            if "error" in seeded:
+                raise SystemExit(f"seeding {db} failed:\n{seeded['error']}")
+        for r in range(args.rounds):
+            for db in dbs:
+                for mode, (bench_mode, variant) in MODES.items():
+                    t0 = time.monotonic()
+                    env = {**base, "BENCH_DB": db, "BENCH_MODE": bench_mode}
+                    results[db][mode].append(run_process(env, variant, args))
+                    driver.say(f"round {r + 1}/{args.rounds} {db:8} {mode:22} "
+                               f"{time.monotonic() - t0:4.1f}s")
+    finally:
+        redis.stop()
+        if "postgres" in dbs:
+            driver.pg_recreate(drop_only=True)
+    text = "\n\n".join(table(db, results[db]) for db in dbs)
+    command = "python -m bench.memoize " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = (f"`{command.strip()}`: {args.rounds} rounds × {args.repeats} samples "
+            f"(hit: mean of {args.inner} calls; miss: {args.cold_inner} calls) per mode, "
+            f"{time.monotonic() - started:.0f} s, load {driver.loadavg()}\n\n{text}\n")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,348 @@
+"""``querystash.memoize``: exact caching of a function's result (and of a
+template fragment, ``templatetags/querystash.py``).
+
+On a miss the function runs with a capture active (``_capture``): every
+query it runs reports its tags and the stamps read *before* it ran — per-query
+hits, misses, and queries on models per-query caching leaves alone alike.
+Anything the capture cannot follow (raw SQL, a write, an ineligible query, a
+snapshot transaction...) vetoes the fill. The entry holds (tags, stamps,
+pickled result), signed like query entries; a hit is served only if every
+stamp still exists and is unchanged, read with the entry in one multi-get
+(the tag list of each key is remembered per process).
+
+The result is pickled while the capture is still active: a lazy value (an
+unevaluated queryset) runs its queries then, and they are captured too.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import pickle
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from hashlib import blake2b
+from typing import Any, overload
+
+from . import _capture, _codec, _stamps, _switch
+from ._encode import encode
+from ._transactions import in_transaction, written_tags
+from .exceptions import Uncacheable
+from .handle import GLOBAL_TAG
+from .version import __version__
+
+_MISS = object()
+_DOWN = object()  # the store failed during the lookup
+
+#: entry key -> (stamp prefix, tags, stamp keys) of the entry last read or
+#: filled under it, so that a hit reads the entry and its stamps together
+_remembered: dict[str, tuple[str, list[str], list[str]]] = {}
+_REMEMBER_LIMIT = 8192
+
+#: label -> counters: hits, misses, fills, vetoed (and "veto: <reason>"),
+#: bypasses, unpicklable, corrupt, errors. Per process, outliving rebuilds.
+_counts: defaultdict[str, Counter] = defaultdict(Counter)
+
+FIELDS = ("hits", "misses", "fills", "vetoed", "bypasses", "unpicklable", "corrupt", "errors")
+VETO = "veto: "
+
+_runtime_module: Any = None
+
+
+def _current():
+    # Imported on first use: decorating at import time must not need Django.
+    global _runtime_module
+    if _runtime_module is None:
+        from . import _runtime
+
+        _runtime_module = _runtime
+    return _runtime_module.current
+
+
+# -- the public decorator -------------------------------------------------------------
+
+
+@overload
+def memoize[F: Callable[..., Any]](fn: F, /) -> F: ...
+@overload
+def memoize[F: Callable[..., Any]](
+    *, timeout: int | None = None, name: str | None = None
+) -> Callable[[F], F]: ...
+
+
+def memoize(fn=None, /, *, timeout=None, name=None):
+    """Cache ``fn``'s result until a write changes what it read.
+
+    ``@querystash.memoize`` or ``@querystash.memoize(timeout=600)``, on sync
+    and ``async def`` functions. The key is ``name`` (default: the function's
+    module and qualified name) and the exact encoding of the arguments; an
+    argument the encoder cannot encode means no caching for that call. The
+    function must depend only on its arguments and the database, and return
+    a picklable value.
+
+    :param timeout: seconds an entry lives at most (default: ``TIMEOUT``).
+    :param name: the key's name, when two functions share a qualified name.
+    """
+    if fn is None:
+        return functools.partial(memoize, timeout=timeout, name=name)
+    if timeout is not None and (not isinstance(timeout, int) or timeout <= 0):
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    label = name or f"{fn.__module__}.{fn.__qualname__}"
+    if inspect.iscoroutinefunction(fn):
+
+        async def wrapper(*args, **kwargs):
+            return await acall(label, (args, _sorted(kwargs)), fn, args, kwargs, timeout)
+
+    else:
+
+        def wrapper(*args, **kwargs):
+            return call(label, (args, _sorted(kwargs)), fn, args, kwargs, timeout)
+
+    functools.update_wrapper(wrapper, fn)
+    wrapper.querystash_memoized = label
+    return wrapper
+
+
+def _sorted(kwargs: dict) -> tuple:
+    return tuple(sorted(kwargs.items())) if kwargs else ()
+
+
+# -- one call --------------------------------------------------------------------------
+
+
+def call(label: str, keyed: Any, fn: Callable, args: tuple, kwargs: dict,
+         timeout: int | None) -> Any:
+    """``fn(*args, **kwargs)``, memoized under ``label`` and ``keyed``."""
+    rt = _current()
+    counts = _counts[label]
+    if rt is None or not rt.enabled or _switch.off.get():  # querystash.disabled() too
+        counts["bypasses"] += 1
+        return fn(*args, **kwargs)  # an outer capture is vetoed by the queries
+    try:
+        key = _key(rt, label, keyed)
+    except Uncacheable as exc:
+        _vetoed(counts, f"unencodable argument ({exc.reason})")
+        # Its queries still report to an outer capture, if any.
+        return fn(*args, **kwargs)
+    found = _probe(rt, key, counts)
+    outer = _capture.active.get()
+    if type(found) is tuple:
+        if outer is not None:
+            outer.read(found[0], found[1])
+        return found[2]
+    counts["misses"] += 1
+    capture = _capture.Capture()
+    if found is _DOWN:
+        capture.veto(_capture.STORE)
+    token = _capture.active.set(capture)
+    try:
+        value = fn(*args, **kwargs)
+        _complete(rt, key, counts, capture, value, timeout)
+    finally:
+        _capture.active.reset(token)
+        if outer is not None:
+            outer.merge(capture)  # a veto inside is a veto outside
+    return value
+
+
+async def acall(label: str, keyed: Any, fn: Callable, args: tuple, kwargs: dict,
+                timeout: int | None) -> Any:
+    """The same for an ``async def`` function. The store is used from
+    Django's thread for sync code (``sync_to_async``), whose connections
+    carry the transaction state; the capture follows the task into it."""
+    from asgiref.sync import sync_to_async
+
+    rt = _current()
+    counts = _counts[label]
+    if rt is None or not rt.enabled or _switch.off.get():
+        counts["bypasses"] += 1
+        return await fn(*args, **kwargs)
+    try:
+        key = _key(rt, label, keyed)
+    except Uncacheable as exc:
+        _vetoed(counts, f"unencodable argument ({exc.reason})")
+        return await fn(*args, **kwargs)
+    found = await sync_to_async(_probe, thread_sensitive=True)(rt, key, counts)
+    outer = _capture.active.get()
+    if type(found) is tuple:
+        if outer is not None:
+            outer.read(found[0], found[1])
+        return found[2]
+    counts["misses"] += 1
+    capture = _capture.Capture()
+    if found is _DOWN:
+        capture.veto(_capture.STORE)
+    token = _capture.active.set(capture)
+    try:
+        value = await fn(*args, **kwargs)
+        # Pickling may run queries (a lazy queryset): in the sync thread,
+        # where the capture is active too.
+        await sync_to_async(_complete, thread_sensitive=True)(
+            rt, key, counts, capture, value, timeout)
+    finally:
+        _capture.active.reset(token)
+        if outer is not None:
+            outer.merge(capture)
+    return value
+
+
+# -- keys -----------------------------------------------------------------------------
+
+#: (runtime, namespace, the encoded databases) of the last runtime seen
+_head: tuple[Any, str, bytes] | None = None
+
+
+def _key(rt, label: str, keyed: Any) -> str:
+    """``<KEY_PREFIX>:<version>:m:`` + a digest of the databases, the label
+    and the exact encoding of the arguments (``Uncacheable`` if it has none)."""
+    global _head
+    head = _head
+    if head is None or head[0] is not rt:
+        from django.conf import settings
+
+        # Which databases, as query keys do: two sites sharing a store
+        # never read each other's results.
+        dbs = sorted(
+            (alias, str(db.get("ENGINE")), str(db.get("NAME")), str(db.get("HOST")),
+             str(db.get("PORT")))
+            for alias, db in settings.DATABASES.items()
+        )
+        head = _head = (rt, f"{rt.config['KEY_PREFIX']}:{__version__}:m:", encode(dbs))
+    digest = blake2b(head[2], digest_size=20)
+    digest.update(encode((label, keyed)))
+    return head[1] + digest.hexdigest()
+
+
+# -- the hit path ---------------------------------------------------------------------
+
+
+def _probe(rt, key: str, counts: Counter):
+    """(tags, stamps, value) for a valid entry; ``_MISS``; or ``_DOWN`` when
+    the store is out (the call then runs without filling)."""
+    breaker = rt.breaker
+    if breaker.in_outage or breaker.owes_global:
+        # As on the read path: no store call from a request while the store
+        # is out or owes its debt; the breaker's background thread pays.
+        breaker.ensure_payer()
+        counts["bypasses"] += 1
+        return _DOWN
+    storage = rt.storage
+    prefix = rt.stamp_prefix
+    known = _remembered.get(key)
+    try:
+        if known is not None and known[0] == prefix:
+            values = storage.get_many([key, *known[2]])
+        else:
+            known = None
+            values = storage.get_many([key])
+        blob = values[0]
+        if blob is None:
+            return _MISS
+        entry = _codec.decode(rt.secret, key, blob)
+        if entry is None:
+            counts["corrupt"] += 1
+            return _MISS
+        tags, stamps, body = entry
+        if known is not None and known[1] == tags:
+            current = values[1:]
+        else:
+            # First read of this key in this process, or the entry's tags
+            # changed: read its stamps now, and remember them for next time.
+            stamp_keys = [prefix + tag for tag in tags]
+            current = storage.get_many(stamp_keys)
+            _remember(key, (prefix, tags, stamp_keys))
+    except Exception as exc:
+        breaker.trip(rt, exc)
+        counts["errors"] += 1
+        return _DOWN
+    if current != stamps or _wrote_any(tags):
+        return _MISS
+    try:
+        value = pickle.loads(body)
+    except Exception:  # signed by us yet unreadable (a class gone since): a miss
+        counts["corrupt"] += 1
+        return _MISS
+    counts["hits"] += 1
+    return tags, stamps, value
+
+
+def _wrote_any(tags: list[str]) -> bool:
+    """Has an open transaction of this thread written one of ``tags``?
+    Read-your-writes: its own uncommitted rows are not in the entry."""
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        written = written_tags(connection)
+        if written and in_transaction(connection) and (
+            GLOBAL_TAG in written or not written.isdisjoint(tags)
+        ):
+            return True
+    return False
+
+
+def _remember(key: str, known: tuple) -> None:
+    if len(_remembered) >= _REMEMBER_LIMIT:
+        _remembered.clear()
+    _remembered[key] = known
+
+
+# -- the miss path --------------------------------------------------------------------
+
+
+def _complete(rt, key: str, counts: Counter, capture: _capture.Capture, value: Any,
+              timeout: int | None) -> None:
+    """Pickle ``value`` under the capture, then fill unless something vetoed."""
+    try:
+        body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # a generator, a lock, a lambda...: not cacheable
+        counts["unpicklable"] += 1
+        return
+    if capture.vetoed is not None:
+        _vetoed(counts, capture.vetoed)
+        return
+    if _stamps.checkpoint is not None:
+        _stamps.checkpoint("memo_before_fill")
+    stamps = capture.stamps
+    storage = rt.storage
+    try:
+        if GLOBAL_TAG not in stamps and not _global_stamp(rt, stamps):
+            _vetoed(counts, _capture.STAMPS)
+            return
+        tags = list(stamps)
+        blob = _codec.encode(rt.secret, key, (tags, list(stamps.values()), body))
+        storage.set(key, blob, timeout or rt.timeout)
+    except Exception as exc:
+        rt.breaker.trip(rt, exc)
+        counts["errors"] += 1
+        return
+    _remember(key, (rt.stamp_prefix, tags, [rt.stamp_prefix + tag for tag in tags]))
+    counts["fills"] += 1
+
+
+def _global_stamp(rt, stamps: dict) -> bool:
+    """No query ran: the result depends on the arguments alone. It still
+    depends on the global stamp, so ``invalidate_all()`` reaches it."""
+    stamp_keys = [rt.stamp_prefix + GLOBAL_TAG]
+    found = list(rt.storage.get_many(stamp_keys))
+    if not _stamps._ensure_stamps(rt, [GLOBAL_TAG], stamp_keys, found):
+        return False
+    stamps[GLOBAL_TAG] = found[0]
+    return True
+
+
+def _vetoed(counts: Counter, reason: str) -> None:
+    counts["vetoed"] += 1
+    counts[VETO + reason] += 1
+
+
+# -- counters -------------------------------------------------------------------------
+
+
+def stats() -> dict[str, dict[str, int]]:
+    """This process's counters per memoized function (or fragment): hits,
+    misses, fills, vetoed, and ``"veto: <reason>"`` for each reason seen."""
+    return {label: dict(counts) for label, counts in sorted(_counts.items())}
+
+
+def reset_stats() -> None:
+    _counts.clear()
