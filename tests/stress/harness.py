@@ -287,6 +287,9 @@ def _run_workers(scenario, cfg, workers, server, target, tmp, result, fault_log,
                  payments) -> None:
     paths = [os.path.join(tmp, f"w{i}.pkl") for i in range(workers)]
     cfg["start_at"] = time.time() + 2.5 + 0.4 * workers  # after every child has set up
+    # Written when the fault schedule has run: workers live until then (see
+    # worker.main), as a site's processes outlive an outage.
+    cfg["faults_done"] = os.path.join(tmp, "faults.done")
     procs = [SPAWN.Process(target=worker_mod.main, args=(cfg, i, paths[i]))
              for i in range(workers)]
     for proc in procs:
@@ -294,7 +297,8 @@ def _run_workers(scenario, cfg, workers, server, target, tmp, result, fault_log,
     stop = threading.Event()
     faults = threading.Thread(target=_fault_schedule,
                               args=(scenario.faults, server, target, cfg["start_at"], stop,
-                                    fault_log, [p + ".ready" for p in paths]))
+                                    fault_log, [p + ".ready" for p in paths],
+                                    cfg["faults_done"]))
     faults.start()
     try:
         for proc in procs:
@@ -345,7 +349,15 @@ def _run_workers(scenario, cfg, workers, server, target, tmp, result, fault_log,
         result.details.append(quiescence)
 
 
-def _fault_schedule(faults, server, target, start_at, stop, log, ready) -> None:
+def _fault_schedule(faults, server, target, start_at, stop, log, ready, done) -> None:
+    try:
+        _run_schedule(faults, server, target, start_at, stop, log, ready)
+    finally:
+        with open(done, "w"):
+            pass
+
+
+def _run_schedule(faults, server, target, start_at, stop, log, ready) -> None:
     # Faults are timed from the start of the workload: from start_at, or from
     # when the last worker finished setting up if that was later (on a loaded
     # machine a pause timed from start_at alone could end before any work).
