@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 
-__all__ = ["run_clean"]
+__all__ = ["in_thread", "run_clean"]
 
 
 def run_clean(args, cwd, timeout: float) -> str:
@@ -23,3 +24,26 @@ def run_clean(args, cwd, timeout: float) -> str:
         f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"
     )
     return proc.stdout
+
+
+def in_thread(fn):
+    """Run ``fn`` in another thread, hence on another database connection."""
+    box = {}
+
+    def target():
+        from django.db import connections
+
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            box["error"] = exc
+        finally:
+            connections.close_all()
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "the other thread hung"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

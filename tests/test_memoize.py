@@ -11,7 +11,6 @@ all ("memo-only": every read goes through the capture's own stamp read).
 
 from __future__ import annotations
 
-import threading
 from contextlib import contextmanager
 from types import SimpleNamespace
 
@@ -26,6 +25,7 @@ from django.test.utils import CaptureQueriesContext
 import querystash
 from querystash import _capture, _memoize, _runtime, _stamps
 from querystash.testing import wait_for_store
+from tests.helpers import in_thread
 from tests.testapp.models import Author, Book, Review, Tag
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -200,28 +200,6 @@ def test_every_write_path_invalidates_the_memoized_result(setup, data, write):
 
 
 # -- the race: a write between the stamp read and the fill ---------------------------------
-
-
-def in_thread(fn):
-    box = {}
-
-    def target():
-        from django.db import connections
-
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
-            box["error"] = exc
-        finally:
-            connections.close_all()
-
-    t = threading.Thread(target=target)
-    t.start()
-    t.join(60)
-    assert not t.is_alive()
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
 
 
 @contextmanager

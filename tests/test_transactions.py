@@ -3,7 +3,6 @@ savepoints, on_commit, and no state left behind by any exception."""
 
 from __future__ import annotations
 
-import threading
 from contextlib import contextmanager
 
 import pytest
@@ -16,6 +15,7 @@ from django.db import (
     transaction,
 )
 
+from tests.helpers import in_thread
 from tests.testapp.models import Author, Book, Tag
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,29 +38,6 @@ def cached_books():
 
 def db_books():
     return books(Book.objects.nocache())
-
-
-def in_thread(fn):
-    """Run ``fn`` in another thread, hence on another database connection."""
-    box = {}
-
-    def target():
-        from django.db import connections
-
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            box["error"] = exc
-        finally:
-            connections.close_all()
-
-    t = threading.Thread(target=target)
-    t.start()
-    t.join(60)
-    assert not t.is_alive(), "the reader thread hung"
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 @pytest.fixture

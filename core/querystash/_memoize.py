@@ -113,27 +113,16 @@ def _sorted(kwargs: dict) -> tuple:
 def call(label: str, keyed: Any, fn: Callable, args: tuple, kwargs: dict,
          timeout: int | None) -> Any:
     """``fn(*args, **kwargs)``, memoized under ``label`` and ``keyed``."""
-    rt = _current()
     counts = _counts[label]
-    if rt is None or not rt.enabled or _switch.off.get():  # querystash.disabled() too
-        counts["bypasses"] += 1
-        return fn(*args, **kwargs)  # an outer capture is vetoed by the queries
-    try:
-        key = _key(rt, label, keyed)
-    except Uncacheable as exc:
-        _vetoed(counts, f"unencodable argument ({exc.reason})")
-        # Its queries still report to an outer capture, if any.
+    prepared = _prepare(label, keyed, counts)
+    if prepared is None:
         return fn(*args, **kwargs)
+    rt, key = prepared
     found = _probe(rt, key, counts)
     outer = _capture.active.get()
-    if type(found) is tuple:
-        if outer is not None:
-            outer.read(found[0], found[1])
+    if _served(found, outer):
         return found[2]
-    counts["misses"] += 1
-    capture = _capture.Capture()
-    if found is _DOWN:
-        capture.veto(_capture.STORE)
+    capture = _miss(found, counts)
     token = _capture.active.set(capture)
     try:
         value = fn(*args, **kwargs)
@@ -152,26 +141,16 @@ async def acall(label: str, keyed: Any, fn: Callable, args: tuple, kwargs: dict,
     carry the transaction state; the capture follows the task into it."""
     from asgiref.sync import sync_to_async
 
-    rt = _current()
     counts = _counts[label]
-    if rt is None or not rt.enabled or _switch.off.get():
-        counts["bypasses"] += 1
+    prepared = _prepare(label, keyed, counts)
+    if prepared is None:
         return await fn(*args, **kwargs)
-    try:
-        key = _key(rt, label, keyed)
-    except Uncacheable as exc:
-        _vetoed(counts, f"unencodable argument ({exc.reason})")
-        return await fn(*args, **kwargs)
+    rt, key = prepared
     found = await sync_to_async(_probe, thread_sensitive=True)(rt, key, counts)
     outer = _capture.active.get()
-    if type(found) is tuple:
-        if outer is not None:
-            outer.read(found[0], found[1])
+    if _served(found, outer):
         return found[2]
-    counts["misses"] += 1
-    capture = _capture.Capture()
-    if found is _DOWN:
-        capture.veto(_capture.STORE)
+    capture = _miss(found, counts)
     token = _capture.active.set(capture)
     try:
         value = await fn(*args, **kwargs)
@@ -184,6 +163,40 @@ async def acall(label: str, keyed: Any, fn: Callable, args: tuple, kwargs: dict,
         if outer is not None:
             outer.merge(capture)
     return value
+
+
+def _prepare(label: str, keyed: Any, counts) -> tuple[Any, str] | None:
+    """The runtime and the key of a memoized call, or None when it just runs:
+    caching is off (``querystash.disabled()`` too; counted as a bypass) or an
+    argument cannot be keyed (counted as a veto). Its queries still report
+    to an outer capture, if any (and veto it when caching is off)."""
+    rt = _current()
+    if rt is None or not rt.enabled or _switch.off.get():
+        counts["bypasses"] += 1
+        return None
+    try:
+        return rt, _key(rt, label, keyed)
+    except Uncacheable as exc:
+        _vetoed(counts, f"unencodable argument ({exc.reason})")
+        return None
+
+
+def _served(found: Any, outer: _capture.Capture | None) -> bool:
+    """Is ``found`` (from ``_probe``) a hit? Its stamps then join the outer capture."""
+    if type(found) is not tuple:
+        return False
+    if outer is not None:
+        outer.read(found[0], found[1])
+    return True
+
+
+def _miss(found: Any, counts) -> _capture.Capture:
+    """A miss: the capture the function runs under (vetoed if the store is out)."""
+    counts["misses"] += 1
+    capture = _capture.Capture()
+    if found is _DOWN:
+        capture.veto(_capture.STORE)
+    return capture
 
 
 # -- keys -----------------------------------------------------------------------------
