@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+from bench.marked import splice
 from bench.modes import MODES, PEERS_BY_STORE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,14 +115,8 @@ def render(micro: dict | None, page: dict | None) -> str:
 
 
 def write(micro: dict | None, page: dict | None, readme: Path) -> Path:
-    text = readme.read_text()
-    block = f"{START}\n\n{render(micro, page)}\n\n{END}"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## Goals, as measured\n\n" + block + "\n"
-    readme.write_text(text)
+    readme.write_text(splice(readme.read_text(), START, END, render(micro, page),
+                             "## Goals, as measured"))
     return readme
 
 

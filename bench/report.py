@@ -15,6 +15,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from bench.marked import splice
 from bench.modes import MODES, PEERS_BY_STORE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -424,11 +425,7 @@ def embed(page: str | None, generated: str) -> str:
         return generated
     body = "\n".join("#" + line if line.startswith("#") else line
                      for line in generated.split("\n")[1:]).strip()  # drop the title
-    block = f"{START}\n\n{body}\n\n{END}"
-    if START in page and END in page:
-        head, rest = page.split(START, 1)
-        return head + block + rest.split(END, 1)[1]
-    return page.rstrip("\n") + "\n\n" + block + "\n"
+    return splice(page, START, END, body)
 
 
 def write(results: dict, out_dir: Path) -> Path:

@@ -16,6 +16,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from bench.marked import splice
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 #: one-way distances modelled: the database and the store this far away (RTT, seconds)
 RTTS = (0.25e-3, 1e-3)
@@ -198,13 +200,9 @@ def render(results: dict, image: str | None, data: PageData) -> str:
 
 
 def embed(page: str | None, block_body: str) -> str:
-    block = f"{START}\n\n{block_body.strip()}\n\n{END}"
     if page is None:
-        return "# Benchmarks\n\n" + block + "\n"
-    if START in page and END in page:
-        head, rest = page.split(START, 1)
-        return head + block + rest.split(END, 1)[1]
-    return page.rstrip("\n") + "\n\n## Page benchmark\n\n" + block + "\n"
+        return f"# Benchmarks\n\n{START}\n\n{block_body.strip()}\n\n{END}\n"
+    return splice(page, START, END, block_body.strip(), "## Page benchmark")
 
 
 def write(results: dict, out_dir: Path) -> Path:
