@@ -202,13 +202,22 @@ def freeze(key: str, stamps: list, result) -> Entry:
     are; anything else (a PostgreSQL array is a list) is pickled, and
     unpickled afresh on every hit. Raises what pickle raises for a value it
     refuses."""
-    stamps = list(stamps)
+    entry = shared(key, stamps, result)
+    if entry is not None:
+        return entry
+    return Entry(key, list(stamps), _PICKLED,
+                 pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def shared(key: str, stamps: list, result) -> Entry | None:
+    """The entry for ``result`` if it is made only of immutable values (so
+    :func:`thaw` may hand out the same row objects to every caller), else None."""
     if type(result) is list:
         if all(_frozen_row(row) for row in result):
-            return Entry(key, stamps, _ROWS, tuple(result))
+            return Entry(key, list(stamps), _ROWS, tuple(result))
     elif result is None or _frozen_row(result):
-        return Entry(key, stamps, _ROW, result)
-    return Entry(key, stamps, _PICKLED, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+        return Entry(key, list(stamps), _ROW, result)
+    return None
 
 
 def thaw(key: str, entry) -> tuple[list, object] | None:

@@ -17,6 +17,7 @@ from django.db.models import deletion
 from . import _stores, _validate, conf, plugins
 from ._breaker import Breaker
 from ._codec import derive_secret
+from ._decoded import DecodedMemo
 from ._localstore import LocalStorage
 from ._relations import RelationReader
 from ._sql import TableFinder
@@ -88,6 +89,8 @@ class Runtime:
         #: neither pickled nor signed
         self.local = isinstance(storage, LocalStorage)
         self.secret = derive_secret(settings.SECRET_KEY)
+        #: entries of a shared store already decoded (by their exact bytes)
+        self.decoded = DecodedMemo(self.secret)
         self.verify = float(config.get("VERIFY", 0) or 0)
         self.ignore_tables = frozenset(config["IGNORE_TABLES"])
         self.table_labels = _table_labels()

@@ -52,7 +52,7 @@ def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
     stamps = values[1:]
     blob = values[0]
     if blob is not None and None not in stamps:
-        payload = thaw(key, blob) if rt.local else _codec.decode(rt.secret, key, blob)
+        payload = thaw(key, blob) if rt.local else rt.decoded.decode(key, blob)
         if payload is not None and payload[0] == stamps:
             rt.stats.add(model, "hits")
             if capture is not None:  # memoize: served under these stamps
