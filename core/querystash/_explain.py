@@ -22,6 +22,7 @@ _OPS: dict[str, Callable[[Any], Any]] = {
     "count": lambda qs: qs.count(),
     "exists": lambda qs: qs.exists(),
     "first": lambda qs: qs.first(),
+    "explain": lambda qs: qs.explain(),
 }
 
 
@@ -85,22 +86,33 @@ class Explanation:
 
 
 def explain(queryset, op: str = "fetch") -> Explanation:
-    """Run ``queryset``'s ``op`` (fetch, get, count, exists, first, iterator)
-    and say what the cache did with each query it ran: served, missed and
-    filled, or not cached, with the reason code and its words, the key and
-    the tags. The queryset itself is not evaluated (a copy is)."""
-    try:
-        run = _OPS[op]
-    except KeyError:
-        raise ValueError(f"op must be one of {sorted(_OPS)}, not {op!r}") from None
+    """Run ``queryset``'s ``op`` (fetch, get, count, exists, first, iterator,
+    explain) and say what the cache did with each query it ran: served,
+    missed and filled, or not cached, with the reason code and its words,
+    the key and the tags. The queryset itself is not evaluated (a copy is).
+
+    ``queryset`` may also be a function of no arguments: it is called, and
+    every read it makes is reported (``op`` is then only a label)."""
+    if callable(queryset) and not hasattr(queryset, "_chain"):
+        call = queryset
+    else:
+        try:
+            run = _OPS[op]
+        except KeyError:
+            raise ValueError(f"op must be one of {sorted(_OPS)}, not {op!r}") from None
+        model = queryset.model
+
+        def call():
+            try:
+                run(queryset._chain())
+            except (model.DoesNotExist, model.MultipleObjectsReturned):
+                pass  # get() of nothing, or of too much: the read ran all the same
+
     recorder = _observe.Recorder()
     token = _observe.recording.set(recorder)
     _runtime.watch(_observe.route)
     try:
-        try:
-            run(queryset._chain())
-        except (queryset.model.DoesNotExist, queryset.model.MultipleObjectsReturned):
-            pass  # get() of nothing, or of too much: the read ran all the same
+        call()
     finally:
         _runtime.unwatch(_observe.route)
         _observe.recording.reset(token)
