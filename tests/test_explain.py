@@ -27,6 +27,15 @@ def test_every_reason_code_has_a_case():
     assert all(querystash.REASONS[code] for code in querystash.REASONS)
 
 
+def test_every_reason_code_is_documented():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "observing.md").read_text()
+    for code in querystash.REASONS:
+        assert f"| `{code}` | {_reasons.kind(code) if code not in ('snapshot', 'empty') else ''}" \
+            in page, code
+
+
 @pytest.mark.parametrize("code", sorted(CASES))
 def test_explain_names_the_reason(book, code):
     connection.ensure_connection()
