@@ -47,7 +47,8 @@ def skipped(rt, code: str, label: str, op: str, *, detail: str = "", info=None,
     """A read not served from the cache, for ``code``'s reason: the DEBUG log
     line, and an Event ("veto" or "bypass") to the observers. ``info``: the
     read, when the read path built it; else compiled here from ``compiler``
-    (for the panel's SQL column) if anyone observes."""
+    when a recorder (the panel, explain()) wants its SQL: a second compile,
+    which plain observers and signals do not pay."""
     if code == _reasons.INELIGIBLE and info is not None:
         code, detail = ineligible(rt, info)
     kind = _reasons.kind(code)
@@ -55,7 +56,7 @@ def skipped(rt, code: str, label: str, op: str, *, detail: str = "", info=None,
         logger.debug("querystash: %s %s %s: %s (%s)%s", kind, label or "?", op, code,
                      _reasons.words(code), f": {detail}" if detail else "")
     if rt.observers:
-        if info is None and compiler is not None:
+        if info is None and compiler is not None and recording.get() is not None:
             info = _info(rt, compiler, result_type, op)
         rt.emit(kind, label, key, tags, reason=code, detail=detail, info=info)
 
@@ -208,7 +209,10 @@ class Recorder:
             read.filled = True
             read.seconds = now - read._start
             if len(_miss_seconds) >= _MISS_LIMIT:
-                del _miss_seconds[next(iter(_miss_seconds))]
+                try:
+                    del _miss_seconds[next(iter(_miss_seconds))]
+                except (KeyError, RuntimeError, StopIteration):  # another thread's doing
+                    pass
             _miss_seconds[read.key] = read.seconds
         elif kind == "stale":
             read.stale = True
