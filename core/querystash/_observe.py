@@ -53,8 +53,8 @@ def skipped(rt, code: str, label: str, op: str, *, detail: str = "", info=None,
         code, detail = ineligible(rt, info)
     kind = _reasons.kind(code)
     if logger.isEnabledFor(logging.DEBUG):
-        logger.debug("querystash: %s %s %s: %s (%s)%s", kind, label or "?", op, code,
-                     _reasons.words(code), f": {detail}" if detail else "")
+        logger.debug("querystash: %s %s%s: %s (%s)%s", kind, label or "?", f" {op}" if op else "",
+                     code, _reasons.words(code), f": {detail}" if detail else "")
     if rt.observers:
         if info is None and compiler is not None and recording.get() is not None:
             info = _info(rt, compiler, result_type, op)
