@@ -38,7 +38,9 @@ def toolbar_settings():
         ROOT_URLCONF="tests.toolbar_urls",
         TEMPLATES=[{"BACKEND": "django.template.backends.django.DjangoTemplates",
                     "APP_DIRS": True}],
-        DEBUG_TOOLBAR_CONFIG={"IS_RUNNING_TESTS": False,
+        # RENDER_PANELS False: stored, rendered when opened (toolbar 5 inlines
+        # them under a multi-process server, which the test client says it is)
+        DEBUG_TOOLBAR_CONFIG={"IS_RUNNING_TESTS": False, "RENDER_PANELS": False,
                               "SHOW_TOOLBAR_CALLBACK": lambda request: True},
         DEBUG_TOOLBAR_PANELS=["debug_toolbar.panels.sql.SQLPanel",
                               "querystash.debug_toolbar.QuerystashPanel"],
@@ -52,17 +54,18 @@ def toolbar():
         yield
 
 
-def request_id(response) -> str:
-    """The toolbar's id of the request, from the toolbar it inserted."""
-    found = re.search(r'data-request-id="([0-9a-f]+)"', response.content.decode())
+def request_id(response) -> tuple[str, str]:
+    """(parameter, value): the toolbar's id of the request, from the toolbar it
+    inserted (``request_id`` since toolbar 6, ``store_id`` before)."""
+    found = re.search(r'data-(request|store)-id="([0-9a-f]+)"', response.content.decode())
     assert found, "the toolbar was not inserted"
-    return found.group(1)
+    return f"{found.group(1)}_id", found.group(2)
 
 
 def open_panel(client, response) -> str:
     """What the toolbar's JavaScript shows when the panel is clicked."""
-    shown = client.get("/__debug__/render_panel/",
-                       {"request_id": request_id(response), "panel_id": PANEL})
+    name, value = request_id(response)
+    shown = client.get("/__debug__/render_panel/", {name: value, "panel_id": PANEL})
     assert shown.status_code == 200
     return shown.json()["content"]
 
