@@ -8,6 +8,7 @@ from ._encode import UnencodableValue, encode
 from ._memoize import memoize
 from ._memoize import stats as memoize_stats
 from ._noreply import QUIET_LIMIT, RedisQuietSet
+from ._reasons import REASONS
 from ._switch import disabled, is_disabled
 from ._tags import GLOBAL_TAG, stamp_key
 from .events import Event, QueryInfo, WriteEvent
@@ -23,6 +24,7 @@ from .version import __version__
 __all__ = [
     "GLOBAL_TAG",
     "QUIET_LIMIT",
+    "REASONS",
     "Dependencies",
     "Event",
     "InvalidationStrategy",
@@ -36,10 +38,17 @@ __all__ = [
     "StorageError",
     "Uncacheable",
     "UnencodableValue",
+    "Explanation",
     "WriteEvent",
     "__version__",
+    "cache_fill",
+    "cache_hit",
+    "cache_invalidated",
+    "cache_miss",
+    "cache_stale",
     "disabled",
     "encode",
+    "explain",
     "hookimpl",
     "invalidate_all",
     "invalidate_models",
@@ -60,6 +69,14 @@ def __getattr__(name):
         from . import api
 
         return getattr(api, name)
+    if name in ("explain", "Explanation"):  # the read path's modules import the ORM
+        from . import _explain
+
+        return getattr(_explain, name)
+    if name in ("cache_fill", "cache_hit", "cache_invalidated", "cache_miss", "cache_stale"):
+        from . import signals
+
+        return getattr(signals, name)
     if name == "uses_raw_sql":  # imports the ORM
         from .default_eligibility import uses_raw_sql
 

@@ -18,7 +18,7 @@ from django.db.models.sql.compiler import (
 )
 from django.db.models.sql.constants import GET_ITERATOR_CHUNK_SIZE, MULTI, SINGLE
 
-from . import _capture, _capture_reads, _runtime, _stamps
+from . import _capture, _capture_reads, _observe, _reasons, _runtime, _stamps
 from ._queryset import NOCACHE, current_op, spec_of
 from ._switch import off as _disabled
 from ._transactions import fill_is_safe, in_transaction, written_tags
@@ -45,6 +45,14 @@ def make_execute_sql(original):
             if not isinstance(self, _WRITE_COMPILERS):  # memoize: writes veto at the cursor
                 _capture.veto(_capture.OFF if rt is None or not rt.enabled or _disabled.get()
                               else _capture.UNTRACKED)
+                if rt is not None and _observe.on(rt):  # observe: say why
+                    _observe.skipped(
+                        rt, _reasons.OFF if not rt.enabled else _reasons.DISABLED
+                        if _disabled.get() else _reasons.UNTRACKED,
+                        self.query.model._meta.label if self.query.model else "",
+                        _queryset_op(result_type, chunked_fetch),
+                        compiler=self if result_type in (MULTI, SINGLE) else None,
+                        result_type=result_type)
             return original(self, result_type, chunked_fetch, chunk_size)
         return _cached(rt, original, self, result_type, chunked_fetch, chunk_size)
 
@@ -65,6 +73,10 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
     model = query.model
     timeout = _enabled_timeout(rt, spec, op, model)
     if timeout is None:
+        if _observe.on(rt):  # observe: which rung of the ladder said no
+            _observe.skipped(rt, _enabled_timeout(rt, spec, op, model, why=True),
+                             model._meta.label if model is not None else "", op,
+                             compiler=compiler, result_type=result_type)
         capture = _capture.active.get()  # memoize: not cached per query, still tracked
         if capture is not None:
             return _capture_reads.read(rt, capture, original, compiler, result_type,
@@ -99,6 +111,9 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
         # table, a view, another schema): no invalidation could reach it.
         rt.stats.add(label, "vetoed")
         _capture.veto(_capture.UNWATCHED)  # memoize
+        if _observe.on(rt):  # observe
+            _observe.skipped(rt, _reasons.UNWATCHED, label, op, detail=str(relations.unwatched),
+                             compiler=compiler, result_type=result_type)
         return _shape(run(), result_type, chunked_fetch)
     info = QueryInfo(
         sql, params, compiler.using, "multi" if result_type == MULTI else "single", op,
@@ -107,14 +122,17 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
     if not rt.eligible(info):
         rt.stats.add(label, "vetoed")
         _capture.veto(_capture.INELIGIBLE)  # memoize
+        if _observe.on(rt):  # observe: which check, and why
+            _observe.skipped(rt, _reasons.INELIGIBLE, label, op, info=info)
         return _shape(run(), result_type, chunked_fetch)
     try:
         key = rt.key_function(info)
     except Uncacheable as exc:
         # A key function's veto: e.g. a parameter the encoder cannot key exactly.
         rt.stats.add(label, "vetoed")
-        logger.debug("querystash: not caching a read of %s: %s", label or "?", exc.reason)
         _capture.veto(_capture.UNKEYED)  # memoize
+        if _observe.on(rt):  # observe
+            _observe.skipped(rt, _reasons.UNKEYED, label, op, detail=str(exc.reason), info=info)
         return _shape(run(), result_type, chunked_fetch)
     tags = rt.query_tags(info)
     connection = compiler.connection
@@ -125,27 +143,44 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
             # Read-your-writes: this transaction changed what the query reads.
             rt.stats.add(label, "bypasses")
             _capture.veto(_capture.READ_YOUR_WRITES)  # memoize
+            if _observe.on(rt):  # observe
+                _observe.skipped(rt, _reasons.READ_YOUR_WRITES, label, op, info=info, key=key,
+                                 tags=tags)
             return _shape(run(), result_type, chunked_fetch)
         can_fill = fill_is_safe(connection)
+    if rt.observers:  # observe: the panel and explain() see which read this is
+        _observe.reading(info, key, tags)
     result = _stamps.read(rt, key, tags, label, timeout, can_fill, run)
     return _shape(result, result_type, chunked_fetch)
 
 
-def _enabled_timeout(rt, spec, op: str, model) -> int | None:
+def _enabled_timeout(rt, spec, op: str, model, why: bool = False):
     """Is caching enabled for this operation, before any SQL is compiled?
     ``.nocache()`` says no; a ``.cache()`` spec decides for its queryset (its
     timeout, else the model's, else the default); otherwise the model's
-    ``MODELS`` rule does. Returns the entry's timeout, or None for no."""
+    ``MODELS`` rule does. Returns the entry's timeout, or None for no
+    (``why``: the reason code instead of None, for observers)."""
     if spec is NOCACHE:
-        return None
+        return _reasons.NOCACHE if why else None
     rule = rt.rule(model) if model is not None else None
     if spec is not None:
         if op not in spec.ops:
-            return None
+            return _reasons.OP_NOT_ASKED if why else None
         return spec.timeout or (rule.timeout if rule else rt.timeout)
-    if rule is None or op not in rule.ops:
-        return None
+    if rule is None:
+        return _reasons.NOT_CONFIGURED if why else None
+    if op not in rule.ops:
+        return _reasons.OP_NOT_ENABLED if why else None
     return rule.timeout
+
+
+def _queryset_op(result_type, chunked_fetch) -> str:
+    """The operation of a read that never reached ``_cached`` (for observers):
+    peeked, not consumed, as the read path leaves it there."""
+    op = current_op.get()
+    if chunked_fetch:
+        return "iterator"
+    return op or ("fetch" if result_type == MULTI else "aggregate")
 
 
 def _shape(result, result_type, chunked_fetch):

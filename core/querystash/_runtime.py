@@ -8,6 +8,7 @@ changes, and when a plugin is registered at run time.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 from django.apps import apps
@@ -32,6 +33,33 @@ logger = logging.getLogger("querystash")
 
 
 current: Runtime | None = None
+
+#: observers added while the process runs (``watch``): signals with a
+#: receiver, a debug-toolbar request, ``explain()``; one entry per watch
+_watchers: list[Callable[[Event], None]] = []
+_watch_lock = threading.Lock()
+
+
+def watch(observer: Callable[[Event], None]) -> None:
+    """Tell ``observer`` every event, on top of the hooks' observers, until
+    as many ``unwatch(observer)`` calls. Nothing watching costs the hit
+    path nothing: it tests ``rt.observers`` and finds it empty."""
+    with _watch_lock:
+        _watchers.append(observer)
+        _refresh(current)
+
+
+def unwatch(observer: Callable[[Event], None]) -> None:
+    with _watch_lock:
+        if observer in _watchers:
+            _watchers.remove(observer)
+        _refresh(current)
+
+
+def _refresh(rt: Runtime | None) -> None:
+    # A new list, never changed in place: emit() may be iterating the old one.
+    if rt is not None:
+        rt.observers = [*rt.hooked, *dict.fromkeys(_watchers)]
 
 _COMBINED_LIMIT = 8192
 
@@ -77,7 +105,9 @@ class Runtime:
             if type(s).stamp_value is not InvalidationStrategy.stamp_value
         ]
         self.checks = checks
-        self.observers = observers
+        #: the hooks' observers; ``observers`` adds those watching at run time
+        self.hooked = observers
+        self.observers = [*observers, *dict.fromkeys(_watchers)]
         self.problems = problems
         #: the part of ``problems`` the settings checks already explain
         self.config_problems: list[str] = []
@@ -182,8 +212,9 @@ class Runtime:
 
     # -- events ---------------------------------------------------------------
 
-    def emit(self, kind: str, model: str = "", key: str = "", tags=(), error=None) -> None:
-        event = Event(kind, model, key, tuple(tags), error)
+    def emit(self, kind: str, model: str = "", key: str = "", tags=(), error=None,
+             reason: str = "", detail: str = "", info: QueryInfo | None = None) -> None:
+        event = Event(kind, model, key, tuple(tags), error, reason, detail, info)
         for observer in self.observers:
             try:
                 observer(event)
@@ -300,7 +331,9 @@ def rebuild() -> Runtime:
         new.store = _stores.adopt(new.storage, new.stamp_prefix, new)
         new.breaker = new.store.breaker
     _stores.started = True
-    current = new
+    with _watch_lock:  # a watch() while this was built reaches it too
+        current = new
+        _refresh(new)
     _ready(new)
     return current
 

@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import _capture, _codec, _stores
+from . import _capture, _codec, _observe, _reasons, _stores
 from ._localstore import freeze, thaw
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
         rt.stats.add(model, "bypasses")
         if capture is not None:
             capture.veto(_capture.STORE)
+        if _observe.on(rt):  # observe
+            _observe.skipped(rt, _reasons.STORE_OUT, model, "", key=key, tags=tags)
         return run()
     storage = rt.storage
     stamp_keys = [rt.stamp_prefix + tag for tag in tags]
@@ -48,6 +50,9 @@ def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
         breaker.trip(rt, exc)
         if capture is not None:
             capture.veto(_capture.STORE)
+        if _observe.on(rt):  # observe
+            _observe.skipped(rt, _reasons.STORE_OUT, model, "", detail=repr(exc), key=key,
+                             tags=tags)
         return run()
     stamps = values[1:]
     blob = values[0]
@@ -66,7 +71,7 @@ def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
             rt.stats.add(model, "corrupt")
     rt.stats.add(model, "misses")
     if rt.observers:
-        rt.emit("miss", model, key, tags)
+        rt.emit("miss", model, key, tags, reason="" if can_fill else _reasons.SNAPSHOT)
     if checkpoint is not None:
         checkpoint("after_stamp_read")
     if capture is not None and not can_fill:

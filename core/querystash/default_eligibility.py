@@ -9,6 +9,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.sql.query import Query
 from django.db.models.sql.where import ExtraWhere
 
+from . import _reasons
 from .hookspecs import hookimpl
 
 # Functions whose value changes between two runs of the same SQL.
@@ -33,33 +34,42 @@ class DefaultEligibility:
             m._meta.db_table for m in models if not m._meta.managed
         ) - managed
         # Same SQL text, same verdict: memoized so a hit pays one dict lookup.
-        self._verdicts: dict[str, tuple[bool, bool]] = {}
+        self._verdicts: dict[str, tuple[str | None, bool]] = {}
 
-    def __call__(self, info):
+    def __call__(self, info, why: bool = False):
+        """False to veto (``why``: the reason code instead, ``reason()``)."""
         query = info.query
         if query is not None and (query.select_for_update or query.explain_info):
-            return False
+            return why and (_reasons.LOCKING if query.select_for_update else _reasons.EXPLAIN)
         if not info.tables or info.tables & self.ignore:
             # No known table: no write could ever be traced to this query.
-            return False
+            return why and (_reasons.IGNORED_TABLE if info.tables else _reasons.NO_TABLE)
         if not info.explicit and info.tables & self.unmanaged:
-            return False
+            return why and _reasons.UNMANAGED
         verdict = self._verdicts.get(info.sql)
         if verdict is None:
             if len(self._verdicts) > 8192:
                 self._verdicts.clear()
             verdict = self._verdicts[info.sql] = (
-                _stable_sql(info.sql),
+                _unstable_sql(info.sql),
                 query is not None and uses_raw_sql(query),
             )
-        stable, raw = verdict
-        if not stable or (raw and not info.explicit):
-            return False
+        unstable, raw = verdict
+        if unstable is not None or (raw and not info.explicit):
+            return why and (unstable or _reasons.RAW_SQL)
         return None
 
+    def reason(self, info) -> str | None:
+        """The reason code of this check's veto of ``info`` (None: no veto):
+        the same rules as a call, naming the one that decided."""
+        return self(info, True) or None
 
-def _stable_sql(sql: str) -> bool:
-    return not sql.lstrip()[:7].upper().startswith("EXPLAIN") and not _VOLATILE.search(sql)
+
+def _unstable_sql(sql: str) -> str | None:
+    """The reason code of SQL whose rows may differ between two runs, or None."""
+    if sql.lstrip()[:7].upper().startswith("EXPLAIN"):
+        return _reasons.EXPLAIN
+    return _reasons.VOLATILE if _VOLATILE.search(sql) else None
 
 
 def uses_raw_sql(query) -> bool:

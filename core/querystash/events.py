@@ -48,9 +48,17 @@ class WriteEvent:
 class Event:
     """Something observers are told about."""
 
-    #: hit / miss / fill / invalidate / error / stale (verify mode)
+    #: hit / miss / fill / invalidate / error / stale (verify mode) / veto / bypass
     kind: str
     model: str = ""
     key: str = ""
     tags: tuple[str, ...] = ()
     error: BaseException | None = None
+    #: veto and bypass (and a miss that will not fill): the reason code, one
+    #: of ``querystash.REASONS``
+    reason: str = ""
+    #: more about the reason, for people (the relation, the check, the key
+    #: function's words)
+    detail: str = ""
+    #: veto and bypass: the read, when it was compiled
+    info: QueryInfo | None = None

@@ -5,6 +5,8 @@ enough, because the last line hands these settings to DJP, which adds the
 apps of every installed plugin (querystash's core is one of them).
 """
 
+import os
+from importlib.util import find_spec
 from pathlib import Path
 
 import djp
@@ -22,7 +24,8 @@ ROOT_URLCONF = "example_project.urls"
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": BASE_DIR / "db.sqlite3",
+        # QUERYSTASH_EXAMPLE_DB: another file (tests/test_debug_toolbar_browser.py)
+        "NAME": os.environ.get("QUERYSTASH_EXAMPLE_DB") or BASE_DIR / "db.sqlite3",
     }
 }
 # Django's local-memory cache is querystash's embedded store; its default
@@ -43,5 +46,24 @@ QUERYSTASH = {
     "STORAGE": "django",
     "MODELS": {"shop.*": {"ops": "all", "timeout": 900}},
 }
+
+# The debug toolbar with querystash's panel, when asked for and installed:
+#   QUERYSTASH_EXAMPLE_TOOLBAR=1 python manage.py runserver, then open /page/
+# (docs/observing.md). Off by default: the benchmarks serve this project too.
+if os.environ.get("QUERYSTASH_EXAMPLE_TOOLBAR") == "1" and find_spec("debug_toolbar"):
+    import debug_toolbar.settings
+
+    INSTALLED_APPS += ["django.contrib.staticfiles", "debug_toolbar"]
+    MIDDLEWARE += ["debug_toolbar.middleware.DebugToolbarMiddleware"]
+    STATIC_URL = "/static/"
+    INTERNAL_IPS = ["127.0.0.1"]
+    DEBUG_TOOLBAR_PANELS = [
+        *debug_toolbar.settings.PANELS_DEFAULTS,
+        "querystash.debug_toolbar.QuerystashPanel",
+    ]
+
+TEMPLATES = [
+    {"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True},
+]
 
 djp.settings(globals())
