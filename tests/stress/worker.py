@@ -204,7 +204,7 @@ class Recorder:
             self._trace(rt, _stamps, BaseDatabaseWrapper)
         if self.delays.get("store"):
             storage = rt.storage
-            for name in ("get_many", "add_many", "set", "delete_many"):
+            for name in ("get_many", "add_many", "add_get_many", "set", "delete_many"):
                 method = getattr(storage, name)
 
                 def slow(*args, _method=method, **kwargs):
@@ -240,7 +240,16 @@ class Recorder:
             log("ADD", ",".join(mapping), hexes(mapping.values()), "existed=" + ",".join(existed))
             return existed
 
+        add_get_many = storage.add_get_many
+
+        def traced_add_get_many(mapping, keys, *a, **k):
+            values = add_get_many(mapping, keys, *a, **k)
+            log("ADD+GET", ",".join(mapping), hexes(mapping.values()), ",".join(keys),
+                hexes(values))
+            return values
+
         storage.get_many, storage.add_many = traced_get_many, traced_add_many
+        storage.add_get_many = traced_add_get_many
         fill = _stamps._fill
 
         def traced_fill(rt, key, model, tags, timeout, stamps, result):
