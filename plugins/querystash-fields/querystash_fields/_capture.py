@@ -153,9 +153,11 @@ def _field_tag(table, scheme, by_column, row, vendor) -> str | None:
     return f"{table}:{','.join(parts)}"
 
 
-def settle(alias: str, items, *, after_commit: bool = False) -> None:
+def settle(alias: str, items, *, after_commit: bool = False, into: set | None = None) -> None:
     """Invalidate the tags of ``items`` now; inside atomic(), again right
-    after the commit with the schemes registered by then."""
+    after the commit with the schemes registered by then. ``into``: the set
+    of a ``RuntimeHandle.deferred`` block, which invalidates them (with the
+    statement's own tags) in one store call when it exits."""
     strategy = _active()
     rt = runtime
     if strategy is None or rt is None or rt.storage is None:
@@ -175,6 +177,9 @@ def settle(alias: str, items, *, after_commit: bool = False) -> None:
         # Even with no scheme yet: one may be registered before the commit.
         _queue(connection, items)
     # No tags: no scheme registered on these tables, nothing depends on them.
+    if into is not None:
+        into.update(tags)
+        return
     rt.invalidate(alias, tags, committed=after_commit)
 
 
@@ -293,24 +298,28 @@ def make_do_update(original):
         else:
             block = _Nothing()
         items = []
-        with block:
-            old = {meta.pk.attname: pk_val}
-            if fields:
-                stored = _old_row(model, using, pk_val, fields, how)
-                old = None if stored is None else {**old, **stored}
-            with writing(using, meta.db_table, "update") as statement:
-                result = original(self, base_qs, using, pk_val, values, *args, **kwargs)
-                if result and old is not None:  # nothing matched: nothing changed
-                    new = dict(old)
-                    for field, _, value in values:
-                        new[field.attname] = value
-                    items = [(meta.db_table, model, old, new)]
-                if own:
-                    statement.settled = True  # settled below, once committed
-                else:
-                    statement.settle(items)
-        if own and items:
-            settle(using, items)
+        # Our own transaction (autocommit): the UPDATE's tags and the field
+        # tags settled below are invalidated together, once, after our
+        # COMMIT — as a bare autocommit UPDATE is, in one store call.
+        with runtime.deferred(using) if own else _Nothing() as pending:
+            with block:
+                old = {meta.pk.attname: pk_val}
+                if fields:
+                    stored = _old_row(model, using, pk_val, fields, how)
+                    old = None if stored is None else {**old, **stored}
+                with writing(using, meta.db_table, "update") as statement:
+                    result = original(self, base_qs, using, pk_val, values, *args, **kwargs)
+                    if result and old is not None:  # nothing matched: nothing changed
+                        new = dict(old)
+                        for field, _, value in values:
+                            new[field.attname] = value
+                        items = [(meta.db_table, model, old, new)]
+                    if own:
+                        statement.settled = True  # settled below, once committed
+                    else:
+                        statement.settle(items)
+            if own and items:
+                settle(using, items, into=pending)
         return result
 
     return _do_update
@@ -331,7 +340,9 @@ def make_do_insert(original):
         if strategy is None or _manual_transaction(connections[using]):
             return original(self, manager, using, fields, returning_fields, raw, *args, **kwargs)
         table = model._meta.db_table
-        with writing(using, table, "insert") as statement:
+        # In autocommit the INSERT has committed when it returns: its own tags
+        # and the field tags settled here go out together, in one store call.
+        with runtime.deferred(using) as pending, writing(using, table, "insert") as statement:
             result = original(self, manager, using, fields, returning_fields, raw,
                               *args, **kwargs)
             returned = {}
@@ -343,7 +354,12 @@ def make_do_insert(original):
                 else self.__dict__.get(f.attname, UNKNOWN)
                 for f in model._meta.local_concrete_fields
             }
-            statement.settle([(table, model, None, new)])
+            items = [(table, model, None, new)]
+            if pending is None:
+                statement.settle(items)
+            else:
+                settle(using, items, into=pending)
+                statement.settled = True
         return result
 
     return _do_insert
