@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.test import override_settings
 
-from querystash import _runtime
+from querystash.testing import runtime
 from tests.testapp.models import Author, Book
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,7 +29,7 @@ CALLS = ("get_many", "add_many", "add_get_many", "set", "delete_many")
 def rt(request):
     alias = request.getfixturevalue(request.param)
     with override_settings(QUERYSTASH={**settings.QUERYSTASH, "django": {"cache": alias}}):
-        yield _runtime.current
+        yield runtime()
 
 
 @contextmanager
@@ -80,9 +80,8 @@ def test_save_of_an_existing_row_is_one_slot_read_and_one_deletion(rt, ann):
         draft.save()
     assert [name for name, _ in calls] == ["get_many", "delete_many"], calls
     deleted = set(calls[1][1])
-    prefix = rt.stamp_prefix
-    assert prefix + "testapp_book" in deleted  # the statement's own tag, in the same call
-    assert any(k.startswith(prefix + "testapp_book:") for k in deleted), deleted
+    assert rt.stamp_key("testapp_book") in deleted  # the statement's own tag, in the same call
+    assert any(k.startswith(rt.stamp_key("testapp_book:")) for k in deleted), deleted
     assert anns_published(ann) == ["a1", "a2"] == anns_published(ann, cached=False)
 
 
