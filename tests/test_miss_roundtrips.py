@@ -18,6 +18,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from querystash import _runtime, _stamps
+from querystash.testing import rebuild
 from tests.testapp.models import Author, Book
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,6 +30,9 @@ CALLS = ("get_many", "add_many", "add_get_many", "set", "delete_many")
 def rt(request):
     if request.param == "locmem":
         yield _runtime.current
+        # A fresh runtime for the next tests: querystash-fields remembers which
+        # scheme slot it chose, and the slots die with the store between tests.
+        rebuild()
         return
     alias = request.getfixturevalue(f"{request.param}_cache_alias")
     with override_settings(QUERYSTASH={**settings.QUERYSTASH, "django": {"cache": alias}}):

@@ -78,6 +78,13 @@ class DjangoRedisStorage(_RawStorage):
         pipe.mget(self._names(keys))
         return pipe.execute()[-1]
 
+    def delete_get_many(self, delete, keys):
+        pipe = self._client().pipeline(transaction=False)
+        if delete:
+            pipe.delete(*self._names(delete))
+        pipe.mget(self._names(keys))
+        return pipe.execute()[-1]
+
     def set(self, key, value, timeout):
         # An entry fill: not acknowledged (see _noreply), a lost one is a miss.
         self._quiet_set(self._client(), self._names([key])[0], value, timeout)

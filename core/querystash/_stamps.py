@@ -199,6 +199,35 @@ def invalidate(rt: Runtime, tags, model: str = "") -> None:
         _stores.fan_out(known, rt.store, tags)
 
 
+def invalidate_reading(rt: Runtime, tags, keys: list[str]) -> list | None:
+    """``invalidate(rt, tags)``, reading ``keys`` from the runtime's store in
+    the same round trip (``Storage.delete_get_many``), after the deletion.
+    None when the store was not read (out, owing, or failing: the
+    invalidation is then the store's debt, as in ``invalidate``)."""
+    values = None
+    if rt.storage is not None:
+        breaker = rt.breaker
+        if breaker.in_outage or breaker.owes_global:
+            breaker.owe()
+        else:
+            stamp_keys = [rt.stamp_prefix + tag for tag in tags]
+            try:
+                values = rt.storage.delete_get_many(stamp_keys, keys)
+            except Exception as exc:
+                breaker.trip(rt, exc)
+                breaker.owe()  # this invalidation may have been lost
+                values = None
+            else:
+                rt.store.seen.difference_update(stamp_keys)
+                rt.stats.add("", "stamps_deleted", len(stamp_keys))
+                if rt.observers:
+                    rt.emit("invalidate", "", tags=tags)
+    known = _stores.known
+    if tags and known and (len(known) > 1 or known[0] is not rt.store):
+        _stores.fan_out(known, rt.store, tags)
+    return values
+
+
 def _invalidate_current(rt: Runtime, tags, model: str) -> None:
     breaker = rt.breaker
     if breaker.in_outage or breaker.owes_global:

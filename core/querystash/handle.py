@@ -127,6 +127,20 @@ class RuntimeHandle:
                 _transactions.record(connection, tags)
         _stamps.invalidate(self._rt, tags)
 
+    def invalidate_reading(self, alias: str, tags: Iterable[str], keys: list[str], *,
+                           committed: bool = False) -> list[bytes | None] | None:
+        """:meth:`invalidate`, and read ``keys`` (store keys, e.g. from
+        :meth:`stamp_key`) from the store in the same round trip, after the
+        deletion (``Storage.delete_get_many``). Returns their values, or None
+        when the store was not read (out, owing its debt, or failing: the
+        invalidation is then the core's debt, as with :meth:`invalidate`)."""
+        tags = set(tags)
+        if not committed:
+            connection = _connection(alias)
+            if tags and _transactions.in_transaction(connection):
+                _transactions.record(connection, tags)
+        return _stamps.invalidate_reading(self._rt, tags, keys)
+
     @contextmanager
     def deferred(self, alias: str) -> Iterator[set[str] | None]:
         """A block whose writes on database ``alias`` are invalidated once,

@@ -65,6 +65,17 @@ class Storage:
         """Delete ``keys``; missing keys are not an error."""
         raise NotImplementedError
 
+    def delete_get_many(self, delete: Sequence[str], keys: Sequence[str]) -> list[bytes | None]:
+        """``delete_many(delete)``, then ``get_many(keys)``.
+
+        For a writer that invalidates and must read keys the store holds
+        after its COMMIT (querystash-fields reads a table's scheme slots):
+        override it to send both in one round trip (a pipeline on one
+        connection). The deletion is acknowledged, as ``delete_many``'s is.
+        This default makes two calls."""
+        self.delete_many(delete)
+        return self.get_many(keys)
+
     def stats(self) -> dict:
         """Store-side figures for ``manage.py querystash stats``."""
         return {}

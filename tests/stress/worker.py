@@ -111,13 +111,19 @@ class Recorder:
         elif bug == "fields_no_old_values":
             from querystash_fields import _capture
 
-            settle = _capture.settle
+            settle, settle_committed = _capture.settle, _capture.settle_committed
 
-            def settle_new_only(alias, items, *, after_commit=False):
-                items = [(table, model, None, new) for table, model, _old, new in items]
-                return settle(alias, items, after_commit=after_commit)
+            def new_only(items):
+                return [(table, model, None, new) for table, model, _old, new in items]
+
+            def settle_new_only(alias, items, **kwargs):
+                return settle(alias, new_only(items), **kwargs)
+
+            def settle_committed_new_only(alias, items, pending):
+                return settle_committed(alias, new_only(items), pending)
 
             _capture.settle = settle_new_only
+            _capture.settle_committed = settle_committed_new_only
         elif bug == "memo_drops_tag":  # the capture forgets a table of every query
             from querystash import _capture
 

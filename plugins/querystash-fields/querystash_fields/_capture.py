@@ -124,7 +124,12 @@ def _manual_transaction(connection) -> bool:
 def tags_for(rt, strategy, items) -> set[str]:
     """Field tags of every registered scheme for the old and new values of
     ``items`` = [(table, model, old or None, new or None)]."""
-    slots = strategy.registry.read(rt, {item[0] for item in items})
+    return _slot_tags(strategy, strategy.registry.read(rt, {item[0] for item in items}), items)
+
+
+def _slot_tags(strategy, slots, items) -> set[str]:
+    """Field tags of the schemes in ``slots`` ({table: [(slot tag, scheme)]})
+    for the old and new values of ``items``."""
     tags: set[str] = set()
     for table, model, old, new in items:
         by_column = {f.column: f for f in model._meta.local_concrete_fields}
@@ -181,6 +186,32 @@ def settle(alias: str, items, *, after_commit: bool = False, into: set | None = 
         into.update(tags)
         return
     rt.invalidate(alias, tags, committed=after_commit)
+
+
+def settle_committed(alias: str, items, pending: set) -> None:
+    """Settle ``items`` of a write whose own transaction has committed, with
+    ``pending`` (the write's ``deferred`` tags), in one round trip where the
+    store allows: the field tags of the schemes this process last found in
+    the slots go out with the deletion that reads the slots again
+    (``RuntimeHandle.invalidate_reading``); a scheme found there that was
+    not in that guess is invalidated right after (a second round trip, when
+    a scheme is new). Every scheme in the slots when they are read, after
+    the COMMIT, has its field tags deleted after that read — as ``settle``."""
+    strategy = _active()
+    rt = runtime
+    if strategy is None or rt is None or rt.storage is None or not rt.store_usable():
+        settle(alias, items, into=pending)
+        return
+    registry = strategy.registry
+    tables = sorted({item[0] for item in items})
+    tags = _slot_tags(strategy, registry.last(tables), items) | pending
+    pending.clear()  # sent here: nothing left for the block's exit
+    values = rt.invalidate_reading(alias, tags, registry.keys(rt, tables), committed=True)
+    if values is None:
+        return  # not read: the invalidation is the core's debt (everything)
+    extra = _slot_tags(strategy, registry.parse(tables, values), items) - tags
+    if extra:
+        rt.invalidate(alias, extra, committed=True)
 
 
 def family(alias: str, table: str) -> None:
@@ -319,7 +350,7 @@ def make_do_update(original):
                     else:
                         statement.settle(items)
             if own and items:
-                settle(using, items, into=pending)
+                settle_committed(using, items, pending)
         return result
 
     return _do_update
@@ -358,7 +389,7 @@ def make_do_insert(original):
             if pending is None:
                 statement.settle(items)
             else:
-                settle(using, items, into=pending)
+                settle_committed(using, items, pending)
                 statement.settled = True
         return result
 

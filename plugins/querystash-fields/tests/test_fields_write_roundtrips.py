@@ -2,10 +2,13 @@
 
 In autocommit a ``save()`` runs in a transaction of the plugin's own (the old
 values are read under the row lock): its statement's tags and the field tags
-of the row go out together, once, after that COMMIT (``RuntimeHandle.deferred``)
-— one read of the table's scheme slots, which must follow the COMMIT, and
-one deletion. Inside the caller's ``atomic()`` the core's transaction rules
-apply as before. Calls are counted, not timed.
+of the row go out together, once, after that COMMIT (``RuntimeHandle.deferred``),
+in the call that reads the table's scheme slots again
+(``RuntimeHandle.invalidate_reading``: one round trip on redis). The field
+tags sent are those of the schemes the process last found in the slots; a
+scheme the read finds that was not among them is invalidated right after.
+Inside the caller's ``atomic()`` the core's transaction rules apply as
+before. Calls are counted, not timed.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from tests.testapp.models import Author, Book
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-CALLS = ("get_many", "add_many", "add_get_many", "set", "delete_many")
+CALLS = ("get_many", "add_many", "add_get_many", "set", "delete_many", "delete_get_many")
 
 
 @pytest.fixture(params=["redis_cache_alias", "memcached_cache_alias"])
@@ -71,25 +74,50 @@ def ann():
     return ann
 
 
-def test_save_of_an_existing_row_is_one_slot_read_and_one_deletion(rt, ann):
+def test_save_of_an_existing_row_is_one_call(rt, ann):
     draft = Book.objects.create(title="a2", author=ann, status=1)
+    other = Book.objects.create(title="a3", author=ann, status=1)
     assert anns_published(ann) == ["a1"]  # registers the scheme (author_id, status)
     assert anns_published(ann) == ["a1"]
     draft.status = 2
     with recorded(rt.storage) as calls:
         draft.save()
-    assert [name for name, _ in calls] == ["get_many", "delete_many"], calls
-    deleted = set(calls[1][1])
+    # This process had not read the slots yet: the scheme found is
+    # invalidated right after the read that found it.
+    assert [name for name, _ in calls] == ["delete_get_many", "delete_many"], calls
+    assert anns_published(ann) == ["a1", "a2"] == anns_published(ann, cached=False)
+    other.status = 2
+    with recorded(rt.storage) as calls:
+        other.save()
+    assert [name for name, _ in calls] == ["delete_get_many"], calls
+    deleted = set(calls[0][1])
     assert rt.stamp_key("testapp_book") in deleted  # the statement's own tag, in the same call
     assert any(k.startswith(rt.stamp_key("testapp_book:")) for k in deleted), deleted
-    assert anns_published(ann) == ["a1", "a2"] == anns_published(ann, cached=False)
+    assert anns_published(ann) == ["a1", "a2", "a3"] == anns_published(ann, cached=False)
 
 
-def test_save_of_a_new_row_is_one_slot_read_and_one_deletion(rt, ann):
+def test_positive_control_a_scheme_missing_from_the_guess_and_skipped_is_stale(
+        rt, ann, monkeypatch):
+    # The test above must be able to fail: a writer that trusts its guess of
+    # the slots and ignores what the read after its COMMIT found leaves the
+    # field tags of the read's scheme alive.
+    from querystash_fields._schemes import Registry
+
+    draft = Book.objects.create(title="a2", author=ann, status=1)
     assert anns_published(ann) == ["a1"]
+    monkeypatch.setattr(Registry, "parse", lambda self, tables, values: self.last(tables))
+    draft.status = 2
+    draft.save()
+    assert anns_published(ann, cached=False) == ["a1", "a2"]
+    assert anns_published(ann) == ["a1"]  # stale
+
+
+def test_save_of_a_new_row_is_one_call(rt, ann):
+    assert anns_published(ann) == ["a1"]
+    Book.objects.create(title="a2", author=ann, status=1)  # the slots read once
     with recorded(rt.storage) as calls:
         Book.objects.create(title="a3", author=ann, status=2)
-    assert [name for name, _ in calls] == ["get_many", "delete_many"], calls
+    assert [name for name, _ in calls] == ["delete_get_many"], calls
     assert anns_published(ann) == ["a1", "a3"] == anns_published(ann, cached=False)
 
 

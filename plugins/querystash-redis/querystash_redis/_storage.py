@@ -91,6 +91,22 @@ class RedisStorage(Storage):
         except (redis.RedisError, OSError) as exc:
             raise self._error(exc) from exc
 
+    def delete_get_many(self, delete: Sequence[str], keys: Sequence[str]) -> list[bytes | None]:
+        try:
+            if self._cluster or self.config.wait_replicas or not delete:
+                self._delete_many(delete)
+                return self._get_many(keys)
+            generation = self._before()
+            pipe = self.client.pipeline(transaction=False)
+            pipe.delete(*[self.redis_key(k) for k in delete])
+            pipe.mget([self.redis_key(k) for k in keys])
+            values = pipe.execute()[-1]
+            if self._after(generation):
+                return [None] * len(keys)
+            return values
+        except (redis.RedisError, OSError) as exc:
+            raise self._error(exc) from exc
+
     def set(self, key: str, value: bytes, timeout: int) -> None:
         try:
             self._set(key, value, timeout)
