@@ -125,7 +125,7 @@ class CallCounter:
     """Counts the store calls querystash makes (wraps the storage's methods),
     on this thread (the requests') and on every other (the background payer)."""
 
-    METHODS = ("get_many", "add_many", "set", "delete_many")
+    METHODS = ("get_many", "add_many", "add_get_many", "set", "delete_many")
 
     def __init__(self, monkeypatch, storage):
         self.thread = threading.get_ident()

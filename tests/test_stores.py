@@ -483,7 +483,7 @@ def test_a_new_store_that_is_out_is_paid_in_the_background(
             rt = _runtime.current
             store = rt.store
             assert store.breaker.owes_global and not store.breaker.lost
-            for name in ("get_many", "add_many", "set", "delete_many"):
+            for name in ("get_many", "add_many", "add_get_many", "set", "delete_many"):
                 original = getattr(rt.storage, name)
 
                 def counted(*args, _original=original, _name=name, **kwargs):

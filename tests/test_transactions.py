@@ -467,3 +467,107 @@ def test_written_tags_are_invalidated_just_before_and_right_after_commit(monkeyp
     kinds = [e[0] for e in events]
     assert kinds == ["invalidate", "COMMIT", "invalidate"], events
     assert "testapp_author" in events[0][1] and "testapp_author" in events[2][1]
+
+
+# -- RuntimeHandle.deferred: a write's own transaction, one invalidation ------------------
+
+
+def handle():
+    from querystash import RuntimeHandle, _runtime
+
+    return RuntimeHandle(_runtime.current)
+
+
+@contextmanager
+def recorded_invalidations(monkeypatch):
+    from querystash import _stamps
+
+    events = []
+    real_invalidate = _stamps.invalidate
+
+    def invalidate(rt, tags, model=""):
+        events.append(("invalidate", frozenset(tags)))
+        return real_invalidate(rt, tags, model)
+
+    conn = connections["default"]
+    real_commit = type(conn)._commit
+
+    def _commit(self):
+        events.append(("COMMIT",))
+        return real_commit(self)
+
+    monkeypatch.setattr(_stamps, "invalidate", invalidate)
+    monkeypatch.setattr(type(conn), "_commit", _commit)
+    yield events
+
+
+def deferred_write(forget=False):
+    """A write in a transaction of its own inside ``deferred``; another
+    connection fills the cache with the committed (old) rows meanwhile."""
+    with handle().deferred(DEFAULT_DB_ALIAS) as pending:
+        assert pending is not None
+        with transaction.atomic():
+            Book.objects.filter(title="One").update(status=5)
+            seen = in_thread(cached_books)
+        pending.add("plugin-tag")
+        if forget:
+            pending.clear()  # the planted bug: the block's one invalidation drops the write
+    return seen
+
+
+def test_deferred_invalidates_once_after_its_commit(data, n, monkeypatch):
+    old = prime_books(n)
+    with recorded_invalidations(monkeypatch) as events:
+        seen = deferred_write()
+    assert seen == old  # filled during the transaction, with the committed rows
+    assert [e[0] for e in events] == ["COMMIT", "invalidate"], events
+    assert {"testapp_book", "plugin-tag"} <= events[1][1]
+    assert_no_state()
+    assert cached_books() == db_books() != old  # that fill died after the COMMIT
+    assert_hits_again(n)
+
+
+def test_positive_control_deferred_without_its_invalidation_serves_stale_rows(data, n):
+    # The test above must be able to fail: a block that loses the write's
+    # tags (no invalidation at the statement, before or after COMMIT) leaves
+    # the fill made during the transaction alive.
+    old = prime_books(n)
+    deferred_write(forget=True)
+    assert db_books() != old
+    assert cached_books() == old
+
+
+def test_deferred_rolled_back_still_invalidates(data, n, monkeypatch):
+    prime_books(n)
+    with recorded_invalidations(monkeypatch) as events, pytest.raises(ZeroDivisionError):
+        with handle().deferred(DEFAULT_DB_ALIAS), transaction.atomic():
+            Book.objects.filter(title="One").update(status=6)
+            1 / 0  # noqa: B018
+    assert events == [("invalidate", frozenset(events[0][1]))]
+    assert "testapp_book" in events[0][1]
+    assert_no_state()
+    assert cached_books() == db_books()
+
+
+def test_deferred_inside_a_transaction_changes_nothing(data, n, monkeypatch):
+    old = prime_books(n)
+    with recorded_invalidations(monkeypatch) as events:
+        with transaction.atomic():
+            with handle().deferred(DEFAULT_DB_ALIAS) as pending:
+                assert pending is None
+                Book.objects.filter(title="One").update(status=7)
+            assert events and events[-1][0] == "invalidate"  # at the statement, as always
+            events.clear()
+    assert [e[0] for e in events] == ["invalidate", "COMMIT", "invalidate"], events
+    assert cached_books() == db_books() != old
+
+
+def test_deferred_autocommit_write_invalidates_at_exit(data, n, monkeypatch):
+    old = prime_books(n)
+    with recorded_invalidations(monkeypatch) as events:
+        with handle().deferred(DEFAULT_DB_ALIAS) as pending:
+            Book.objects.filter(title="One").update(status=8)
+            assert events == []
+            pending.add("plugin-tag")
+    assert len(events) == 1 and {"testapp_book", "plugin-tag"} <= events[0][1]
+    assert cached_books() == db_books() != old

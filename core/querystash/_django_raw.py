@@ -70,6 +70,21 @@ class DjangoRedisStorage(_RawStorage):
         results = pipe.execute()
         return {k for k, added in zip(mapping, results, strict=True) if not added}
 
+    def add_get_many(self, mapping, keys, timeout):
+        # In order on one connection: the MGET sees the stamps just added.
+        pipe = self._client().pipeline(transaction=False)
+        for name, value in zip(self._names(mapping), mapping.values(), strict=True):
+            pipe.set(name, value, ex=timeout, nx=True)
+        pipe.mget(self._names(keys))
+        return pipe.execute()[-1]
+
+    def delete_get_many(self, delete, keys):
+        pipe = self._client().pipeline(transaction=False)
+        if delete:
+            pipe.delete(*self._names(delete))
+        pipe.mget(self._names(keys))
+        return pipe.execute()[-1]
+
     def set(self, key, value, timeout):
         # An entry fill: not acknowledged (see _noreply), a lost one is a miss.
         self._quiet_set(self._client(), self._names([key])[0], value, timeout)

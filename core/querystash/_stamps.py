@@ -26,6 +26,10 @@ logger = logging.getLogger("querystash")
 #: of the miss path ("after_stamp_read", "before_fill"); never on a hit.
 checkpoint: Callable[[str], None] | None = None
 
+#: stamp keys remembered as seen in a store (``Store.seen``) at most; beyond,
+#: the set is emptied (the next reads create-and-read their stamps again)
+SEEN_LIMIT = 100_000
+
 
 def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
          can_fill: bool, run: Callable[[], Any]) -> Any:
@@ -44,8 +48,12 @@ def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
         return run()
     storage = rt.storage
     stamp_keys = [rt.stamp_prefix + tag for tag in tags]
+    seen = rt.store.seen
     try:
-        values = storage.get_many([key, *stamp_keys])
+        if seen.issuperset(stamp_keys):
+            values = storage.get_many([key, *stamp_keys])
+        else:  # a stamp not seen yet: created in the same round trip (miss path)
+            values = _read_creating(rt, key, tags, stamp_keys, seen)
     except Exception as exc:
         breaker.trip(rt, exc)
         if capture is not None:
@@ -70,6 +78,8 @@ def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
         if payload is None:
             rt.stats.add(model, "corrupt")
     rt.stats.add(model, "misses")
+    if None in stamps:  # gone since this process last saw it: created next time
+        seen.difference_update(k for k, v in zip(stamp_keys, stamps, strict=True) if v is None)
     if rt.observers:
         rt.emit("miss", model, key, tags, reason="" if can_fill else _reasons.SNAPSHOT)
     if checkpoint is not None:
@@ -90,6 +100,34 @@ def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
             checkpoint("before_fill")
         _fill(rt, key, model, tags, timeout, stamps, result)
     return result
+
+
+def _read_creating(rt: Runtime, key: str, tags: list[str], stamp_keys: list[str],
+                   seen: set[str]) -> list:
+    """The read of ``key`` and its stamps, creating (add = SET NX) first the
+    stamps this process has not seen in the store, in one round trip
+    (``Storage.add_get_many``): a tag never used before (a value
+    querystash-fields tags) or one just invalidated costs its miss no
+    ``add_many`` before the query. Each gets what ``_ensure_stamps`` would
+    give it: a fresh random value, or a pinned tag's required value for a
+    missing stamp. Adds never change a stamp that exists, so what the read
+    returns is what the store held before the query, as for ``get_many``."""
+    new = {}
+    pinning = rt.pinning
+    for i, k in enumerate(stamp_keys):
+        if k not in seen:
+            value = None
+            if pinning:
+                for strategy in pinning:
+                    value = strategy.stamp_value(tags[i], None)
+                    if value is not None:
+                        break
+            new[k] = os.urandom(8) if value is None else value
+    values = rt.storage.add_get_many(new, [key, *stamp_keys], rt.stamp_timeout)
+    if len(seen) > SEEN_LIMIT:
+        seen.clear()
+    seen.update(k for k, v in zip(stamp_keys, values[1:], strict=True) if v is not None)
+    return values
 
 
 def _ensure_stamps(rt: Runtime, tags: list[str], stamp_keys: list[str], stamps: list) -> bool:
@@ -113,6 +151,7 @@ def _ensure_stamps(rt: Runtime, tags: list[str], stamp_keys: list[str], stamps: 
         for i, k in enumerate(stamp_keys):
             if stamps[i] is None:
                 stamps[i] = new[k]
+        rt.store.seen.update(k for k, v in new.items() if v is not None)
     for i, (value, strategy) in pinned.items():
         if stamps[i] != value:
             strategy.stamp_conflict(tags[i], stamps[i])
@@ -165,6 +204,35 @@ def invalidate(rt: Runtime, tags, model: str = "") -> None:
         _stores.fan_out(known, rt.store, tags)
 
 
+def invalidate_reading(rt: Runtime, tags, keys: list[str]) -> list | None:
+    """``invalidate(rt, tags)``, reading ``keys`` from the runtime's store in
+    the same round trip (``Storage.delete_get_many``), after the deletion.
+    None when the store was not read (out, owing, or failing: the
+    invalidation is then the store's debt, as in ``invalidate``)."""
+    values = None
+    if rt.storage is not None:
+        breaker = rt.breaker
+        if breaker.in_outage or breaker.owes_global:
+            breaker.owe()
+        else:
+            stamp_keys = [rt.stamp_prefix + tag for tag in tags]
+            try:
+                values = rt.storage.delete_get_many(stamp_keys, keys)
+            except Exception as exc:
+                breaker.trip(rt, exc)
+                breaker.owe()  # this invalidation may have been lost
+                values = None
+            else:
+                rt.store.seen.difference_update(stamp_keys)
+                rt.stats.add("", "stamps_deleted", len(stamp_keys))
+                if rt.observers:
+                    rt.emit("invalidate", "", tags=tags)
+    known = _stores.known
+    if tags and known and (len(known) > 1 or known[0] is not rt.store):
+        _stores.fan_out(known, rt.store, tags)
+    return values
+
+
 def _invalidate_current(rt: Runtime, tags, model: str) -> None:
     breaker = rt.breaker
     if breaker.in_outage or breaker.owes_global:
@@ -173,12 +241,15 @@ def _invalidate_current(rt: Runtime, tags, model: str) -> None:
         # predate it, hence a new debt.
         breaker.owe()
         return
+    keys = [rt.stamp_prefix + tag for tag in tags]
     try:
-        rt.storage.delete_many([rt.stamp_prefix + tag for tag in tags])
+        rt.storage.delete_many(keys)
     except Exception as exc:
         breaker.trip(rt, exc)
         breaker.owe()  # this invalidation was lost
         return
+    # The next read of these creates them in its own round trip.
+    rt.store.seen.difference_update(keys)
     rt.stats.add(model, "stamps_deleted", len(tags))
     if rt.observers:
         rt.emit("invalidate", model, tags=tags)

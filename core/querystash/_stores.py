@@ -40,12 +40,17 @@ MAX_STORES = 8
 class Store:
     """One place entries may live: a storage and the prefix of its stamps."""
 
-    __slots__ = ("breaker", "key", "stamp_prefix", "storage")
+    __slots__ = ("breaker", "key", "seen", "stamp_prefix", "storage")
 
     def __init__(self, key: Hashable, storage: Any, stamp_prefix: str):
         self.key = key
         self.storage = storage
         self.stamp_prefix = stamp_prefix
+        #: stamp keys this process has read in the store and not deleted since:
+        #: a hint only (another process may delete them; a read that finds
+        #: one missing forgets it), deciding whether a read creates missing
+        #: stamps in its own round trip (``_stamps._read_creating``)
+        self.seen: set[str] = set()
         #: this store's health and outage debt: invalidations it missed
         self.breaker = Breaker(self)
 
@@ -157,8 +162,10 @@ def fan_out(stores: Iterable[Store], current: Store | None, tags) -> None:
             # This write too: a payment already running may predate it.
             breaker.owe()
             continue
+        keys = [store.stamp_prefix + tag for tag in tags]
+        store.seen.difference_update(keys)
         try:
-            store.storage.delete_many([store.stamp_prefix + tag for tag in tags])
+            store.storage.delete_many(keys)
         except Exception as exc:
             logger.warning("querystash: %r, a store this process used before, missed an "
                            "invalidation; everything in it is invalidated before it is "

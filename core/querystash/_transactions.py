@@ -33,6 +33,27 @@ def take(connection) -> set[str] | None:
     return connection.__dict__.pop(_ATTR, None)
 
 
+# -- one invalidation for a write's own transaction (RuntimeHandle.deferred) ---------
+
+_DEFERRED = "_querystash_deferred"
+
+
+def deferred(connection) -> set[str] | None:
+    """The tags held back by an open ``deferred`` block on ``connection``:
+    its writes' invalidations, made once when the block exits."""
+    return connection.__dict__.get(_DEFERRED)
+
+
+def defer(connection) -> set[str]:
+    pending: set[str] = set()
+    connection.__dict__[_DEFERRED] = pending
+    return pending
+
+
+def stop_deferring(connection) -> set[str]:
+    return connection.__dict__.pop(_DEFERRED, None) or set()
+
+
 def fill_is_safe(connection) -> bool:
     """May a read inside a transaction fill the cache?
 

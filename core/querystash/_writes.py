@@ -44,6 +44,10 @@ def statement_done(connection, sql) -> None:
             label = rt.table_labels.get(table)
             if label is not None:
                 rt.stats.add(label, "invalidations")
+        pending = _transactions.deferred(connection)
+        if pending is not None:  # a write's own transaction: once, after its COMMIT
+            pending.update(tags)
+            return
         _stamps.invalidate(rt, tags)
     except Exception:  # never let cache bookkeeping break a write
         logger.exception("querystash: invalidation after a write failed")
@@ -57,12 +61,18 @@ def transaction_ended(connection, invalidate: bool) -> None:
     written = _transactions.take(connection)
     if not written or not invalidate:
         return
+    pending = _transactions.deferred(connection)
+    if pending is not None:  # invalidated when the deferred block exits
+        pending.update(written)
+        return
     rt = _runtime.current
     if rt is not None:
         _stamps.invalidate(rt, written)
 
 
 def _invalidate_written(connection) -> None:
+    if _transactions.deferred(connection) is not None:
+        return  # the block's one invalidation comes after the COMMIT
     written = _transactions.written_tags(connection)
     rt = _runtime.current
     if written and rt is not None:

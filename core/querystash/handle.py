@@ -10,7 +10,9 @@ its own hot path (``live``, ``written_tags``) are an attribute read or two.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Set
+import logging
+from collections.abc import Iterable, Iterator, Set
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from . import _stamps, _transactions
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
     from .conf import ModelRule
     from .storage import Storage
     from .strategy import InvalidationStrategy
+
+logger = logging.getLogger("querystash")
 
 _connections: Any = None
 
@@ -122,6 +126,56 @@ class RuntimeHandle:
             if _transactions.in_transaction(connection):
                 _transactions.record(connection, tags)
         _stamps.invalidate(self._rt, tags)
+
+    def invalidate_reading(self, alias: str, tags: Iterable[str], keys: list[str], *,
+                           committed: bool = False) -> list[bytes | None] | None:
+        """:meth:`invalidate`, and read ``keys`` (store keys, e.g. from
+        :meth:`stamp_key`) from the store in the same round trip, after the
+        deletion (``Storage.delete_get_many``). Returns their values, or None
+        when the store was not read (out, owing its debt, or failing: the
+        invalidation is then the core's debt, as with :meth:`invalidate`)."""
+        tags = set(tags)
+        if not committed:
+            connection = _connection(alias)
+            if tags and _transactions.in_transaction(connection):
+                _transactions.record(connection, tags)
+        return _stamps.invalidate_reading(self._rt, tags, keys)
+
+    @contextmanager
+    def deferred(self, alias: str) -> Iterator[set[str] | None]:
+        """A block whose writes on database ``alias`` are invalidated once,
+        when it exits, together with the tags the plugin adds to the set it
+        yields: a write and the plugin's own tags for it in one store call.
+
+        For a block that starts outside any transaction and runs a write in
+        autocommit or in a transaction of its own that it commits (or rolls
+        back) before exiting — as querystash-fields' ``save()`` does to read
+        a row's old values under lock. The tags are invalidated after that
+        COMMIT, which is what an autocommit write gets; the invalidations at
+        the statement and before COMMIT, which only shorten the window of a
+        transaction that runs long, are left out. Inside a transaction
+        already open (or a ``deferred`` block) it yields None and changes
+        nothing: invalidate with :meth:`invalidate` then. Store errors are
+        the core's (a lost invalidation is a debt); none reaches the write."""
+        connection = _connection(alias)
+        if (_transactions.in_transaction(connection)
+                or _transactions.deferred(connection) is not None):
+            yield None
+            return
+        pending = _transactions.defer(connection)
+        try:
+            yield pending
+        finally:
+            _transactions.stop_deferring(connection)
+            if pending:
+                try:
+                    if _transactions.in_transaction(connection):
+                        # Left open by the block (it should not be): the
+                        # transaction's rules, from here on.
+                        _transactions.record(connection, pending)
+                    _stamps.invalidate(self._rt, pending)
+                except Exception:  # never let cache bookkeeping break a write
+                    logger.exception("querystash: invalidation after a write failed")
 
     # -- transactions -----------------------------------------------------------
 

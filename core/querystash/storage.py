@@ -34,6 +34,25 @@ class Storage:
         already existed (and were left alone)."""
         raise NotImplementedError
 
+    def add_get_many(self, mapping: Mapping[str, bytes], keys: Sequence[str],
+                     timeout: int) -> list[bytes | None]:
+        """``add_many(mapping, timeout)``, then ``get_many(keys)``: the values
+        read are those after the adds.
+
+        The core calls it instead of ``get_many`` for a read whose stamps it
+        has not seen in the store yet (a tag never used before, or one just
+        invalidated), with a fresh value for each such stamp: the missing
+        ones are created in the same round trip as the read, so the miss does
+        not wait for an ``add_many`` before its query. Override it to send
+        both in one round trip, in order (a pipeline on one connection); the
+        adds need no acknowledgement of their own, since the read that follows
+        them shows what the store holds. A storage may also skip the adds
+        (and return what ``get_many`` would): a stamp read as missing is
+        created by the core with ``add_many`` before the query, as always.
+        This default makes two calls."""
+        self.add_many(mapping, timeout)
+        return self.get_many(keys)
+
     def set(self, key: str, value: bytes, timeout: int) -> None:
         """Store ``value`` under ``key`` for ``timeout`` seconds.
 
@@ -45,6 +64,17 @@ class Storage:
     def delete_many(self, keys: Sequence[str]) -> None:
         """Delete ``keys``; missing keys are not an error."""
         raise NotImplementedError
+
+    def delete_get_many(self, delete: Sequence[str], keys: Sequence[str]) -> list[bytes | None]:
+        """``delete_many(delete)``, then ``get_many(keys)``.
+
+        For a writer that invalidates and must read keys the store holds
+        after its COMMIT (querystash-fields reads a table's scheme slots):
+        override it to send both in one round trip (a pipeline on one
+        connection). The deletion is acknowledged, as ``delete_many``'s is.
+        This default makes two calls."""
+        self.delete_many(delete)
+        return self.get_many(keys)
 
     def stats(self) -> dict:
         """Store-side figures for ``manage.py querystash stats``."""

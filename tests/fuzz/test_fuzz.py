@@ -146,12 +146,12 @@ def test_control_fields_forgets_the_old_value(monkeypatch):
     of the value a row moved away from stays cached, which must be reported."""
     from querystash_fields import _capture
 
-    original = _capture.tags_for
+    original = _capture._slot_tags  # what every settling path computes tags with
 
-    def tags_for(rt, strategy, items):
-        return original(rt, strategy, [(t, m, None, new) for t, m, _old, new in items])
+    def slot_tags(strategy, slots, items):
+        return original(strategy, slots, [(t, m, None, new) for t, m, _old, new in items])
 
-    monkeypatch.setattr(_capture, "tags_for", tags_for)
+    monkeypatch.setattr(_capture, "_slot_tags", slot_tags)
     result = fuzz_fields_until_violation(monkeypatch)
     assert result.violations, "field tags without the old values went unnoticed"
     assert all(v.read.startswith("typed ") for v in result.violations)

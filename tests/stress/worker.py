@@ -111,13 +111,19 @@ class Recorder:
         elif bug == "fields_no_old_values":
             from querystash_fields import _capture
 
-            settle = _capture.settle
+            settle, settle_committed = _capture.settle, _capture.settle_committed
 
-            def settle_new_only(alias, items, *, after_commit=False):
-                items = [(table, model, None, new) for table, model, _old, new in items]
-                return settle(alias, items, after_commit=after_commit)
+            def new_only(items):
+                return [(table, model, None, new) for table, model, _old, new in items]
+
+            def settle_new_only(alias, items, **kwargs):
+                return settle(alias, new_only(items), **kwargs)
+
+            def settle_committed_new_only(alias, items, pending):
+                return settle_committed(alias, new_only(items), pending)
 
             _capture.settle = settle_new_only
+            _capture.settle_committed = settle_committed_new_only
         elif bug == "memo_drops_tag":  # the capture forgets a table of every query
             from querystash import _capture
 
@@ -204,7 +210,7 @@ class Recorder:
             self._trace(rt, _stamps, BaseDatabaseWrapper)
         if self.delays.get("store"):
             storage = rt.storage
-            for name in ("get_many", "add_many", "set", "delete_many"):
+            for name in ("get_many", "add_many", "add_get_many", "set", "delete_many"):
                 method = getattr(storage, name)
 
                 def slow(*args, _method=method, **kwargs):
@@ -240,7 +246,16 @@ class Recorder:
             log("ADD", ",".join(mapping), hexes(mapping.values()), "existed=" + ",".join(existed))
             return existed
 
+        add_get_many = storage.add_get_many
+
+        def traced_add_get_many(mapping, keys, *a, **k):
+            values = add_get_many(mapping, keys, *a, **k)
+            log("ADD+GET", ",".join(mapping), hexes(mapping.values()), ",".join(keys),
+                hexes(values))
+            return values
+
         storage.get_many, storage.add_many = traced_get_many, traced_add_many
+        storage.add_get_many = traced_add_get_many
         fill = _stamps._fill
 
         def traced_fill(rt, key, model, tags, timeout, stamps, result):

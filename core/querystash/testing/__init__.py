@@ -89,6 +89,8 @@ def reset() -> None:
         rt.stats.reset()
         rt.breaker.reset()
         _stores.forget_others(rt.store)
+        if rt.store is not None:
+            rt.store.seen.clear()  # the stores were emptied: no stamp is known to exist
 
 
 def _forget_other_stores() -> None:

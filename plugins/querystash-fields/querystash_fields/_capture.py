@@ -124,7 +124,12 @@ def _manual_transaction(connection) -> bool:
 def tags_for(rt, strategy, items) -> set[str]:
     """Field tags of every registered scheme for the old and new values of
     ``items`` = [(table, model, old or None, new or None)]."""
-    slots = strategy.registry.read(rt, {item[0] for item in items})
+    return _slot_tags(strategy, strategy.registry.read(rt, {item[0] for item in items}), items)
+
+
+def _slot_tags(strategy, slots, items) -> set[str]:
+    """Field tags of the schemes in ``slots`` ({table: [(slot tag, scheme)]})
+    for the old and new values of ``items``."""
     tags: set[str] = set()
     for table, model, old, new in items:
         by_column = {f.column: f for f in model._meta.local_concrete_fields}
@@ -153,9 +158,11 @@ def _field_tag(table, scheme, by_column, row, vendor) -> str | None:
     return f"{table}:{','.join(parts)}"
 
 
-def settle(alias: str, items, *, after_commit: bool = False) -> None:
+def settle(alias: str, items, *, after_commit: bool = False, into: set | None = None) -> None:
     """Invalidate the tags of ``items`` now; inside atomic(), again right
-    after the commit with the schemes registered by then."""
+    after the commit with the schemes registered by then. ``into``: the set
+    of a ``RuntimeHandle.deferred`` block, which invalidates them (with the
+    statement's own tags) in one store call when it exits."""
     strategy = _active()
     rt = runtime
     if strategy is None or rt is None or rt.storage is None:
@@ -175,7 +182,36 @@ def settle(alias: str, items, *, after_commit: bool = False) -> None:
         # Even with no scheme yet: one may be registered before the commit.
         _queue(connection, items)
     # No tags: no scheme registered on these tables, nothing depends on them.
+    if into is not None:
+        into.update(tags)
+        return
     rt.invalidate(alias, tags, committed=after_commit)
+
+
+def settle_committed(alias: str, items, pending: set) -> None:
+    """Settle ``items`` of a write whose own transaction has committed, with
+    ``pending`` (the write's ``deferred`` tags), in one round trip where the
+    store allows: the field tags of the schemes this process last found in
+    the slots go out with the deletion that reads the slots again
+    (``RuntimeHandle.invalidate_reading``); a scheme found there that was
+    not in that guess is invalidated right after (a second round trip, when
+    a scheme is new). Every scheme in the slots when they are read, after
+    the COMMIT, has its field tags deleted after that read — as ``settle``."""
+    strategy = _active()
+    rt = runtime
+    if strategy is None or rt is None or rt.storage is None or not rt.store_usable():
+        settle(alias, items, into=pending)
+        return
+    registry = strategy.registry
+    tables = sorted({item[0] for item in items})
+    tags = _slot_tags(strategy, registry.last(tables), items) | pending
+    pending.clear()  # sent here: nothing left for the block's exit
+    values = rt.invalidate_reading(alias, tags, registry.keys(rt, tables), committed=True)
+    if values is None:
+        return  # not read: the invalidation is the core's debt (everything)
+    extra = _slot_tags(strategy, registry.parse(tables, values), items) - tags
+    if extra:
+        rt.invalidate(alias, extra, committed=True)
 
 
 def family(alias: str, table: str) -> None:
@@ -293,24 +329,28 @@ def make_do_update(original):
         else:
             block = _Nothing()
         items = []
-        with block:
-            old = {meta.pk.attname: pk_val}
-            if fields:
-                stored = _old_row(model, using, pk_val, fields, how)
-                old = None if stored is None else {**old, **stored}
-            with writing(using, meta.db_table, "update") as statement:
-                result = original(self, base_qs, using, pk_val, values, *args, **kwargs)
-                if result and old is not None:  # nothing matched: nothing changed
-                    new = dict(old)
-                    for field, _, value in values:
-                        new[field.attname] = value
-                    items = [(meta.db_table, model, old, new)]
-                if own:
-                    statement.settled = True  # settled below, once committed
-                else:
-                    statement.settle(items)
-        if own and items:
-            settle(using, items)
+        # Our own transaction (autocommit): the UPDATE's tags and the field
+        # tags settled below are invalidated together, once, after our
+        # COMMIT — as a bare autocommit UPDATE is, in one store call.
+        with runtime.deferred(using) if own else _Nothing() as pending:
+            with block:
+                old = {meta.pk.attname: pk_val}
+                if fields:
+                    stored = _old_row(model, using, pk_val, fields, how)
+                    old = None if stored is None else {**old, **stored}
+                with writing(using, meta.db_table, "update") as statement:
+                    result = original(self, base_qs, using, pk_val, values, *args, **kwargs)
+                    if result and old is not None:  # nothing matched: nothing changed
+                        new = dict(old)
+                        for field, _, value in values:
+                            new[field.attname] = value
+                        items = [(meta.db_table, model, old, new)]
+                    if own:
+                        statement.settled = True  # settled below, once committed
+                    else:
+                        statement.settle(items)
+            if own and items:
+                settle_committed(using, items, pending)
         return result
 
     return _do_update
@@ -331,7 +371,9 @@ def make_do_insert(original):
         if strategy is None or _manual_transaction(connections[using]):
             return original(self, manager, using, fields, returning_fields, raw, *args, **kwargs)
         table = model._meta.db_table
-        with writing(using, table, "insert") as statement:
+        # In autocommit the INSERT has committed when it returns: its own tags
+        # and the field tags settled here go out together, in one store call.
+        with runtime.deferred(using) as pending, writing(using, table, "insert") as statement:
             result = original(self, manager, using, fields, returning_fields, raw,
                               *args, **kwargs)
             returned = {}
@@ -343,7 +385,12 @@ def make_do_insert(original):
                 else self.__dict__.get(f.attname, UNKNOWN)
                 for f in model._meta.local_concrete_fields
             }
-            statement.settle([(table, model, None, new)])
+            items = [(table, model, None, new)]
+            if pending is None:
+                statement.settle(items)
+            else:
+                settle_committed(using, items, pending)
+                statement.settled = True
         return result
 
     return _do_insert

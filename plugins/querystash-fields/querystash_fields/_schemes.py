@@ -74,6 +74,8 @@ class Registry:
         self.full_until: dict[str, float] = {}
         #: bumped whenever a slot is dropped: memoized tag lists are recomputed
         self.generation = 0
+        #: table -> its slots as a writer last read them (``last``)
+        self.found: dict[str, list] = {}
 
     # -- readers: choosing a slot (query_tags) ------------------------------------
 
@@ -141,12 +143,26 @@ class Registry:
         """Every slot of ``tables`` in one round trip:
         ``{table: [(slot tag, scheme or None for garbage)]}`` (empty slots left out)."""
         tables = list(tables)
-        tags = [f"{t}!s{i}" for t in tables for i in range(self.slots)]
-        values = rt.storage.get_many([rt.stamp_key(t) for t in tags])
+        return self.parse(tables, rt.storage.get_many(self.keys(rt, tables)))
+
+    def keys(self, rt, tables: list[str]) -> list[str]:
+        """The store keys of every slot of ``tables``, in ``parse``'s order."""
+        return [rt.stamp_key(f"{t}!s{i}") for t in tables for i in range(self.slots)]
+
+    def parse(self, tables: list[str], values) -> dict[str, list]:
+        """``read``'s answer from the values of ``keys(rt, tables)``; remembered
+        as what this process last found (``last``)."""
         out: dict[str, list] = {t: [] for t in tables}
         for n, value in enumerate(values):
             if value is None:
                 continue
             table = tables[n // self.slots]
-            out[table].append((tags[n], decode(value)))
+            out[table].append((f"{table}!s{n % self.slots}", decode(value)))
+        self.found.update(out)
         return out
+
+    def last(self, tables) -> dict[str, list]:
+        """What the last ``read``/``parse`` found in the slots of ``tables``
+        (empty for a table never read): a guess, to send the field tags of
+        those schemes with the deletion that reads the slots again."""
+        return {t: self.found.get(t, []) for t in tables}

@@ -159,6 +159,23 @@ class MemcachedStorage(Storage):
         # back, and a stamp it finds missing stops the fill (never a guess).
         return unknown
 
+    def add_get_many(self, mapping: Mapping[str, bytes], keys: Sequence[str],
+                     timeout: int) -> list[bytes | None]:
+        expire = _expire(timeout)
+        names = [self.key(k) for k in keys]
+        adds = {self.key(k): v for k, v in mapping.items()}
+        found: dict[str, bytes] = {}
+        # Per server, on one connection: the adds sent without waiting for
+        # their replies ("noreply"), then the "get", which the server answers
+        # after it has run them (in order): one round trip. An add the server
+        # refused (a value too large...) shows as a missing stamp, which the
+        # core then creates with an acknowledged add_many.
+        for server, group in self._grouped(names).items():
+            values = {n: adds[n] for n in group if n in adds and self._fits(n, adds[n])}
+            self.counters["round trips"] += 1
+            found.update(server.run(_add_get_many, values, expire, group))
+        return [found.get(name) for name in names]
+
     def set(self, key: str, value: bytes, timeout: int) -> None:
         name = self.key(key)
         if not self._fits(name, value):
@@ -250,6 +267,13 @@ def _add_many(client: Client, values: dict[str, bytes], expire: int) -> dict[str
     # pymemcache has no public multi-add; its store command pipelines one
     # "add" per key and reads the replies in order: one round trip.
     return client._store_cmd(b"add", values, expire, False)
+
+
+def _add_get_many(client: Client, values: dict[str, bytes], expire: int,
+                  names: list[str]) -> dict[str, bytes]:
+    if values:
+        client._store_cmd(b"add", values, expire, True)  # noreply: nothing to read
+    return client.get_many(names)
 
 
 def _expire(timeout: float) -> int:

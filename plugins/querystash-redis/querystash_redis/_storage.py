@@ -84,6 +84,29 @@ class RedisStorage(Storage):
         except (redis.RedisError, OSError) as exc:
             raise self._error(exc) from exc
 
+    def add_get_many(self, mapping: Mapping[str, bytes], keys: Sequence[str],
+                     timeout: int) -> list[bytes | None]:
+        try:
+            return self._add_get_many(mapping, keys, timeout)
+        except (redis.RedisError, OSError) as exc:
+            raise self._error(exc) from exc
+
+    def delete_get_many(self, delete: Sequence[str], keys: Sequence[str]) -> list[bytes | None]:
+        try:
+            if self._cluster or self.config.wait_replicas or not delete:
+                self._delete_many(delete)
+                return self._get_many(keys)
+            generation = self._before()
+            pipe = self.client.pipeline(transaction=False)
+            pipe.delete(*[self.redis_key(k) for k in delete])
+            pipe.mget([self.redis_key(k) for k in keys])
+            values = pipe.execute()[-1]
+            if self._after(generation):
+                return [None] * len(keys)
+            return values
+        except (redis.RedisError, OSError) as exc:
+            raise self._error(exc) from exc
+
     def set(self, key: str, value: bytes, timeout: int) -> None:
         try:
             self._set(key, value, timeout)
@@ -135,6 +158,31 @@ class RedisStorage(Storage):
         results = pipe.execute()
         self._after(generation)
         return {k for k, added in zip(mapping, results, strict=True) if not added}
+
+    def _add_get_many(self, mapping: Mapping[str, bytes], keys: Sequence[str],
+                      timeout: int) -> list[bytes | None]:
+        if self._leases is not None or not mapping:
+            # Leases: a reader takes the entry's lease when it finds a stamp
+            # missing (an entry with every stamp looks like a hit, and is not
+            # waited for); stamps added first would hide that. So the plain
+            # read: the core creates the stamps it finds missing (add_many).
+            return self._get_many(keys)
+        if self._cluster:
+            # The entry and the stamps live in different slots (one MGET per
+            # slot): the contract's two calls.
+            self._add_many(mapping, timeout)
+            return self._get_many(keys)
+        generation = self._before()
+        pipe = self.client.pipeline(transaction=False)
+        ttl = _ttl(timeout)
+        for key, value in mapping.items():
+            pipe.set(self.redis_key(key), value, ex=ttl, nx=True)
+        # In order on one connection: the MGET sees the stamps just added.
+        pipe.mget([self.redis_key(k) for k in keys])
+        values = pipe.execute()[-1]
+        if self._after(generation):
+            return [None] * len(keys)  # may have been read before the failover was settled
+        return values
 
     def _set(self, key: str, value: bytes, timeout: int) -> None:
         name = self.redis_key(key)

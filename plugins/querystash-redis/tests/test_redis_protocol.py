@@ -49,9 +49,11 @@ def test_miss_creates_stamps_with_set_nx_and_keeps_existing_ones(
             assert titles() == ["One", "Two"]
         sets = m.named("SET")
         stamp_sets = [c for c in sets if "{qs:t:}" in c]
-        # one SET NX per missing stamp (the global one existed), in one pipeline
-        assert len(stamp_sets) == 1, stamp_sets
-        assert "{qs:t:}testapp_book" in stamp_sets[0] and " NX " in stamp_sets[0]
+        # one SET NX per stamp this process has not seen in the store, sent
+        # in one pipeline with the MGET that follows them (one round trip)
+        assert stamp_sets and all(" NX " in c for c in stamp_sets), stamp_sets
+        assert any("{qs:t:}testapp_book" in c for c in stamp_sets), stamp_sets
+        assert m.commands.index(stamp_sets[-1]) < m.commands.index(m.named("MGET")[0])
         assert r.get("{qs:t:}*") == b"12345678"  # left alone
         assert titles() == ["One", "Two"]
         assert counts("testapp.Book")["hits"] == 1  # entry stored under the existing stamp
@@ -135,5 +137,8 @@ def test_storage_is_usable_directly(redis_single):
         assert storage.get_many(["qs:1:e:k", "qs:t:a", "qs:t:zz"]) == [b"v", b"1", None]
         storage.delete_many(["qs:t:a", "qs:t:b", "qs:t:missing"])
         assert storage.get_many(["qs:t:a", "qs:t:b", "qs:t:c"]) == [None, None, b"3"]
+        # adds (NX) first, then the read sees them; an existing value is kept
+        assert storage.add_get_many({"qs:t:a": b"4", "qs:t:c": b"5"},
+                                    ["qs:1:e:k", "qs:t:a", "qs:t:c"], 60) == [b"v", b"4", b"3"]
     finally:
         storage.close()
