@@ -1,6 +1,7 @@
 """querystash.memoize against no cache, per-query querystash and cacheops' cached_as.
 
-    .venv-bench/bin/python -m bench.memoize [--rounds 4] [--dbs sqlite,postgres] [--out FILE]
+    .venv-bench/bin/python -m bench.memoize [--rounds 4] [--dbs sqlite,postgres]
+        [--stores redis,memcached,locmem] [--out FILE]
 
 (``bench/run`` builds ``.venv-bench``; ``bench/run --memoize`` runs this.)
 
@@ -22,7 +23,10 @@ Django globally), all on the same throwaway redis and the same data
   (every model it reads, listed by hand), the fragment inside cacheops'
   ``{% cached_as books 900 "book_list" k %}`` tag (its dependency: the
   queryset given; the reviews and tags it shows are not listed, as that tag
-  takes one).
+  takes one);
+- ``memoize (memcached)``: ``querystash.memoize`` with the querystash-memcached
+  plugin's store; ``memoize (built-in store)``: on the in-process store a
+  LocMemCache alias becomes (no round trip: the hit's own CPU cost).
 
 Hit: ``k`` fixed, one untimed call, then the mean of ``--inner`` calls per
 sample. Miss: a ``k`` never used before in the process (the store is flushed
@@ -55,7 +59,11 @@ MODES = {
     "memoize": ("querystash-redis", "memoize"),
     "memoize (django-redis)": ("querystash-django-redis", "memoize"),
     "cached_as": ("cacheops", "cached_as"),
+    "memoize (memcached)": ("querystash-memcached", "memoize"),
+    "memoize (built-in store)": ("querystash-locmem", "memoize"),
 }
+#: the modes --stores leaves out unless it names their store
+STORE_OF = {"memoize (memcached)": "memcached", "memoize (built-in store)": "locmem"}
 HIT_K = 1
 #: cold parameters: the function's and the fragment's, apart
 FUNCTION_POOL = range(2, 226)
@@ -214,7 +222,7 @@ def table(db: str, runs: dict) -> str:
 
         base_hit, base_miss = median("nocache", "hit"), median("nocache", "miss")
         for mode in MODES:
-            if mode not in runs:
+            if not runs.get(mode):
                 continue
             per_round = [statistics.median(r[name]["hit"]) for r in runs[mode]]
             hit, miss = median(mode, "hit"), median(mode, "miss")
@@ -233,6 +241,8 @@ def main(argv=None) -> int:
     p.add_argument("--inner", type=int, default=20, help="calls per hit sample")
     p.add_argument("--cold-inner", type=int, default=3, help="misses per sample")
     p.add_argument("--dbs", default="sqlite,postgres")
+    p.add_argument("--stores", default="redis,memcached,locmem",
+                   help="stores memoize is measured on (redis always: the peers use it)")
     p.add_argument("--out", default=str(ROOT / "bench" / ".results" / "memoize.md"))
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--variant", help=argparse.SUPPRESS)
@@ -243,18 +253,23 @@ def main(argv=None) -> int:
         return 0
 
     from bench import driver
-    from querystash.testing.servers import RedisServer
+    from querystash.testing.servers import MemcachedServer, RedisServer
 
     dbs = args.dbs.split(",")
     if "postgres" in dbs and not driver.pg_available():
         driver.say("PostgreSQL not reachable at 127.0.0.1:5432: SQLite only")
         dbs = [d for d in dbs if d != "postgres"]
     tmp = Path(tempfile.mkdtemp(prefix="querystash-bench-memoize-"))
+    stores = set(args.stores.split(","))
+    modes = {m: v for m, v in MODES.items() if STORE_OF.get(m, "redis") in stores
+             or m == "nocache"}
     redis = RedisServer().start()
+    memcached = MemcachedServer(memory_mb=64).start() if "memcached" in stores else None
     base = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.benchproject.settings",
             "BENCH_REDIS_URL": redis.url, "BENCH_SQLITE_PATH": str(tmp / "bench.sqlite3"),
+            "BENCH_MEMCACHED": memcached.url if memcached else "",
             "BENCH_PG_NAME": driver.PG_NAME}
-    results: dict[str, dict[str, list]] = {db: {m: [] for m in MODES} for db in dbs}
+    results: dict[str, dict[str, list]] = {db: {m: [] for m in modes} for db in dbs}
     started = time.monotonic()
     try:
         if "postgres" in dbs:
@@ -267,7 +282,7 @@ def main(argv=None) -> int:
                 raise SystemExit(f"seeding {db} failed:\n{seeded['error']}")
         for r in range(args.rounds):
             for db in dbs:
-                for mode, (bench_mode, variant) in MODES.items():
+                for mode, (bench_mode, variant) in modes.items():
                     t0 = time.monotonic()
                     env = {**base, "BENCH_DB": db, "BENCH_MODE": bench_mode}
                     results[db][mode].append(run_process(env, variant, args))
@@ -275,6 +290,8 @@ def main(argv=None) -> int:
                                f"{time.monotonic() - t0:4.1f}s")
     finally:
         redis.stop()
+        if memcached is not None:
+            memcached.stop()
         if "postgres" in dbs:
             driver.pg_recreate(drop_only=True)
     text = "\n\n".join(table(db, results[db]) for db in dbs)
