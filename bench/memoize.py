@@ -29,7 +29,9 @@ Django globally), all on the same throwaway redis and the same data
   LocMemCache alias becomes (no round trip: the hit's own CPU cost).
 
 Hit: ``k`` fixed, one untimed call, then the mean of ``--inner`` calls per
-sample. Miss: a ``k`` never used before in the process (the store is flushed
+sample, in wall time and in this process's CPU time (``hit CPU``: the
+client's own work, round trip waits excluded; steadier on a loaded machine).
+Miss: a ``k`` never used before in the process (the store is flushed
 when each process starts, then one untimed miss puts the stamps / cacheops'
 invalidation data in place, as on a warm site), timed one call at a time.
 Rounds alternate the modes (A B C D A B C D ...); figures are medians of all
@@ -168,13 +170,14 @@ def worker(args) -> dict:
         reference = None
         with QueryCounter() as plain:
             reference = fn(HIT_K)
-        hits, misses = [], []
+        hits, hits_cpu, misses = [], [], []
         for _ in range(args.repeats):
             fn(HIT_K)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(args.inner):
                 fn(HIT_K)
             hits.append((time.perf_counter() - t0) / args.inner)
+            hits_cpu.append((time.process_time() - c0) / args.inner)
             for _ in range(args.cold_inner):
                 k = next(cold)
                 t0 = time.perf_counter()
@@ -183,7 +186,8 @@ def worker(args) -> dict:
         with QueryCounter() as hit_sql:
             again = fn(HIT_K)
         assert again == reference, f"{name}: a hit returned another result"
-        out[name] = {"hit": hits, "miss": misses, "sql_first": plain.n, "sql_hit": hit_sql.n}
+        out[name] = {"hit": hits, "hit_cpu": hits_cpu, "miss": misses, "sql_first": plain.n,
+                     "sql_hit": hit_sql.n}
     return out
 
 
@@ -213,23 +217,24 @@ def us(seconds: float) -> str:
 def table(db: str, runs: dict) -> str:
     """runs: mode -> [per-round results]."""
     lines = [f"### {db}", "",
-             "| code | mode | SQL per call (first call / hit) | hit µs (range) | no cache ÷ hit "
-             "| miss µs | miss ÷ no cache |",
-             "|---|---|---|---|---|---|---|"]
+             "| code | mode | SQL per call (first call / hit) | hit µs (range) | hit CPU µs "
+             "| no cache ÷ hit | miss µs | miss ÷ no cache |",
+             "|---|---|---|---|---|---|---|---|"]
     for name in ("function", "fragment"):
         def median(mode, figure, name=name):
             return statistics.median(s for r in runs[mode] for s in r[name][figure])
 
         base_hit, base_miss = median("nocache", "hit"), median("nocache", "miss")
-        for mode in MODES:
-            if not runs.get(mode):
+        for mode in runs:
+            if not runs[mode]:
                 continue
             per_round = [statistics.median(r[name]["hit"]) for r in runs[mode]]
             hit, miss = median(mode, "hit"), median(mode, "miss")
+            cpu = median(mode, "hit_cpu")
             first = runs[mode][0][name]
             lines.append(
                 f"| {name} | {mode} | {first['sql_first']} / {first['sql_hit']} "
-                f"| {us(hit)} ({us(min(per_round))}–{us(max(per_round))}) "
+                f"| {us(hit)} ({us(min(per_round))}–{us(max(per_round))}) | {us(cpu)} "
                 f"| {base_hit / hit:.1f}× | {us(miss)} | {miss / base_miss:.2f}× |")
     return "\n".join(lines)
 
@@ -244,6 +249,9 @@ def main(argv=None) -> int:
     p.add_argument("--stores", default="redis,memcached,locmem",
                    help="stores memoize is measured on (redis always: the peers use it)")
     p.add_argument("--out", default=str(ROOT / "bench" / ".results" / "memoize.md"))
+    p.add_argument("--baseline-core", help="also run the memoize modes on the core package "
+                   "in this directory (e.g. `git archive main core | tar -x -C DIR`, then "
+                   "DIR/core), interleaved")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--variant", help=argparse.SUPPRESS)
     p.add_argument("--json", help=argparse.SUPPRESS)
@@ -261,8 +269,15 @@ def main(argv=None) -> int:
         dbs = [d for d in dbs if d != "postgres"]
     tmp = Path(tempfile.mkdtemp(prefix="querystash-bench-memoize-"))
     stores = set(args.stores.split(","))
-    modes = {m: v for m, v in MODES.items() if STORE_OF.get(m, "redis") in stores
+    modes = {m: (*v, None) for m, v in MODES.items() if STORE_OF.get(m, "redis") in stores
              or m == "nocache"}
+    if args.baseline_core:
+        # The memoize modes again on another copy of the core (PYTHONPATH
+        # comes before the editable install), interleaved in the same rounds.
+        core = str(Path(args.baseline_core).resolve())
+        for mode, (bench_mode, variant, _) in list(modes.items()):
+            if variant == "memoize":
+                modes[f"{mode}, baseline"] = (bench_mode, variant, core)
     redis = RedisServer().start()
     memcached = MemcachedServer(memory_mb=64).start() if "memcached" in stores else None
     base = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.benchproject.settings",
@@ -282,11 +297,13 @@ def main(argv=None) -> int:
                 raise SystemExit(f"seeding {db} failed:\n{seeded['error']}")
         for r in range(args.rounds):
             for db in dbs:
-                for mode, (bench_mode, variant) in modes.items():
+                for mode, (bench_mode, variant, core) in modes.items():
                     t0 = time.monotonic()
                     env = {**base, "BENCH_DB": db, "BENCH_MODE": bench_mode}
+                    if core is not None:
+                        env["PYTHONPATH"] = core
                     results[db][mode].append(run_process(env, variant, args))
-                    driver.say(f"round {r + 1}/{args.rounds} {db:8} {mode:22} "
+                    driver.say(f"round {r + 1}/{args.rounds} {db:8} {mode:34} "
                                f"{time.monotonic() - t0:4.1f}s")
     finally:
         redis.stop()
