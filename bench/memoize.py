@@ -1,6 +1,7 @@
 """querystash.memoize against no cache, per-query querystash and cacheops' cached_as.
 
-    .venv-bench/bin/python -m bench.memoize [--rounds 4] [--dbs sqlite,postgres] [--out FILE]
+    .venv-bench/bin/python -m bench.memoize [--rounds 4] [--dbs sqlite,postgres]
+        [--stores redis,memcached,locmem] [--out FILE]
 
 (``bench/run`` builds ``.venv-bench``; ``bench/run --memoize`` runs this.)
 
@@ -22,10 +23,15 @@ Django globally), all on the same throwaway redis and the same data
   (every model it reads, listed by hand), the fragment inside cacheops'
   ``{% cached_as books 900 "book_list" k %}`` tag (its dependency: the
   queryset given; the reviews and tags it shows are not listed, as that tag
-  takes one).
+  takes one);
+- ``memoize (memcached)``: ``querystash.memoize`` with the querystash-memcached
+  plugin's store; ``memoize (built-in store)``: on the in-process store a
+  LocMemCache alias becomes (no round trip: the hit's own CPU cost).
 
 Hit: ``k`` fixed, one untimed call, then the mean of ``--inner`` calls per
-sample. Miss: a ``k`` never used before in the process (the store is flushed
+sample, in wall time and in this process's CPU time (``hit CPU``: the
+client's own work, round trip waits excluded; steadier on a loaded machine).
+Miss: a ``k`` never used before in the process (the store is flushed
 when each process starts, then one untimed miss puts the stamps / cacheops'
 invalidation data in place, as on a warm site), timed one call at a time.
 Rounds alternate the modes (A B C D A B C D ...); figures are medians of all
@@ -55,7 +61,11 @@ MODES = {
     "memoize": ("querystash-redis", "memoize"),
     "memoize (django-redis)": ("querystash-django-redis", "memoize"),
     "cached_as": ("cacheops", "cached_as"),
+    "memoize (memcached)": ("querystash-memcached", "memoize"),
+    "memoize (built-in store)": ("querystash-locmem", "memoize"),
 }
+#: the modes --stores leaves out unless it names their store
+STORE_OF = {"memoize (memcached)": "memcached", "memoize (built-in store)": "locmem"}
 HIT_K = 1
 #: cold parameters: the function's and the fragment's, apart
 FUNCTION_POOL = range(2, 226)
@@ -160,13 +170,14 @@ def worker(args) -> dict:
         reference = None
         with QueryCounter() as plain:
             reference = fn(HIT_K)
-        hits, misses = [], []
+        hits, hits_cpu, misses = [], [], []
         for _ in range(args.repeats):
             fn(HIT_K)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(args.inner):
                 fn(HIT_K)
             hits.append((time.perf_counter() - t0) / args.inner)
+            hits_cpu.append((time.process_time() - c0) / args.inner)
             for _ in range(args.cold_inner):
                 k = next(cold)
                 t0 = time.perf_counter()
@@ -175,7 +186,8 @@ def worker(args) -> dict:
         with QueryCounter() as hit_sql:
             again = fn(HIT_K)
         assert again == reference, f"{name}: a hit returned another result"
-        out[name] = {"hit": hits, "miss": misses, "sql_first": plain.n, "sql_hit": hit_sql.n}
+        out[name] = {"hit": hits, "hit_cpu": hits_cpu, "miss": misses, "sql_first": plain.n,
+                     "sql_hit": hit_sql.n}
     return out
 
 
@@ -205,23 +217,24 @@ def us(seconds: float) -> str:
 def table(db: str, runs: dict) -> str:
     """runs: mode -> [per-round results]."""
     lines = [f"### {db}", "",
-             "| code | mode | SQL per call (first call / hit) | hit µs (range) | no cache ÷ hit "
-             "| miss µs | miss ÷ no cache |",
-             "|---|---|---|---|---|---|---|"]
+             "| code | mode | SQL per call (first call / hit) | hit µs (range) | hit CPU µs "
+             "| no cache ÷ hit | miss µs | miss ÷ no cache |",
+             "|---|---|---|---|---|---|---|---|"]
     for name in ("function", "fragment"):
         def median(mode, figure, name=name):
             return statistics.median(s for r in runs[mode] for s in r[name][figure])
 
         base_hit, base_miss = median("nocache", "hit"), median("nocache", "miss")
-        for mode in MODES:
-            if mode not in runs:
+        for mode in runs:
+            if not runs[mode]:
                 continue
             per_round = [statistics.median(r[name]["hit"]) for r in runs[mode]]
             hit, miss = median(mode, "hit"), median(mode, "miss")
+            cpu = median(mode, "hit_cpu")
             first = runs[mode][0][name]
             lines.append(
                 f"| {name} | {mode} | {first['sql_first']} / {first['sql_hit']} "
-                f"| {us(hit)} ({us(min(per_round))}–{us(max(per_round))}) "
+                f"| {us(hit)} ({us(min(per_round))}–{us(max(per_round))}) | {us(cpu)} "
                 f"| {base_hit / hit:.1f}× | {us(miss)} | {miss / base_miss:.2f}× |")
     return "\n".join(lines)
 
@@ -233,7 +246,12 @@ def main(argv=None) -> int:
     p.add_argument("--inner", type=int, default=20, help="calls per hit sample")
     p.add_argument("--cold-inner", type=int, default=3, help="misses per sample")
     p.add_argument("--dbs", default="sqlite,postgres")
+    p.add_argument("--stores", default="redis,memcached,locmem",
+                   help="stores memoize is measured on (redis always: the peers use it)")
     p.add_argument("--out", default=str(ROOT / "bench" / ".results" / "memoize.md"))
+    p.add_argument("--baseline-core", help="also run the memoize modes on the core package "
+                   "in this directory (e.g. `git archive main core | tar -x -C DIR`, then "
+                   "DIR/core), interleaved")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--variant", help=argparse.SUPPRESS)
     p.add_argument("--json", help=argparse.SUPPRESS)
@@ -243,18 +261,30 @@ def main(argv=None) -> int:
         return 0
 
     from bench import driver
-    from querystash.testing.servers import RedisServer
+    from querystash.testing.servers import MemcachedServer, RedisServer
 
     dbs = args.dbs.split(",")
     if "postgres" in dbs and not driver.pg_available():
         driver.say("PostgreSQL not reachable at 127.0.0.1:5432: SQLite only")
         dbs = [d for d in dbs if d != "postgres"]
     tmp = Path(tempfile.mkdtemp(prefix="querystash-bench-memoize-"))
+    stores = set(args.stores.split(","))
+    modes = {m: (*v, None) for m, v in MODES.items() if STORE_OF.get(m, "redis") in stores
+             or m == "nocache"}
+    if args.baseline_core:
+        # The memoize modes again on another copy of the core (PYTHONPATH
+        # comes before the editable install), interleaved in the same rounds.
+        core = str(Path(args.baseline_core).resolve())
+        for mode, (bench_mode, variant, _) in list(modes.items()):
+            if variant == "memoize":
+                modes[f"{mode}, baseline"] = (bench_mode, variant, core)
     redis = RedisServer().start()
+    memcached = MemcachedServer(memory_mb=64).start() if "memcached" in stores else None
     base = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.benchproject.settings",
             "BENCH_REDIS_URL": redis.url, "BENCH_SQLITE_PATH": str(tmp / "bench.sqlite3"),
+            "BENCH_MEMCACHED": memcached.url if memcached else "",
             "BENCH_PG_NAME": driver.PG_NAME}
-    results: dict[str, dict[str, list]] = {db: {m: [] for m in MODES} for db in dbs}
+    results: dict[str, dict[str, list]] = {db: {m: [] for m in modes} for db in dbs}
     started = time.monotonic()
     try:
         if "postgres" in dbs:
@@ -267,14 +297,18 @@ def main(argv=None) -> int:
                 raise SystemExit(f"seeding {db} failed:\n{seeded['error']}")
         for r in range(args.rounds):
             for db in dbs:
-                for mode, (bench_mode, variant) in MODES.items():
+                for mode, (bench_mode, variant, core) in modes.items():
                     t0 = time.monotonic()
                     env = {**base, "BENCH_DB": db, "BENCH_MODE": bench_mode}
+                    if core is not None:
+                        env["PYTHONPATH"] = core
                     results[db][mode].append(run_process(env, variant, args))
-                    driver.say(f"round {r + 1}/{args.rounds} {db:8} {mode:22} "
+                    driver.say(f"round {r + 1}/{args.rounds} {db:8} {mode:34} "
                                f"{time.monotonic() - t0:4.1f}s")
     finally:
         redis.stop()
+        if memcached is not None:
+            memcached.stop()
         if "postgres" in dbs:
             driver.pg_recreate(drop_only=True)
     text = "\n\n".join(table(db, results[db]) for db in dbs)

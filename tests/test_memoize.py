@@ -23,7 +23,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 import querystash
-from querystash import _capture, _memoize, _runtime, _stamps
+from querystash import _capture, _memo_entry, _memoize, _runtime, _stamps
 from querystash.testing import wait_for_store
 from tests.helpers import in_thread
 from tests.testapp.models import Author, Book, Review, Tag
@@ -228,7 +228,7 @@ def planted_stamps_after_the_query(monkeypatch):
     records its stamps as they are at fill time, after the queries ran."""
     complete = _memoize._complete
 
-    def late(rt, key, counts, capture, value, timeout):
+    def late(rt, key, label, counts, capture, value, timeout):
         checkpoint, _stamps.checkpoint = _stamps.checkpoint, None
         try:
             if checkpoint is not None:
@@ -238,33 +238,43 @@ def planted_stamps_after_the_query(monkeypatch):
             fresh = list(rt.storage.get_many(keys))
             _stamps._ensure_stamps(rt, tags, keys, fresh)
             capture.stamps = dict(zip(tags, fresh, strict=True))
-            complete(rt, key, counts, capture, value, timeout)
+            complete(rt, key, label, counts, capture, value, timeout)
         finally:
             _stamps.checkpoint = checkpoint
 
     monkeypatch.setattr(_memoize, "_complete", late)
 
 
-def run_race(data, point):
-    """Miss, with a write committing at ``point``; then what the next call serves."""
+def run_race(data, point, seeded=False):
+    """Miss, with a write committing at ``point``; then what the next call
+    serves. ``seeded``: the label's tables are known (another argument was
+    filled first), so the probe's stamps stand for the call's queries."""
+    if seeded:
+        library(2)
+
     def write():
         Book.objects.filter(pk=data["one"].pk).update(title="Late")
 
     with write_at(point, write) as fired:
         during = library(1)
     assert fired == [point]
-    assert "Late" not in [b[1] for b in during["books"]]  # it read before the write
+    if point == "memo_before_fill":  # every query ran before the write
+        assert "Late" not in [b[1] for b in during["books"]]
+    else:  # the write landed after the stamps were read, before the queries
+        assert "Late" in [b[1] for b in during["books"]]
     return library(1)
 
 
-RACE_POINTS = ["memo_before_fill", "before_fill"]
+#: the miss path's points after its stamps were read: after the probe (whose
+#: stamps seed the capture), after a query's own stamp read, before the fill
+RACE_POINTS = ["memo_after_probe", "capture_after_stamp_read", "memo_before_fill"]
 
 
 @pytest.mark.parametrize("point", RACE_POINTS)
 def test_a_write_between_the_stamp_read_and_the_fill_kills_the_entry_at_birth(
         alias, data, point):
     with configured(alias, "per-query"):
-        after = run_race(data, point)
+        after = run_race(data, point, seeded=point == "memo_after_probe")
         assert after == truth(library, 1)
         assert "Late" in [b[1] for b in after["books"]]
 
@@ -275,10 +285,12 @@ def test_a_write_at_the_fill_in_memo_only_mode(data):
         assert "Late" in [b[1] for b in after["books"]]
 
 
-def test_positive_control_stamps_recorded_after_the_query_serve_stale(data, monkeypatch):
+@pytest.mark.parametrize("seeded", [False, True], ids=["unseeded", "seeded"])
+def test_positive_control_stamps_recorded_after_the_query_serve_stale(
+        data, monkeypatch, seeded):
     planted_stamps_after_the_query(monkeypatch)
     with configured("default", "per-query"):
-        after = run_race(data, "memo_before_fill")
+        after = run_race(data, "memo_before_fill", seeded=seeded)
         assert "Late" not in [b[1] for b in after["books"]]  # stale: the bug is caught
         assert after != truth(library, 1)
 
@@ -543,7 +555,11 @@ def test_a_write_between_two_queries_of_the_call_vetoes(locmem, data, monkeypatc
         "tests.test_memoize._between",
         lambda: in_thread(lambda: Book.objects.create(title="X", author_id=data["bob"].pk)))
     assert counted_twice() == (3, 4)
-    assert stats(counted_twice.querystash_memoized).get(_memoize.VETO + _capture.CHANGED) == 1
+    # The second query reused the stamp read before the first, which the
+    # write deleted: the entry filled is dead at birth, never served.
+    monkeypatch.setattr("tests.test_memoize._between", lambda: None)
+    assert counted_twice() == (4, 4)
+    assert stats(counted_twice.querystash_memoized).get("misses") == 2
 
 
 def test_store_outage_never_fails_the_call(redis_cache_alias, redis_server, data):
@@ -638,9 +654,8 @@ def test_stamps_that_cannot_be_established_veto_the_fill(locmem, data, monkeypat
     monkeypatch.setattr(locmem.storage, "add_get_many",
                         lambda mapping, keys, timeout: locmem.storage.get_many(keys))
     assert library(1) == truth(library, 1)
-    # per query: the fill's stamps failed; memo-only: the capture's own stamp read
-    reason = _capture.STAMPS if locmem.config["MODELS"] else _capture.STORE
-    assert stats().get(_memoize.VETO + reason) == 1, stats()
+    # the capture's own stamp read (per-query caching is not used inside it)
+    assert stats().get(_memoize.VETO + _capture.STORE) == 1, stats()
     assert "fills" not in stats()
 
 
@@ -651,3 +666,219 @@ def test_nothing_is_served_inside_querystash_disabled(locmem, data):
     assert result == old and queries == 5  # every query on the database
     assert stats().get("bypasses") == 1 and stats().get("hits") == 1
     assert assert_hit(library, 1) == old  # served again outside the block
+
+
+# -- the vetoes the read path decides: key function, untracked statements, caching off ------
+
+
+class RefusingKeys:
+    """A key function that refuses every query on reviews (the others as usual)."""
+
+    def __init__(self, default):
+        self.default = default
+
+    @querystash.hookimpl
+    def querystash_key_function(self, config):
+        default = self.default
+
+        def key(info):
+            if "testapp_review" in info.tables:
+                raise querystash.Uncacheable("no reviews")
+            return default(info)
+
+        return key
+
+
+@contextmanager
+def refusing_keys():
+    from querystash import plugins
+
+    default = _runtime.current.key_function
+    plugins.register(RefusingKeys(default), name="memo-refusing-keys")
+    try:
+        yield
+    finally:
+        plugins.unregister("memo-refusing-keys")
+
+
+def test_a_query_the_key_function_refuses_vetoes_the_fill(data):
+    with configured("default", "per-query"), refusing_keys():
+        reviews = querystash.memoize(lambda: Review.objects.count(), name="veto.unkeyed")
+        books = querystash.memoize(lambda: Book.objects.count(), name="veto.keyed")
+        assert reviews() == reviews() == 2
+        assert books() == books() == 3
+    assert stats("veto.unkeyed").get(_memoize.VETO + _capture.UNKEYED) == 2
+    assert "fills" not in stats("veto.unkeyed")
+    assert stats("veto.keyed").get("hits") == 1  # the key function still keys the others
+
+
+def test_a_query_per_query_caching_would_not_key_is_not_asked(data):
+    # memo-only: no per-query caching of reviews, so their key is never computed
+    with configured("default", "memo-only"), refusing_keys():
+        reviews = querystash.memoize(lambda: Review.objects.count(), name="veto.unasked")
+        assert reviews() == reviews() == 2
+    assert stats("veto.unasked").get("hits") == 1
+
+
+def _untracked():
+    from django.db.models.sql.constants import CURSOR
+
+    # A read compiler run for a cursor, not rows: the read path does not follow it.
+    compiler = Book.objects.filter(status=1).query.get_compiler(DEFAULT_DB_ALIAS)
+    cursor = compiler.execute_sql(CURSOR)
+    try:
+        return len(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def _off_inside():
+    with querystash.disabled():
+        return Book.objects.count()
+
+
+@querystash.memoize
+def _counted_while_off():
+    return Book.objects.count()
+
+
+def _off_nested():
+    with querystash.disabled():
+        inner = _counted_while_off()  # bypassed: its query reports to this call
+    return inner, Author.objects.count()
+
+
+@pytest.mark.parametrize("case, reason, expected", [
+    ("untracked", _capture.UNTRACKED, 2),
+    ("off", _capture.OFF, 3),
+])
+def test_an_untracked_or_switched_off_query_vetoes_the_fill(locmem, data, case, reason, expected):
+    fn = {"untracked": _untracked, "off": _off_inside}[case]
+    memoized = querystash.memoize(fn, name=f"veto.{case}")
+    assert memoized() == memoized() == expected
+    counts = stats(f"veto.{case}")
+    assert counts.get(_memoize.VETO + reason) == 2, counts
+    assert "fills" not in counts and "hits" not in counts
+
+
+def test_a_memoized_call_switched_off_inside_another_vetoes_the_outer(locmem, data):
+    outer = querystash.memoize(_off_nested, name="veto.off-nested")
+    assert outer() == outer() == (3, 2)
+    assert stats("veto.off-nested").get(_memoize.VETO + _capture.OFF) == 2
+    assert stats(_counted_while_off.querystash_memoized).get("bypasses") == 2
+    Book.objects.create(title="Four", author=data["bob"])
+    assert outer() == (4, 2)
+
+
+def test_the_vetoes_show_in_the_stats_command(locmem, data):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    with refusing_keys():
+        querystash.memoize(lambda: Review.objects.count(), name="cmd.unkeyed")()
+    querystash.memoize(_untracked, name="cmd.untracked")()
+    querystash.memoize(_off_inside, name="cmd.off")()
+    out = StringIO()
+    call_command("querystash", "stats", stdout=out)
+    text = out.getvalue()
+    if locmem.config["MODELS"]:  # memo-only: reviews are never keyed
+        assert f"cmd.unkeyed: {_capture.UNKEYED} (1)" in text
+    assert f"cmd.untracked: {_capture.UNTRACKED} (1)" in text
+    assert f"cmd.off: {_capture.OFF} (1)" in text
+
+
+# -- entries on the in-process store --------------------------------------------------------
+
+
+@querystash.memoize
+def mutable_titles():
+    return {"titles": [b.title for b in Book.objects.order_by("pk")]}
+
+
+@querystash.memoize
+def frozen_titles():
+    return tuple(b.title for b in Book.objects.order_by("pk"))
+
+
+def test_a_caller_mutating_a_served_value_never_changes_the_entry(setup, data):
+    first = mutable_titles()
+    first["titles"].append("Mutated")
+    first["extra"] = 1
+    served = assert_hit(mutable_titles)
+    assert served == {"titles": ["One", "Two", "Three"]} == truth(mutable_titles)
+    served["titles"].clear()
+    assert assert_hit(mutable_titles) == truth(mutable_titles)
+
+
+def test_an_immutable_value_is_kept_as_it_is_in_process(locmem, data):
+    first = frozen_titles()
+    assert assert_hit(frozen_titles) is first  # no copy needed: nothing can change it
+    entry = next(v for _, v in locmem.storage._data.values()
+                 if type(v) is _memo_entry.Frozen and v.value is first)
+    assert entry.pickled is False
+    mutable_titles()
+    entry = next(v for _, v in locmem.storage._data.values()
+                 if type(v) is _memo_entry.Frozen and v.pickled)
+    assert type(entry.value) is bytes
+
+
+def test_positive_control_a_mutable_value_kept_as_it_is_is_caught(locmem, data, monkeypatch):
+    monkeypatch.setattr(_memo_entry, "immutable", lambda value: True)  # the planted bug
+    first = mutable_titles()
+    first["titles"].append("Mutated")
+    assert assert_hit(mutable_titles) != truth(mutable_titles)  # the test above would fail
+
+
+def test_a_foreign_object_under_a_memoized_key_is_a_miss(locmem, data):
+    frozen_titles()
+    key = next(k for k, (_, v) in locmem.storage._data.items()
+               if type(v) is _memo_entry.Frozen)
+    locmem.storage.set(key, ("not", "an", "entry"), 60)
+    assert frozen_titles() == truth(frozen_titles)
+    assert stats(frozen_titles.querystash_memoized).get("corrupt") == 1
+
+
+def test_a_signed_entry_under_another_key_is_refused(redis_cache_alias, data):
+    with configured(redis_cache_alias, "memo-only") as rt:
+        frozen_titles()
+        mutable_titles()
+        key_a = _memoize._key(rt, frozen_titles.querystash_memoized, _memoize._Arguments((), {}))
+        key_b = _memoize._key(rt, mutable_titles.querystash_memoized, _memoize._Arguments((), {}))
+        rt.storage.set(key_a, rt.storage.get_many([key_b])[0], 60)
+        assert frozen_titles() == truth(frozen_titles)
+        assert stats(frozen_titles.querystash_memoized).get("corrupt") == 1
+
+
+# -- the written-tags shortcut ----------------------------------------------------------------
+
+
+def test_the_hit_path_sees_its_own_writes_with_other_threads_writing_too(locmem, data):
+    from querystash import _transactions
+
+    prime(library, 1)
+    assert _transactions.holding == 0
+    with transaction.atomic():
+        Book.objects.filter(pk=data["one"].pk).update(title="Mine")
+        assert _transactions.holding == 1
+        assert "Mine" in [b[1] for b in library(1)["books"]]
+    assert _transactions.holding == 0
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Author.objects.filter(pk=data["bob"].pk).update(name="Gone")
+        raise RuntimeError("roll back")
+    assert _transactions.holding == 0
+
+
+def test_positive_control_the_written_tags_shortcut_never_looking(locmem, data, monkeypatch):
+    from querystash import _transactions
+
+    record = _transactions.record
+
+    def undercounting(connection, tags):  # the planted bug: the count stays 0
+        record(connection, tags)
+        _transactions.holding = 0
+
+    monkeypatch.setattr(_transactions, "holding", 0)
+    monkeypatch.setattr(_transactions, "record", undercounting)
+    inside = refilled_by_another_connection_during_a_write(data)
+    assert "Mine" not in [b[1] for b in inside["books"]]  # its own write unseen: caught

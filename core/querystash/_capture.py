@@ -48,13 +48,19 @@ _CONTROL = frozenset(("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN"))
 
 class Capture:
     """The (tag -> stamp) pairs a memoized call depends on, or why none can be
-    trusted (``vetoed``: the first reason)."""
+    trusted (``vetoed``: the first reason).
 
-    __slots__ = ("stamps", "vetoed")
+    ``seed``: stamps read before the call began (by its probe), to stand for
+    the call's first query on each of those tags instead of a store read of
+    its own; a seeded stamp joins ``stamps`` only when a query reads its tag.
+    """
+
+    __slots__ = ("stamps", "vetoed", "seed")
 
     def __init__(self) -> None:
         self.stamps: dict[str, bytes] = {}
         self.vetoed: str | None = None
+        self.seed: dict[str, bytes] = {}
 
     def veto(self, reason: str) -> None:
         if self.vetoed is None:

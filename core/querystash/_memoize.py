@@ -24,8 +24,8 @@ from collections.abc import Callable
 from hashlib import blake2b
 from typing import Any, overload
 
-from . import _capture, _codec, _stamps, _switch
-from ._encode import encode
+from . import _capture, _memo_entry, _stamps, _switch, _transactions
+from ._encode import encode, encode_into, encode_params_into, failed
 from ._transactions import in_transaction, written_tags
 from .exceptions import Uncacheable
 from .handle import GLOBAL_TAG
@@ -37,6 +37,9 @@ _DOWN = object()  # the store failed during the lookup
 #: entry key -> (stamp prefix, tags, stamp keys) of the entry last read or
 #: filled under it, so that a hit reads the entry and its stamps together
 _remembered: dict[str, tuple[str, list[str], list[str]]] = {}
+#: label -> the same for the label's last fill: the guess for a key not seen
+#: yet (a function's calls mostly read the same tables whatever the arguments)
+_by_label: dict[str, tuple[str, list[str], list[str]]] = {}
 _REMEMBER_LIMIT = 8192
 
 #: label -> counters: hits, misses, fills, vetoed (and "veto: <reason>"),
@@ -91,20 +94,28 @@ def memoize(fn=None, /, *, timeout=None, name=None):
     if inspect.iscoroutinefunction(fn):
 
         async def wrapper(*args, **kwargs):
-            return await acall(label, (args, _sorted(kwargs)), fn, args, kwargs, timeout)
+            return await acall(label, _Arguments(args, kwargs), fn, args, kwargs, timeout)
 
     else:
 
         def wrapper(*args, **kwargs):
-            return call(label, (args, _sorted(kwargs)), fn, args, kwargs, timeout)
+            return call(label, _Arguments(args, kwargs), fn, args, kwargs, timeout)
 
     functools.update_wrapper(wrapper, fn)
     wrapper.querystash_memoized = label
     return wrapper
 
 
-def _sorted(kwargs: dict) -> tuple:
-    return tuple(sorted(kwargs.items())) if kwargs else ()
+class _Arguments:
+    """A decorated function's arguments as ``keyed``: encoded as the tuple
+    ``(args, sorted kwargs)`` would be, with the encoder's inlined path for
+    the positional ones (``_key``)."""
+
+    __slots__ = ("args", "kwargs")
+
+    def __init__(self, args: tuple, kwargs: dict):
+        self.args = args
+        self.kwargs = kwargs
 
 
 # -- one call --------------------------------------------------------------------------
@@ -118,15 +129,17 @@ def call(label: str, keyed: Any, fn: Callable, args: tuple, kwargs: dict,
     if prepared is None:
         return fn(*args, **kwargs)
     rt, key = prepared
-    found = _probe(rt, key, counts)
+    found = _probe(rt, label, key, counts)
     outer = _capture.active.get()
     if _served(found, outer):
         return found[2]
     capture = _miss(found, counts)
     token = _capture.active.set(capture)
     try:
+        if _stamps.checkpoint is not None:
+            _stamps.checkpoint("memo_after_probe")
         value = fn(*args, **kwargs)
-        _complete(rt, key, counts, capture, value, timeout)
+        _complete(rt, key, label, counts, capture, value, timeout)
     finally:
         _capture.active.reset(token)
         if outer is not None:
@@ -146,18 +159,20 @@ async def acall(label: str, keyed: Any, fn: Callable, args: tuple, kwargs: dict,
     if prepared is None:
         return await fn(*args, **kwargs)
     rt, key = prepared
-    found = await sync_to_async(_probe, thread_sensitive=True)(rt, key, counts)
+    found = await sync_to_async(_probe, thread_sensitive=True)(rt, label, key, counts)
     outer = _capture.active.get()
     if _served(found, outer):
         return found[2]
     capture = _miss(found, counts)
     token = _capture.active.set(capture)
     try:
+        if _stamps.checkpoint is not None:
+            _stamps.checkpoint("memo_after_probe")
         value = await fn(*args, **kwargs)
         # Pickling may run queries (a lazy queryset): in the sync thread,
         # where the capture is active too.
         await sync_to_async(_complete, thread_sensitive=True)(
-            rt, key, counts, capture, value, timeout)
+            rt, key, label, counts, capture, value, timeout)
     finally:
         _capture.active.reset(token)
         if outer is not None:
@@ -191,23 +206,28 @@ def _served(found: Any, outer: _capture.Capture | None) -> bool:
 
 
 def _miss(found: Any, counts) -> _capture.Capture:
-    """A miss: the capture the function runs under (vetoed if the store is out)."""
+    """A miss: the capture the function runs under (vetoed if the store is
+    out), holding the stamps the probe read, if any: read before the function
+    runs, they stand for its queries on those tags (``_capture_reads``)."""
     counts["misses"] += 1
     capture = _capture.Capture()
     if found is _DOWN:
         capture.veto(_capture.STORE)
+    elif type(found) is dict:
+        capture.seed = found
     return capture
 
 
 # -- keys -----------------------------------------------------------------------------
 
-#: (runtime, namespace, the encoded databases) of the last runtime seen
-_head: tuple[Any, str, bytes] | None = None
+#: (runtime, namespace, the encoded databases, the entries' MAC key) of the
+#: last runtime seen
+_head: tuple[Any, str, bytes, bytes] | None = None
+#: label -> (runtime, the digest state of the databases and the label)
+_labels: dict[str, tuple[Any, Any]] = {}
 
 
-def _key(rt, label: str, keyed: Any) -> str:
-    """``<KEY_PREFIX>:<version>:m:`` + a digest of the databases, the label
-    and the exact encoding of the arguments (``Uncacheable`` if it has none)."""
+def _runtime_head(rt) -> tuple[Any, str, bytes, bytes]:
     global _head
     head = _head
     if head is None or head[0] is not rt:
@@ -220,18 +240,49 @@ def _key(rt, label: str, keyed: Any) -> str:
              str(db.get("PORT")))
             for alias, db in settings.DATABASES.items()
         )
-        head = _head = (rt, f"{rt.config['KEY_PREFIX']}:{__version__}:m:", encode(dbs))
-    digest = blake2b(head[2], digest_size=20)
-    digest.update(encode((label, keyed)))
+        head = _head = (rt, f"{rt.config['KEY_PREFIX']}:{__version__}:m:", encode(dbs),
+                        _memo_entry.derive_key(rt.secret))
+    return head
+
+
+def _key(rt, label: str, keyed: Any) -> str:
+    """``<KEY_PREFIX>:<version>:m:`` + a digest of the databases and of the
+    exact encoding of ``(label, keyed)`` (``Uncacheable`` if it has none).
+    The digest state after the databases and the label is kept per label."""
+    head = _runtime_head(rt)
+    state = _labels.get(label)
+    if state is None or state[0] is not rt:
+        digest = blake2b(head[2], digest_size=20)
+        out = ["t2["]  # the code of the tuple (label, keyed), up to keyed's
+        encode_into(label, out)
+        digest.update("".join(out).encode("utf-8", "surrogatepass"))
+        if len(_labels) >= _REMEMBER_LIMIT:
+            _labels.clear()
+        state = _labels[label] = (rt, digest)
+    out = []
+    try:
+        if type(keyed) is _Arguments:  # the code of (args, sorted kwargs)
+            out.append("t2[")
+            encode_params_into(keyed.args, out)
+            kwargs = keyed.kwargs
+            encode_into(tuple(sorted(kwargs.items())) if kwargs else (), out)
+        else:
+            encode_into(keyed, out)
+    except Exception as exc:
+        raise failed(keyed, exc) from exc
+    digest = state[1].copy()
+    digest.update("".join(out).encode("utf-8", "surrogatepass"))
     return head[1] + digest.hexdigest()
 
 
 # -- the hit path ---------------------------------------------------------------------
 
 
-def _probe(rt, key: str, counts: Counter):
-    """(tags, stamps, value) for a valid entry; ``_MISS``; or ``_DOWN`` when
-    the store is out (the call then runs without filling)."""
+def _probe(rt, label: str, key: str, counts: Counter):
+    """(tags, stamps, value) for a valid entry; on a miss, the stamps found
+    present (tag -> stamp, read before the function runs: they seed its
+    capture), or ``_MISS``; ``_DOWN`` when the store is out (the call then
+    runs without filling)."""
     breaker = rt.breaker
     if breaker.in_outage or breaker.owes_global:
         # As on the read path: no store call from a request while the store
@@ -241,7 +292,7 @@ def _probe(rt, key: str, counts: Counter):
         return _DOWN
     storage = rt.storage
     prefix = rt.stamp_prefix
-    known = _remembered.get(key)
+    known = _remembered.get(key) or _by_label.get(label)
     try:
         if known is not None and known[0] == prefix:
             values = storage.get_many([key, *known[2]])
@@ -250,12 +301,19 @@ def _probe(rt, key: str, counts: Counter):
             values = storage.get_many([key])
         blob = values[0]
         if blob is None:
-            return _MISS
-        entry = _codec.decode(rt.secret, key, blob)
-        if entry is None:
-            counts["corrupt"] += 1
-            return _MISS
-        tags, stamps, body = entry
+            return _seed(rt, known, values)
+        if rt.local:
+            entry = _memo_entry.thaw(key, blob)
+            if entry is None:
+                counts["corrupt"] += 1
+                return _MISS
+            tags, stamps = entry.tags, entry.stamps
+        else:
+            entry = _memo_entry.unpack(_runtime_head(rt)[3], key, blob)
+            if entry is None:
+                counts["corrupt"] += 1
+                return _MISS
+            tags, stamps = entry[0], entry[1]
         if known is not None and known[1] == tags:
             current = values[1:]
         else:
@@ -263,20 +321,35 @@ def _probe(rt, key: str, counts: Counter):
             # changed: read its stamps now, and remember them for next time.
             stamp_keys = [prefix + tag for tag in tags]
             current = storage.get_many(stamp_keys)
-            _remember(key, (prefix, tags, stamp_keys))
+            known = (prefix, tags, stamp_keys)
+            _remember(key, known)
+            values = [blob, *current]
     except Exception as exc:
         breaker.trip(rt, exc)
         counts["errors"] += 1
         return _DOWN
-    if current != stamps or _wrote_any(tags):
-        return _MISS
-    try:
-        value = pickle.loads(body)
-    except Exception:  # signed by us yet unreadable (a class gone since): a miss
-        counts["corrupt"] += 1
-        return _MISS
+    if current != stamps or (_transactions.holding and _wrote_any(tags)):
+        return _seed(rt, known, values)
+    if rt.local:
+        value = pickle.loads(entry.value) if entry.pickled else entry.value
+    else:
+        try:
+            value = pickle.loads(entry[2])
+        except Exception:  # signed by us yet unreadable (a class gone since): a miss
+            counts["corrupt"] += 1
+            return _MISS
     counts["hits"] += 1
     return tags, stamps, value
+
+
+def _seed(rt, known, values: list) -> dict | object:
+    """The stamps the probe found (tag -> stamp), for the capture of the
+    call it missed; ``_MISS`` if none. Not where stamps are pinned by a
+    strategy: those are checked as they are read (``_stamps._ensure_stamps``)."""
+    if known is None or rt.pinning:
+        return _MISS
+    return {tag: stamp for tag, stamp in zip(known[1], values[1:], strict=True)
+            if stamp is not None}
 
 
 def _wrote_any(tags: list[str]) -> bool:
@@ -302,14 +375,18 @@ def _remember(key: str, known: tuple) -> None:
 # -- the miss path --------------------------------------------------------------------
 
 
-def _complete(rt, key: str, counts: Counter, capture: _capture.Capture, value: Any,
-              timeout: int | None) -> None:
+def _complete(rt, key: str, label: str, counts: Counter, capture: _capture.Capture,
+              value: Any, timeout: int | None) -> None:
     """Pickle ``value`` under the capture, then fill unless something vetoed."""
-    try:
-        body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:  # a generator, a lock, a lambda...: not cacheable
-        counts["unpicklable"] += 1
-        return
+    local = rt.local
+    if local and _memo_entry.immutable(value):
+        body = None  # kept as it is: nothing in it to pickle, nor to copy
+    else:
+        try:
+            body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # a generator, a lock, a lambda...: not cacheable
+            counts["unpicklable"] += 1
+            return
     if capture.vetoed is not None:
         _vetoed(counts, capture.vetoed)
         return
@@ -322,13 +399,21 @@ def _complete(rt, key: str, counts: Counter, capture: _capture.Capture, value: A
             _vetoed(counts, _capture.STAMPS)
             return
         tags = list(stamps)
-        blob = _codec.encode(rt.secret, key, (tags, list(stamps.values()), body))
+        values = list(stamps.values())
+        if local:
+            blob = _memo_entry.freeze(key, tags, values, value, body)
+        else:
+            blob = _memo_entry.pack(_runtime_head(rt)[3], key, tags, values, body)
         storage.set(key, blob, timeout or rt.timeout)
     except Exception as exc:
         rt.breaker.trip(rt, exc)
         counts["errors"] += 1
         return
-    _remember(key, (rt.stamp_prefix, tags, [rt.stamp_prefix + tag for tag in tags]))
+    known = (rt.stamp_prefix, tags, [rt.stamp_prefix + tag for tag in tags])
+    _remember(key, known)
+    if len(_by_label) >= _REMEMBER_LIMIT:
+        _by_label.clear()
+    _by_label[label] = known
     counts["fills"] += 1
 
 

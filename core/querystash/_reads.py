@@ -72,15 +72,15 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
         op = "fetch" if result_type == MULTI else "aggregate"
     model = query.model
     timeout = _enabled_timeout(rt, spec, op, model)
+    capture = _capture.active.get()
+    if capture is not None:  # memoize: a memoized call's miss tracks its reads itself
+        return _capture_reads.read(rt, capture, original, compiler, result_type,
+                                   chunked_fetch, chunk_size, spec, op, timeout is not None)
     if timeout is None:
         if _observe.on(rt):  # observe: which rung of the ladder said no
             _observe.skipped(rt, _enabled_timeout(rt, spec, op, model, why=True),
                              model._meta.label if model is not None else "", op,
                              compiler=compiler, result_type=result_type)
-        capture = _capture.active.get()  # memoize: not cached per query, still tracked
-        if capture is not None:
-            return _capture_reads.read(rt, capture, original, compiler, result_type,
-                                       chunked_fetch, chunk_size, spec, op)
         return original(compiler, result_type, chunked_fetch, chunk_size)
     try:
         sql, params = compiler.as_sql()

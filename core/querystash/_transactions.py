@@ -7,7 +7,16 @@ they raise, so no exception can leave it behind.
 
 from __future__ import annotations
 
+import threading
+
 _ATTR = "_querystash_written"
+
+#: how many connections, in any thread, hold written tags now. The memoized
+#: hit path looks for this thread's written tags only when it is not 0.
+#: Changed under the lock, so it never undercounts: it may only stay high
+#: (a connection dropped while holding tags), which costs the look, not a row.
+holding = 0
+_holding_lock = threading.Lock()
 
 
 def in_transaction(connection) -> bool:
@@ -22,15 +31,23 @@ def written_tags(connection) -> set[str] | None:
 
 
 def record(connection, tags) -> None:
+    global holding
     written = connection.__dict__.get(_ATTR)
     if written is None:
-        connection.__dict__[_ATTR] = set(tags)
+        with _holding_lock:
+            holding += 1
+            connection.__dict__[_ATTR] = set(tags)
     else:
         written.update(tags)
 
 
 def take(connection) -> set[str] | None:
-    return connection.__dict__.pop(_ATTR, None)
+    global holding
+    written = connection.__dict__.pop(_ATTR, None)
+    if written is not None:
+        with _holding_lock:
+            holding -= 1
+    return written
 
 
 # -- one invalidation for a write's own transaction (RuntimeHandle.deferred) ---------
