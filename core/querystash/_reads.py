@@ -74,6 +74,7 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
     timeout = _enabled_timeout(rt, spec, op, model)
     capture = _capture.active.get()
     if capture is not None:  # memoize: a memoized call's miss tracks its reads itself
+        # (so from here on no capture is active: the rest of the path reports none)
         return _capture_reads.read(rt, capture, original, compiler, result_type,
                                    chunked_fetch, chunk_size, spec, op, timeout is not None)
     if timeout is None:
@@ -94,14 +95,12 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
         # Run Django's own execute_sql on the SQL already compiled: pinning
         # as_sql on this compiler instance saves compiling twice on a miss.
         compiler.as_sql = lambda *args, **kwargs: (sql, params)
-        compiling = _capture.compiling.set(True)  # memoize: this statement is tracked
         try:
             result = original(compiler, result_type, chunked_fetch, chunk_size)
             if result_type == MULTI:
                 return [row for chunk in result for row in chunk]
             return result
         finally:
-            _capture.compiling.reset(compiling)
             del compiler.as_sql
 
     label = model._meta.label if model is not None else ""
@@ -110,7 +109,6 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
         # It reads something whose writes querystash never sees (a temporary
         # table, a view, another schema): no invalidation could reach it.
         rt.stats.add(label, "vetoed")
-        _capture.veto(_capture.UNWATCHED)  # memoize
         if _observe.on(rt):  # observe
             _observe.skipped(rt, _reasons.UNWATCHED, label, op, detail=str(relations.unwatched),
                              compiler=compiler, result_type=result_type)
@@ -121,7 +119,6 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
     )
     if not rt.eligible(info):
         rt.stats.add(label, "vetoed")
-        _capture.veto(_capture.INELIGIBLE)  # memoize
         if _observe.on(rt):  # observe: which check, and why
             _observe.skipped(rt, _reasons.INELIGIBLE, label, op, info=info)
         return _shape(run(), result_type, chunked_fetch)
@@ -130,7 +127,6 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
     except Uncacheable as exc:
         # A key function's veto: e.g. a parameter the encoder cannot key exactly.
         rt.stats.add(label, "vetoed")
-        _capture.veto(_capture.UNKEYED)  # memoize
         if _observe.on(rt):  # observe
             _observe.skipped(rt, _reasons.UNKEYED, label, op, detail=str(exc.reason), info=info)
         return _shape(run(), result_type, chunked_fetch)
@@ -142,7 +138,6 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
         if written and (_runtime.GLOBAL_TAG in written or not written.isdisjoint(tags)):
             # Read-your-writes: this transaction changed what the query reads.
             rt.stats.add(label, "bypasses")
-            _capture.veto(_capture.READ_YOUR_WRITES)  # memoize
             if _observe.on(rt):  # observe
                 _observe.skipped(rt, _reasons.READ_YOUR_WRITES, label, op, info=info, key=key,
                                  tags=tags)

@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import _capture, _codec, _observe, _reasons, _stores
+from . import _codec, _observe, _reasons, _stores
 from ._localstore import freeze, thaw
 
 if TYPE_CHECKING:
@@ -34,15 +34,12 @@ SEEN_LIMIT = 100_000
 def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
          can_fill: bool, run: Callable[[], Any]) -> Any:
     """Serve ``key`` from the store if valid, else ``run()`` and maybe fill."""
-    capture = _capture.active.get()  # memoize: the one lookup when none is active
     breaker = rt.breaker
     if breaker.in_outage or breaker.owes_global:
         # Known to be out, or owing invalidations: no store call from a
         # request; the breaker's background thread pays and reopens it.
         breaker.ensure_payer()
         rt.stats.add(model, "bypasses")
-        if capture is not None:
-            capture.veto(_capture.STORE)
         if _observe.on(rt):  # observe
             _observe.skipped(rt, _reasons.STORE_OUT, model, "", key=key, tags=tags)
         return run()
@@ -56,8 +53,6 @@ def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
             values = _read_creating(rt, key, tags, stamp_keys, seen)
     except Exception as exc:
         breaker.trip(rt, exc)
-        if capture is not None:
-            capture.veto(_capture.STORE)
         if _observe.on(rt):  # observe
             _observe.skipped(rt, _reasons.STORE_OUT, model, "", detail=repr(exc), key=key,
                              tags=tags)
@@ -68,8 +63,6 @@ def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
         payload = thaw(key, blob) if rt.local else rt.decoded.decode(key, blob)
         if payload is not None and payload[0] == stamps:
             rt.stats.add(model, "hits")
-            if capture is not None:  # memoize: served under these stamps
-                capture.read(tags, stamps, can_fill, _capture.SNAPSHOT)
             if rt.observers:
                 rt.emit("hit", model, key, tags)
             if rt.verify and random.random() < rt.verify:
@@ -84,16 +77,12 @@ def read(rt: Runtime, key: str, tags: list[str], model: str, timeout: int,
         rt.emit("miss", model, key, tags, reason="" if can_fill else _reasons.SNAPSHOT)
     if checkpoint is not None:
         checkpoint("after_stamp_read")
-    if capture is not None and not can_fill:
-        capture.veto(_capture.SNAPSHOT)  # memoize
     if can_fill:
         try:
             can_fill = _ensure_stamps(rt, tags, stamp_keys, stamps)
         except Exception as exc:
             breaker.trip(rt, exc)
             can_fill = False
-    if capture is not None:  # memoize: the stamps as read before the query runs
-        capture.read(tags, stamps, can_fill)
     result = run()
     if can_fill:
         if checkpoint is not None:
