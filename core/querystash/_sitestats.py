@@ -144,9 +144,10 @@ class Flusher:
         self._source: Any = None
         #: counted, not yet in the store (a failed flush keeps its batch here)
         self.pending: Counter[Name] = Counter()
-        #: registry names this process has seen, and those it found registered
+        #: registry names this process has seen, and those it found registered,
+        #: per store (``_stores.Store.key``: override_settings can switch it)
         self.seen: set[Name] = set()
-        self.registered: set[Name] = set()
+        self.registered: dict[Any, set[Name]] = {}
         self._checked = time.monotonic()
         self.failing = False
         self.full_warned = False
@@ -192,6 +193,8 @@ class Flusher:
             self.pending.clear()
             self.baseline = {}
             self._source = None
+            self.seen.clear()
+            self.registered.clear()
 
     # -- sending them ---------------------------------------------------------------
 
@@ -253,13 +256,15 @@ class Flusher:
         if now - self._checked > RECHECK_SECONDS:
             self._checked = now
             self.registered.clear()
-        wanted = self.seen - self.registered
+        store = rt.store.key if rt.store is not None else None
+        registered = self.registered.setdefault(store, set())
+        wanted = self.seen - registered
         if not wanted:
             return
         slots = slot_keys(prefix)
         values = rt.storage.get_many(slots)
         present = {_decode(v) for v in values if v is not None}
-        self.registered |= wanted & present
+        registered |= wanted & present
         todo = sorted(wanted - present)
         free = [slot for slot, v in zip(slots, values, strict=True) if v is None]
         claims = {slot: _encode(name) for slot, name in zip(free, todo, strict=False)}
@@ -270,7 +275,7 @@ class Flusher:
         if not claims:
             return
         existed = rt.storage.add_many(claims, rt.stamp_timeout)
-        self.registered.update(name for slot, name in zip(free, todo, strict=False)
+        registered.update(name for slot, name in zip(free, todo, strict=False)
                                if slot not in existed)
 
 
