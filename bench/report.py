@@ -217,6 +217,7 @@ def memory_table(data) -> list[str]:
            "Invalidation data: querystash stamps, cacheops conj sets (cachalot's table keys "
            "cannot be told from its entries by name).\n"]
     rows = []
+    w: list = []  # the last mode's writes name the columns; none when no mode has a store
     for (db, mode), mem in sorted(data.memory.items(), key=lambda kv: (kv[0][0],
                                   data.modes.index(kv[0][1]) if kv[0][1] in data.modes else 0)):
         if not mem.get("after_reads"):
@@ -320,7 +321,7 @@ def plots(data, img: Path) -> list[str]:
             plt.close(fig)
             written.append(name)
 
-    if data.memory:
+    if data.memory and any(MODES[m].store for (_, m) in data.memory):  # not nocache alone
         kinds = sorted({MODES[m].store for (_, m) in data.memory if MODES[m].store})
         fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4), squeeze=False)
         for ax, kind in zip(axes[0], kinds, strict=True):

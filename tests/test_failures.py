@@ -784,3 +784,65 @@ def test_memcached_blip_seen_by_app_code_does_not_drop_invalidations(
             Book.objects.filter(title="One").update(title="Uno")
             time.sleep(1.2)  # past pymemcache's retry window: the server is used again
             assert cached() == truth() != old, "stale read: the invalidation was dropped"
+
+
+class _RecordingStorage:
+    """Just enough of a store for a breaker to pay into: what is deleted."""
+
+    def __init__(self):
+        self.deleted: list[str] = []
+
+    def delete_many(self, keys):
+        self.deleted.extend(keys)
+
+
+def _child_after_fork_with_locks_held() -> int:
+    """Fork while the breaker's locks are held, as by its payer thread in the
+    middle of a payment; the child's exit code: 0 if it could owe and pay."""
+    import os
+    import types
+    import warnings
+
+    from querystash import _breaker
+
+    store = types.SimpleNamespace(stamp_prefix="s:", storage=_RecordingStorage())
+    breaker = _breaker.Breaker(store)
+    breaker.owes_global = True
+    breaker._lock.acquire()
+    breaker._paying.acquire()
+    try:
+        with warnings.catch_warnings():  # "multi-threaded, fork() may deadlock": the point
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the child: a write's owe(), then the payment
+            code = 1
+            try:
+                if breaker._lock.acquire(timeout=2):
+                    breaker._lock.release()
+                    breaker._start_payer = lambda: None  # pay here, not in a thread
+                    breaker.owe()
+                    if breaker.pay() and store.storage.deleted:
+                        code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status)
+    finally:
+        breaker._lock.release()
+        breaker._paying.release()
+
+
+def test_a_forked_child_does_not_inherit_the_payers_locks():
+    # gunicorn forks workers from a master that may be paying an outage debt.
+    assert _child_after_fork_with_locks_held() == 0
+
+
+def test_positive_control_without_the_fork_hook_the_child_is_stuck(monkeypatch):
+    from querystash import _breaker
+
+    class Forgetful(list):  # the hook finds no breaker to reset
+        def add(self, breaker):
+            pass
+
+    monkeypatch.setattr(_breaker, "_breakers", Forgetful())
+    assert _child_after_fork_with_locks_held() == 1

@@ -560,3 +560,36 @@ def test_pinned_stamp_is_created_with_its_value_and_a_conflict_prevents_the_fill
         assert run(books) == (["The Dispossessed"], 1)  # never filled under theirs
         assert strategy.conflicts == [("registration", b"theirs")] * 2
         assert counts("testapp.Book").get("fills") == 1
+
+
+
+class _Unhashable:
+    """A plugin instance whose class defines ``__eq__`` and so is unhashable."""
+
+    def __eq__(self, other):
+        return self is other
+
+    @querystash.hookimpl
+    def querystash_observer(self, config):
+        return None
+
+
+def test_an_unhashable_plugin_is_refused_with_the_fix(library, observer):
+    # pluggy's subset_hook_caller puts plugins in a set: with one disabled,
+    # an unhashable plugin used to make every hook call (and startup) fail.
+    with override_settings(QUERYSTASH=querystash_setting(DISABLED_PLUGINS=["test_observer"])):
+        with pytest.raises(TypeError, match="__hash__ = object.__hash__"):
+            plugins.register(_Unhashable(), name="test_unhashable")
+        assert plugins.pm.get_plugin("test_unhashable") is None
+        assert _runtime.current is not None and _runtime.current.enabled
+        assert run(books)[1] == 1 and run(books)[1] == 0  # still caching
+
+    class Fixed(_Unhashable):
+        __hash__ = object.__hash__
+
+    name = plugins.register(Fixed(), name="test_hashable")
+    try:
+        with override_settings(QUERYSTASH=querystash_setting(DISABLED_PLUGINS=["test_observer"])):
+            assert _runtime.current is not None and _runtime.current.enabled
+    finally:
+        plugins.unregister(name)

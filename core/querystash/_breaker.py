@@ -10,8 +10,10 @@ paid."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from ._tags import GLOBAL_TAG
@@ -64,6 +66,7 @@ class Breaker:
         self._paying = threading.Lock()
         #: the background thread paying the debt (not alive in a forked child)
         self._payer: threading.Thread | None = None
+        _breakers.add(self)
 
     @property
     def usable(self) -> bool:
@@ -189,6 +192,24 @@ class Breaker:
         with self._lock:
             self.in_outage = self.owes_global = self.lost = False
             self.debts += 1  # a payment running now covers nothing
+
+
+#: every live breaker, for the child of a fork (below)
+_breakers: weakref.WeakSet[Breaker] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A lock another thread held at fork() (the payer, mid-payment) stays held
+    # forever in the child, where that thread does not exist: the child would
+    # never pay its inherited debt, and a write's owe() would block on _lock.
+    # The debt itself is inherited; ensure_payer starts the child's own payer.
+    for breaker in list(_breakers):
+        breaker._lock = threading.Lock()
+        breaker._paying = threading.Lock()
+        breaker._payer = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _delete_global(store: Any) -> None:

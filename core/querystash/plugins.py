@@ -100,7 +100,18 @@ def check_pending() -> None:
 def register(plugin: object, name: str | None = None) -> str:
     """Register a plugin object at run time (tests, ad-hoc plugins).
 
-    Raises ``pluggy.PluginValidationError`` for a misspelled hook."""
+    Raises ``pluggy.PluginValidationError`` for a misspelled hook, and
+    ``TypeError`` for an unhashable plugin object."""
+    try:
+        hash(plugin)
+    except TypeError:
+        # pluggy keeps plugins in sets when some are disabled
+        # (subset_hook_caller): refuse now rather than break every hook call then.
+        raise TypeError(
+            f"querystash plugins must be hashable: {type(plugin).__qualname__} defines "
+            "__eq__ without __hash__; add `__hash__ = object.__hash__` to the class, "
+            "or register a module"
+        ) from None
     load_plugins()
     registered = pm.register(plugin, name=name)
     try:
