@@ -156,12 +156,8 @@ class Flusher:
 
     # -- taking the counts ----------------------------------------------------------
 
-    def collect(self, rt: Runtime) -> None:
-        """Add what was counted since the last call to ``pending``."""
-        with self._lock:
-            self._collect_locked(rt)
-
     def _collect_locked(self, rt: Runtime) -> None:
+        """Add what was counted since the figures were last taken to ``pending``."""
         snapshot = _snapshot(rt)
         if rt.stats is not self._source:
             # A new Stats object (querystash installed again) starts at 0.
@@ -187,8 +183,7 @@ class Flusher:
             self.baseline = {}
 
     def forget(self) -> None:
-        """Drop everything pending (tests; a forked child: the parent's counts
-        are the parent's to send)."""
+        """Drop everything pending and known (tests)."""
         with self._lock:
             self.pending.clear()
             self.baseline = {}
