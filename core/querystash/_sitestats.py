@@ -345,10 +345,13 @@ def _run() -> None:
         with _wake:
             _wake.wait_for(_flush_asked, timeout=every)
             asked = _requested
-        try:
-            flusher.flush(_current())
-        except Exception:  # noqa: BLE001 - never let the thread die of one flush
-            logger.exception("querystash: site-wide stats flush failed")
+        # Again after the wait: turned off meanwhile (the test suite turns
+        # it off after the runtime, hence this thread, started) means no flush.
+        if background and interval(_current()) > 0:
+            try:
+                flusher.flush(_current())
+            except Exception:  # noqa: BLE001 - never let the thread die of one flush
+                logger.exception("querystash: site-wide stats flush failed")
         with _wake:
             _completed = max(_completed, asked)
             _wake.notify_all()
