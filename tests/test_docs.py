@@ -6,11 +6,15 @@ How the examples in docs/*.md are executed (the conventions for writing them):
 - Every unindented fenced ```python block is executed, top to bottom. The
   blocks of one page share one namespace, so a later block uses the names of
   an earlier one. Each page is one test, run in the suite's Django environment
-  (tests/settings.py: the ``testapp`` models, cached by ``"testapp.*"``, the
-  core's store on locmem; SQLite or PostgreSQL) with
+  (tests/settings.py: the example project's ``shop`` app, cached by
+  ``"shop.*"``, the core's store on locmem; SQLite or PostgreSQL) with
   ``django_db(transaction=True)``, so caching behaves as in a project outside a
   test transaction. ``assert`` lines are the doctest: they state what the
   reader will see. Plugins a page registers are unregistered after it.
+- Examples use the example project's models (``from shop.models import
+  Category, Product, Tag, Review``; labels ``"shop.Product"``, tables
+  ``shop_product``), never the suite's own (``tests.``, ``testapp``), so a
+  reader with the example project can run every snippet.
 - ``<!-- settings -->`` right before a block: a settings.py fragment. It runs
   in a fresh namespace where ``djp.settings(globals())`` does nothing, and the
   ``QUERYSTASH`` it defines must pass querystash's settings check, except for
@@ -402,6 +406,73 @@ def test_plugin_readme_shows_install_configure_and_an_example(plugin):
     # one example: a Python block under Usage (run by test_page_examples_run)
     usage = _section(text, "## Usage")
     assert "```python" in usage, f"{plugin.name}: no Python example under ## Usage"
+
+
+# -- the docs stand on their own: the example project's models, not the suite's ------------
+
+#: TODO(lead): pages whose examples still use the suite's test app; other work is moving
+#: them onto the shop app. Empty this set once it is merged (the check below fails
+#: while a page listed here no longer needs it).
+_NOT_YET_ON_SHOP = {"operations.md", "memoize.md"}
+
+#: an import from the suite's own package (``from tests.testapp.models import ...``,
+#: ``import tests.helpers``); running the suite's stress harness as
+#: ``python -m tests.stress.run`` is a contributor's command, not an import
+_SUITE_IMPORT = re.compile(r"\b(?:from\s+tests(?:\.\w+)*\s+import|import\s+tests\b)")
+
+
+def _suite_references(page: Path) -> list[str]:
+    """Lines of ``page`` and of what it includes that use the suite's test app
+    (``tests.`` imports, ``testapp`` labels, tables or module names): the
+    reader has the example project's ``shop`` app, not the suite."""
+    found = []
+    for source in sources(page):
+        for n, line in enumerate(source.read_text().splitlines(), 1):
+            if _SUITE_IMPORT.search(line) or "testapp" in line.lower():
+                found.append(f"{source.name}:{n}: {line.strip()}")
+    return found
+
+
+def test_docs_use_the_example_project_not_the_test_suite():
+    """Every example must run for a reader who follows the docs with the
+    example project (example/shop): Category, Tag, Product, Review."""
+    problems = {str(p.relative_to(DOCS)): _suite_references(p) for p in PAGES
+                if str(p.relative_to(DOCS)) not in _NOT_YET_ON_SHOP}
+    assert {page: lines for page, lines in problems.items() if lines} == {}
+
+
+def test_pages_not_yet_on_shop_still_need_their_exemption():
+    """The TODO set only shrinks: a page translated onto the shop app leaves it."""
+    names = {str(p.relative_to(DOCS)) for p in PAGES}
+    assert _NOT_YET_ON_SHOP <= names
+    done = {name for name in _NOT_YET_ON_SHOP if not _suite_references(DOCS / name)}
+    assert done == set(), "translated: remove these from _NOT_YET_ON_SHOP"
+
+
+def test_suite_references_are_found(tmp_path):
+    """Positive control: a planted import, label or table name is found, in the
+    page and in a file it includes; the shop app and the stress command are not."""
+    readme = tmp_path / "README.md"
+    readme.write_text("```python\nfrom tests.testapp.models import Author\n```\n"
+                      "Tags like `testapp_book:author_id=i5`.\n")
+    page = tmp_path / "page.md"
+    page.write_text('```python\nfrom shop.models import Category\nimport tests.helpers\n'
+                    'querystash.invalidate_models("testapp.Author")\n'
+                    'querystash.invalidate_models("shop.Category")\n```\n'
+                    "```bash\npython -m tests.stress.run --reads 100\n```\n"
+                    "Run `from tests import helpers` in prose too.\n"
+                    '{% include-markdown "README.md" %}\n')
+    assert _suite_references(page) == [
+        "page.md:3: import tests.helpers",
+        'page.md:4: querystash.invalidate_models("testapp.Author")',
+        "page.md:10: Run `from tests import helpers` in prose too.",
+        "README.md:2: from tests.testapp.models import Author",
+        "README.md:4: Tags like `testapp_book:author_id=i5`.",
+    ]
+    clean = tmp_path / "clean.md"
+    clean.write_text("```python\nfrom shop.models import Category, Product\n```\n"
+                     "The suite's tests import nothing here; `shop_category` is a table.\n")
+    assert _suite_references(clean) == []
 
 
 # -- the design page's map is the code's, and nothing points outside the repository -------

@@ -100,18 +100,7 @@ def check_pending() -> None:
 def register(plugin: object, name: str | None = None) -> str:
     """Register a plugin object at run time (tests, ad-hoc plugins).
 
-    Raises ``pluggy.PluginValidationError`` for a misspelled hook, and
-    ``TypeError`` for an unhashable plugin object."""
-    try:
-        hash(plugin)
-    except TypeError:
-        # pluggy keeps plugins in sets when some are disabled
-        # (subset_hook_caller): refuse now rather than break every hook call then.
-        raise TypeError(
-            f"querystash plugins must be hashable: {type(plugin).__qualname__} defines "
-            "__eq__ without __hash__; add `__hash__ = object.__hash__` to the class, "
-            "or register a module"
-        ) from None
+    Raises ``pluggy.PluginValidationError`` for a misspelled hook."""
     load_plugins()
     registered = pm.register(plugin, name=name)
     try:
@@ -176,10 +165,32 @@ def sections() -> Sections:
 
 def hook_caller(name: str, config: dict):
     """The hook ``name`` minus the disabled plugins."""
-    remove = [p for n in disabled_names(config) if (p := pm.get_plugin(n)) is not None]
-    if not remove:
+    disabled = frozenset(n for n in disabled_names(config) if pm.get_plugin(n) is not None)
+    if not disabled:
         return getattr(pm.hook, name)
-    return pm.subset_hook_caller(name, remove_plugins=remove)
+    return getattr(_without(disabled).hook, name)
+
+
+#: (what it was built from, the manager): rebuilt when plugins or the disabled set change
+_subset: tuple[tuple, pluggy.PluginManager] | None = None
+
+
+def _without(disabled: frozenset[str]) -> pluggy.PluginManager:
+    """A manager of every registered plugin but ``disabled``, registered in
+    the same order (which fixes their call order). Not pluggy's
+    ``subset_hook_caller``: it keeps plugins in a set, and an unhashable
+    plugin object (a ``SimpleNamespace``) broke every hook call."""
+    global _subset
+    plugins_now = tuple((n, id(p)) for n, p in pm.list_name_plugin())
+    basis = (disabled, plugins_now)
+    if _subset is None or _subset[0] != basis:
+        sub = pluggy.PluginManager(GROUP)
+        sub.add_hookspecs(hookspecs)
+        for plugin_name, plugin in pm.list_name_plugin():
+            if plugin is not None and plugin_name not in disabled:
+                sub.register(plugin, name=plugin_name)
+        _subset = (basis, sub)
+    return _subset[1]
 
 
 def _record(error: PluginError) -> None:
