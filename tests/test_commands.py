@@ -118,12 +118,13 @@ def test_stats_prints_storage_and_per_model_counters(library):
     assert "backend: querystash in-process store" in output
     table = rows(output)
     header = table["model"]
-    assert header[:3] == ["hits", "misses", "fills"]
-    book = dict(zip(header, map(int, table["testapp.Book"]), strict=True))
+    assert header[:3] == ["hits", "misses", "fills"] and header[-1] == "hit%"
+    assert "ONLY THIS PROCESS'S FIGURES" in output  # the in-process store is not shared
+    book = dict(zip(header, table["testapp.Book"], strict=True))
     # the fixture filled (1 miss, 1 fill, 1 hit), then two more hits
-    assert book["hits"] == 3 and book["misses"] == 1 and book["fills"] == 1
-    author = dict(zip(header, map(int, table["testapp.Author"]), strict=True))
-    assert author["hits"] == 1 and author["misses"] == 1
+    assert (book["hits"], book["misses"], book["fills"], book["hit%"]) == ("3", "1", "1", "75.0")
+    author = dict(zip(header, table["testapp.Author"], strict=True))
+    assert (author["hits"], author["misses"], author["hit%"]) == ("1", "1", "50.0")
 
 
 def test_stats_before_any_query():

@@ -85,6 +85,22 @@ class DjangoCacheStorage(Storage):
     def delete_many(self, keys):
         self.cache.delete_many([safe_key(k) for k in keys])
 
+    def incr_many(self, mapping):
+        # cache.incr is atomic on redis and memcached; on a cache whose incr
+        # is a get and a set (file, database) two processes flushing at
+        # once may lose one's increment. A missing key: add, and if another
+        # process added it first, incr after all.
+        cache = self.cache
+        for key, delta in mapping.items():
+            name = safe_key(key)
+            try:
+                cache.incr(name, delta)
+                continue
+            except ValueError:  # missing
+                pass
+            if not cache.add(name, delta, None):
+                cache.incr(name, delta)
+
     def stats(self):
         backend = self.cache
         return {"backend": f"{type(backend).__module__}.{type(backend).__qualname__}",

@@ -93,6 +93,14 @@ class DjangoRedisStorage(_RawStorage):
         if keys:
             self._client().delete(*self._names(keys))
 
+    def incr_many(self, mapping):
+        if not mapping:
+            return
+        pipe = self._client().pipeline(transaction=False)  # one round trip
+        for name, delta in zip(self._names(mapping), mapping.values(), strict=True):
+            pipe.incrby(name, delta)
+        pipe.execute()
+
 
 class DjangoMemcachedStorage(_RawStorage):
     """``django.core.cache.backends.memcached.PyMemcacheCache``, through a
@@ -167,6 +175,15 @@ class DjangoMemcachedStorage(_RawStorage):
     def delete_many(self, keys):
         if keys:
             self._run("delete_many", self._names(keys), False)
+
+    def incr_many(self, mapping):
+        # memcached's incr does not create a key: add it, and if another
+        # process added it meanwhile, incr after all.
+        for name, delta in zip(self._names(mapping), mapping.values(), strict=True):
+            if self._run("incr", name, delta, False) is not None:
+                continue
+            if not self._run("add", name, str(delta).encode(), 0, False):
+                self._run("incr", name, delta, False)
 
     def close(self):
         client, self._memcached = self._memcached, None

@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.db.models.manager import BaseManager
 from django.db.models.sql.compiler import SQLCompiler
 
-from . import _queryset, _reads, _runtime, _stores, _writes, handle, plugins
+from . import _queryset, _reads, _runtime, _sitestats, _stores, _writes, handle, plugins
 from .patching import Patches
 
 _patches = Patches()
@@ -45,6 +45,7 @@ def install() -> None:
     setting_changed.connect(_on_setting_changed, dispatch_uid="querystash")
     plugins.on_change = _runtime.rebuild
     _runtime.rebuild()
+    _sitestats.start()  # site-wide stats: this process's flushing thread
 
 
 def uninstall() -> None:
@@ -73,3 +74,4 @@ def _on_setting_changed(setting, **kwargs) -> None:
 
             clear_cache_handlers(setting=setting)
         _runtime.rebuild()
+        _sitestats.start()  # if STATS_FLUSH_SECONDS turned it on

@@ -107,6 +107,16 @@ class LocalStorage(Storage):
             for key in keys:
                 data.pop(key, None)
 
+    def incr_many(self, mapping):
+        # Counters never expire; an expired or non-int value counts as 0.
+        now = self._clock()
+        data = self._data
+        with self._lock:
+            for key, delta in mapping.items():
+                item = data.get(key)
+                old = item[1] if item is not None and item[0] > now else 0
+                self._put(key, math.inf, (old if type(old) is int else 0) + delta)
+
     def clear(self) -> None:
         with self._lock:
             self._data.clear()

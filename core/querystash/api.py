@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from django.apps import apps
 
-from . import _memoize, _runtime, _stamps
+from . import _memoize, _runtime, _sitestats, _stamps
 
 
 def _live():
@@ -49,6 +49,9 @@ def stats() -> dict[str, dict[str, int]]:
 
 
 def reset_stats() -> None:
-    """Zero this process's counters, memoized functions' included."""
-    _live().stats.reset()
-    _memoize.reset_stats()
+    """Zero this process's counters, memoized functions' included (what they
+    held still goes to the site-wide counters)."""
+    rt = _live()
+    with _sitestats.flusher.resetting(rt):
+        rt.stats.reset()
+        _memoize.reset_stats()

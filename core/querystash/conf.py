@@ -32,6 +32,10 @@ CORE: dict[str, Setting] = {
     "DISABLED_PLUGINS": Setting([], (list, tuple), expected="a list of plugin names"),
     "VERIFY": Setting(0, float, minimum=0, maximum=1, expected="a rate from 0 to 1"),
     "VERIFY_RAISE": Setting(False, bool),
+    # How often each process adds its counters to the site-wide ones in the
+    # store (_sitestats); 0: never.
+    "STATS_FLUSH_SECONDS": Setting(5.0, float, minimum=0,
+                                   expected="a number of seconds (0: no site-wide stats)"),
 }
 #: top-level keys and their defaults
 DEFAULTS: dict[str, Any] = {key: setting.default for key, setting in CORE.items()}

@@ -76,6 +76,21 @@ class Storage:
         self.delete_many(delete)
         return self.get_many(keys)
 
+    def incr_many(self, mapping: Mapping[str, int]) -> None:
+        """Optional: add each ``mapping`` value (a positive int) to the integer
+        stored under its key, atomically in the store (``INCRBY``,
+        memcached's ``incr``); a missing key counts as 0. Counters are made
+        with no expiry (the store may still evict them) and read back with
+        ``get_many``, as an int or its decimal bytes.
+
+        Used off the request path only, by the background thread that adds
+        this process's counters to the site-wide ones every few seconds
+        (``STATS_FLUSH_SECONDS``): one round trip where the store allows.
+        On failure raise: the whole batch is kept and sent again with the
+        next one (a batch the store applied in part is then partly counted
+        twice). Not implemented: the store keeps no site-wide figures."""
+        raise NotImplementedError
+
     def stats(self) -> dict:
         """Store-side figures for ``manage.py querystash stats``."""
         return {}
@@ -95,3 +110,8 @@ class Storage:
         """Release connections (called when the core forgets this storage:
         another object of the same identity replaces it, too many stores were
         used, or ``uninstall()``). It may be used again afterwards."""
+
+
+def counts_site_wide(storage: Storage) -> bool:
+    """Does ``storage`` implement :meth:`Storage.incr_many`?"""
+    return getattr(type(storage), "incr_many", Storage.incr_many) is not Storage.incr_many

@@ -327,3 +327,40 @@ def test_store_errors_name_the_server():
     finally:
         storage.close()
     assert str(info.value).startswith("memcached server 127.0.0.1:1: ")
+
+
+# -- counters (site-wide stats) ---------------------------------------------------------
+
+
+def test_incr_many_creates_and_adds(store):
+    store.incr_many({"c:a": 2, "c:b": 5})
+    store.incr_many({"c:a": 3})
+    assert store.get_many(["c:a", "c:b", "c:none"]) == [b"5", b"5", None]
+
+
+def test_incr_many_from_threads_loses_nothing(store):
+    import threading
+
+    # Threads creating the same counter at once: one add wins, the others incr.
+    def add():
+        for _ in range(50):
+            store.incr_many({"c:race": 1})
+
+    threads = [threading.Thread(target=add) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.get_many(["c:race"]) == [b"200"]
+
+
+def test_incr_many_on_a_pool_reaches_each_key_s_server(pool3):
+    storage = MemcachedStorage(servers=[s.url for s in pool3])
+    try:
+        keys = [f"c:{i}" for i in range(30)]
+        storage.incr_many(dict.fromkeys(keys, 1))
+        storage.incr_many(dict.fromkeys(keys, 4))
+        assert storage.get_many(keys) == [b"5"] * 30
+        assert len({storage.server_for(k).label for k in keys}) == 3
+    finally:
+        storage.close()

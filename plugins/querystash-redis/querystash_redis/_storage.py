@@ -119,6 +119,12 @@ class RedisStorage(Storage):
         except (redis.RedisError, OSError) as exc:
             raise self._error(exc) from exc
 
+    def incr_many(self, mapping: Mapping[str, int]) -> None:
+        try:
+            self._incr_many(mapping)
+        except (redis.RedisError, OSError) as exc:
+            raise self._error(exc) from exc
+
     @property
     def address(self) -> str:
         """Where the store is, without credentials: "127.0.0.1:6379/0", a
@@ -212,6 +218,19 @@ class RedisStorage(Storage):
             # Stamps share one slot: a single DEL. (RedisCluster.delete splits
             # other keys by slot and pipelines them.)
             self.client.delete(*names)
+        self._after(generation)
+
+    def _incr_many(self, mapping: Mapping[str, int]) -> None:
+        # The site-wide counters, from a background thread: INCRBY each, in
+        # one pipeline (a Cluster's pipeline splits it by node). No TTL: a
+        # few keys per model, zeroed by ``manage.py querystash stats --reset``.
+        if not mapping:
+            return
+        generation = self._before()
+        pipe = self.client.pipeline(transaction=False)
+        for key, delta in mapping.items():
+            pipe.incrby(self.redis_key(key), delta)
+        pipe.execute()
         self._after(generation)
 
     def stats(self) -> dict:

@@ -150,3 +150,12 @@ def test_node_killed_goes_to_database_then_recovers(data, cluster, use_redis, co
             Book.objects.filter(pk=data[0].pk).update(status=6)
             assert list(Book.objects.values_list("pk", "status")) == \
                 list(Book.objects.nocache().values_list("pk", "status"))
+
+
+def test_incr_many_across_slots(cluster, use_redis):
+    # The site-wide counters: one pipeline, split by node.
+    with use_redis(**section(cluster)) as rt:
+        keys = [f"qs:stats:v1:k{i}" for i in range(20)]
+        rt.storage.incr_many(dict.fromkeys(keys, 2))
+        rt.storage.incr_many(dict.fromkeys(keys, 1))
+        assert rt.storage.get_many(keys) == [b"3"] * 20

@@ -142,3 +142,42 @@ def test_storage_is_usable_directly(redis_single):
                                     ["qs:1:e:k", "qs:t:a", "qs:t:c"], 60) == [b"v", b"4", b"3"]
     finally:
         storage.close()
+
+
+def test_incr_many_is_incrby_without_ttl(redis_single, monitor, rclient):
+    # The site-wide counters (docs/operations.md, "Site-wide stats").
+    from querystash_redis import RedisStorage, parse
+
+    storage = RedisStorage(parse({"url": redis_single.url, "key_prefix": "p:"}), "qs")
+    try:
+        storage.incr_many({"qs:stats:v1:a": 2, "qs:stats:v1:b": 5})
+        with monitor(redis_single.port) as m:
+            storage.incr_many({"qs:stats:v1:a": 3, "qs:stats:v1:b": 1})
+        assert m.commands == ["INCRBY p:qs:stats:v1:a 3", "INCRBY p:qs:stats:v1:b 1"]
+        assert storage.get_many(["qs:stats:v1:a", "qs:stats:v1:b", "qs:stats:v1:c"]) == \
+            [b"5", b"6", None]
+        assert rclient(redis_single.port).ttl("p:qs:stats:v1:a") == -1  # a counter: no TTL
+    finally:
+        storage.close()
+
+
+def test_incr_many_from_threads_loses_nothing(redis_single):
+    import threading
+
+    from querystash_redis import RedisStorage, parse
+
+    storage = RedisStorage(parse({"url": redis_single.url}), "qs")
+
+    def add():
+        for _ in range(50):
+            storage.incr_many({"qs:stats:v1:race": 1})
+
+    try:
+        threads = [threading.Thread(target=add) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert storage.get_many(["qs:stats:v1:race"]) == [b"200"]
+    finally:
+        storage.close()

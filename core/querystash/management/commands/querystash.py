@@ -1,7 +1,7 @@
 from django.apps import apps as django_apps
 from django.core.management.base import BaseCommand, CommandError
 
-from querystash import _memoize, _runtime, api, plugins
+from querystash import _memoize, _runtime, _sitestats, api, plugins
 from querystash._stats import FIELDS
 
 
@@ -13,7 +13,10 @@ class Command(BaseCommand):
             dest="action", required=True, metavar="{plugins,stats,invalidate}"
         )
         sub.add_parser("plugins", help="List plugins: name, version, hooks, enabled.")
-        sub.add_parser("stats", help="Store figures and this process's counters.")
+        stats = sub.add_parser("stats", help="Store figures and the site-wide counters "
+                               "(this process's where the store keeps none).")
+        stats.add_argument("--reset", action="store_true",
+                           help="Zero the site-wide counters in the store.")
         inv = sub.add_parser("invalidate", help="Invalidate cached queries of models, or all.")
         inv.add_argument("models", nargs="*", metavar="app_label[.Model]",
                          help="a model, or an app label for all its models")
@@ -36,7 +39,10 @@ class Command(BaseCommand):
             rows.append((error.name, "", "FAILED", str(error.error)))
         self._table(rows)
 
-    def handle_stats(self, rt, **options):
+    def handle_stats(self, rt, reset=False, **options):
+        if reset:
+            self._reset_site(rt)
+            return
         self.stdout.write(f"storage: {rt.storage.name if rt.storage else '(none)'}"
                           f"   caching: {'on' if rt.enabled else 'OFF'}")
         for problem in rt.problems:
@@ -47,6 +53,12 @@ class Command(BaseCommand):
                     self.stdout.write(f"  {key}: {value}")
             except Exception as exc:
                 self.stdout.write(self.style.ERROR(f"  store unreachable: {exc!r}"))
+        self.stdout.write("")
+        why = self._site(rt)
+        if why is None:
+            return
+        self.stdout.write(self.style.WARNING(
+            f"ONLY THIS PROCESS'S FIGURES: no site-wide figures, {why}."))
         counters = rt.stats.as_dict()
         memoized = _memoize.stats()
         if not counters and not memoized:
@@ -55,20 +67,62 @@ class Command(BaseCommand):
             return
         if memoized:
             self._memoized(memoized)
-        if not counters:
-            return
-        rows = [("model", *FIELDS)]
-        rows += [(model or "(store)", *(str(c.get(f, 0)) for f in FIELDS))
-                 for model, c in counters.items()]
-        self._table(rows)
+        if counters:
+            self._model_table(counters)
+
+    def _site(self, rt) -> str | None:
+        """Print the site-wide figures; else return why there are none."""
+        why = _sitestats.unavailable(rt)
+        if why is not None:
+            return why
+        every = _sitestats.interval(rt)
+        try:
+            site = _sitestats.read(rt, _model_labels())
+        except Exception as exc:  # noqa: BLE001 - said, then this process's own
+            return f"the store could not be read ({exc!r})"
+        if not site.flushes and not site.counts:
+            off = "STATS_FLUSH_SECONDS is 0 here: is it 0 on the site too?" if every <= 0 else \
+                f"processes flush every {every:g}s"
+            return f"nothing flushed to the store yet ({off})"
+        self.stdout.write(f"site-wide: the counters of every process, added to the store "
+                          f"every {every:g}s ({site.flushes} flushes since the last reset; "
+                          "`manage.py querystash stats --reset` zeroes them)")
+        if every <= 0:
+            self.stdout.write(self.style.WARNING(
+                "  STATS_FLUSH_SECONDS is 0 here: processes with the same setting no "
+                "longer add to these figures"))
+        memoized = site.counts.get("memo", {})
+        if memoized:
+            self._memoized(memoized)
+        self._model_table(site.counts.get("model", {}))
+        return None
+
+    def _reset_site(self, rt):
+        why = _sitestats.unavailable(rt)
+        if why is not None:
+            raise CommandError(f"No site-wide counters to reset: {why}.")
+        try:
+            _sitestats.reset(rt, _model_labels())
+        except Exception as exc:
+            raise CommandError(f"The store could not be reached: {exc!r}") from exc
+        self.stdout.write("Site-wide counters zeroed (counts processes took before "
+                          "and flush after still come in).")
+
+    def _model_table(self, counters):
+        """One row per model: the counters and the hit ratio; the store's row last."""
+        rows = [("model", *FIELDS, "hit%")]
+        for model, c in sorted(counters.items(), key=lambda item: (not item[0], item[0])):
+            rows.append((model or "(store)", *(str(c.get(f, 0)) for f in FIELDS), _ratio(c)))
+        if len(rows) > 1:
+            self._table(rows)
 
     def _memoized(self, memoized):
         """One row per memoized function or fragment, then why fills were vetoed."""
-        rows = [("memoized", *_memoize.FIELDS)]
-        rows += [(label, *(str(c.get(f, 0)) for f in _memoize.FIELDS))
-                 for label, c in memoized.items()]
+        rows = [("memoized", *_memoize.FIELDS, "hit%")]
+        rows += [(label, *(str(c.get(f, 0)) for f in _memoize.FIELDS), _ratio(c))
+                 for label, c in sorted(memoized.items())]
         self._table(rows)
-        for label, c in memoized.items():
+        for label, c in sorted(memoized.items()):
             for field, n in sorted(c.items()):
                 if field.startswith(_memoize.VETO):
                     self.stdout.write(f"  {label}: {field[len(_memoize.VETO):]} ({n})")
@@ -105,3 +159,15 @@ class Command(BaseCommand):
         for row in rows:
             cells = (str(c).ljust(w) for c, w in zip(row, widths, strict=True))
             self.stdout.write("  ".join(cells).rstrip())
+
+
+def _ratio(counts) -> str:
+    """The hit ratio, hits / (hits + misses) in percent; "-" before any."""
+    hits, misses = counts.get("hits", 0), counts.get("misses", 0)
+    return f"{100 * hits / (hits + misses):.1f}" if hits + misses else "-"
+
+
+def _model_labels() -> list[str]:
+    """Every installed model's label: their site-wide counters are read
+    whether or not the registry lists them."""
+    return [m._meta.label for m in django_apps.get_models(include_auto_created=True)]
