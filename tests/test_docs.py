@@ -410,11 +410,6 @@ def test_plugin_readme_shows_install_configure_and_an_example(plugin):
 
 # -- the docs stand on their own: the example project's models, not the suite's ------------
 
-#: TODO(lead): pages whose examples still use the suite's test app; other work is moving
-#: them onto the shop app. Empty this set once it is merged (the check below fails
-#: while a page listed here no longer needs it).
-_NOT_YET_ON_SHOP = {"operations.md", "memoize.md"}
-
 #: an import from the suite's own package (``from tests.testapp.models import ...``,
 #: ``import tests.helpers``); running the suite's stress harness as
 #: ``python -m tests.stress.run`` is a contributor's command, not an import
@@ -436,17 +431,8 @@ def _suite_references(page: Path) -> list[str]:
 def test_docs_use_the_example_project_not_the_test_suite():
     """Every example must run for a reader who follows the docs with the
     example project (example/shop): Category, Tag, Product, Review."""
-    problems = {str(p.relative_to(DOCS)): _suite_references(p) for p in PAGES
-                if str(p.relative_to(DOCS)) not in _NOT_YET_ON_SHOP}
+    problems = {str(p.relative_to(DOCS)): _suite_references(p) for p in PAGES}
     assert {page: lines for page, lines in problems.items() if lines} == {}
-
-
-def test_pages_not_yet_on_shop_still_need_their_exemption():
-    """The TODO set only shrinks: a page translated onto the shop app leaves it."""
-    names = {str(p.relative_to(DOCS)) for p in PAGES}
-    assert _NOT_YET_ON_SHOP <= names
-    done = {name for name in _NOT_YET_ON_SHOP if not _suite_references(DOCS / name)}
-    assert done == set(), "translated: remove these from _NOT_YET_ON_SHOP"
 
 
 def test_suite_references_are_found(tmp_path):

@@ -26,7 +26,7 @@ from tests.test_docs import DOCS, ROOT, blocks
 #: (names the seed and the other pages do not use) and states counts relative to
 #: what was there, so it holds on a database that has data
 PAGES = ["index.md", "tutorial.md", "hooks.md", "configuration.md", "consistency.md",
-         "testing.md", "plugins/fields.md", "plugins/m2m.md"]
+         "testing.md", "operations.md", "memoize.md", "plugins/fields.md", "plugins/m2m.md"]
 
 
 def shell_code(page: Path) -> str:
