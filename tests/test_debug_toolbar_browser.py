@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_docs_site import CHROMEDRIVER, CHROMIUM, IN_CI
+from tests.test_docs_site import CHROMEDRIVER, CHROMIUM, IN_CI, headless_chrome
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "example"
@@ -118,15 +118,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(server):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,1000", "--hide-scrollbars"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = headless_chrome()
     yield driver
     driver.quit()
 

@@ -81,8 +81,8 @@ def site(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def browser(site):
+def headless_chrome():
+    """Debian's chromium, headless, through its chromedriver (no download)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -91,7 +91,12 @@ def browser(site):
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--window-size=1280,1000", "--hide-scrollbars"):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+@pytest.fixture(scope="module")
+def browser(site):
+    driver = headless_chrome()
     yield driver
     driver.quit()
 
