@@ -442,28 +442,11 @@ def test_autocommit_switched_back_on_commits_and_leaves_no_state(data, n):
 
 
 def test_written_tags_are_invalidated_just_before_and_right_after_commit(monkeypatch):
-    from querystash import _stamps
-
-    events = []
-    real_invalidate = _stamps.invalidate
-
-    def invalidate(rt, tags, model=""):
-        events.append(("invalidate", frozenset(tags)))
-        return real_invalidate(rt, tags, model)
-
-    conn = connections["default"]
-    real_commit = type(conn)._commit
-
-    def _commit(self):
-        events.append(("COMMIT",))
-        return real_commit(self)
-
-    monkeypatch.setattr(_stamps, "invalidate", invalidate)
-    monkeypatch.setattr(type(conn), "_commit", _commit)
-    with transaction.atomic():
-        Author.objects.create(name="x")
-        assert events and events[-1][0] == "invalidate"  # at write time
-        events.clear()
+    with recorded_invalidations(monkeypatch) as events:
+        with transaction.atomic():
+            Author.objects.create(name="x")
+            assert events and events[-1][0] == "invalidate"  # at write time
+            events.clear()
     kinds = [e[0] for e in events]
     assert kinds == ["invalidate", "COMMIT", "invalidate"], events
     assert "testapp_author" in events[0][1] and "testapp_author" in events[2][1]
@@ -480,6 +463,7 @@ def handle():
 
 @contextmanager
 def recorded_invalidations(monkeypatch):
+    """The invalidations sent and the COMMITs, in order, as ``events``."""
     from querystash import _stamps
 
     events = []
