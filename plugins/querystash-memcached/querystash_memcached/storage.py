@@ -176,6 +176,32 @@ class MemcachedStorage(Storage):
             found.update(server.run(_add_get_many, values, expire, group))
         return [found.get(name) for name in names]
 
+    def delete_get_many(self, delete: Sequence[str], keys: Sequence[str]) -> list[bytes | None]:
+        names = [self.key(k) for k in keys]
+        reads = self._grouped(names) if names else {}
+        deletes = self._grouped([self.key(k) for k in delete]) if delete else {}
+        found: dict[str, bytes] = {}
+        error: BaseException | None = None
+        # Per server, on one connection: the deletes sent with "noreply", then
+        # the "get". The server runs a connection's commands in order, so its
+        # answer to the get says the deletes before it were run: acknowledged,
+        # as delete_many's are, in one round trip. A server with deletes and
+        # nothing to read gets delete_many's acknowledged deletes. As there,
+        # every reachable server gets its deletions even if another fails.
+        for server in {**deletes, **reads}:
+            self.counters["round trips"] += 1
+            try:
+                if server in reads:
+                    found.update(server.run(_delete_get_many, deletes.get(server, []),
+                                            reads[server]))
+                else:
+                    server.run(Client.delete_many, deletes[server], False)
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+        return [found.get(name) for name in names]
+
     def set(self, key: str, value: bytes, timeout: int) -> None:
         name = self.key(key)
         if not self._fits(name, value):
@@ -290,6 +316,12 @@ def _add_get_many(client: Client, values: dict[str, bytes], expire: int,
                   names: list[str]) -> dict[str, bytes]:
     if values:
         client._store_cmd(b"add", values, expire, True)  # noreply: nothing to read
+    return client.get_many(names)
+
+
+def _delete_get_many(client: Client, deletes: list[str], names: list[str]) -> dict[str, bytes]:
+    if deletes:
+        client.delete_many(deletes, True)  # noreply: the get's answer comes after them
     return client.get_many(names)
 
 

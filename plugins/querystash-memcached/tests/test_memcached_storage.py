@@ -84,6 +84,48 @@ def test_delete_many_is_batched_and_ignores_missing_keys(store):
     assert store.get_many([f"d{i}" for i in range(10)]) == [None] * 10
 
 
+def delete_then_read(store) -> list:
+    """delete_get_many on keys set just before: what it read, in order."""
+    store.add_many({"a": b"1", "b": b"2", "c": b"3"}, 60)
+    return store.delete_get_many(["a", "b"], ["a", "c", "x", "b"])
+
+
+def test_delete_get_many_reads_after_deleting_in_one_round_trip(store):
+    before = store.counters["round trips"]
+    assert delete_then_read(store) == [None, b"3", None, None]
+    assert store.counters["round trips"] == before + 2  # the add_many, then this call
+    assert store.get_many(["a", "b", "c"]) == [None, None, b"3"]
+
+
+def test_delete_get_many_control_reading_before_deleting_is_caught(store, monkeypatch):
+    # Positive control: a planted version that reads first sees the deleted
+    # values, which the test above rejects.
+    from querystash_memcached import storage as module
+
+    def read_first(client, deletes, names):
+        found = client.get_many(names)
+        client.delete_many(deletes, True)
+        return found
+
+    monkeypatch.setattr(module, "_delete_get_many", read_first)
+    assert delete_then_read(store) != [None, b"3", None, None]
+
+
+def test_delete_get_many_leaves_nothing_unread_on_the_connection(store):
+    for i in range(50):  # noreply deletes: the next call reads only its own answer
+        store.add_many({"d": str(i).encode(), "keep": b"k"}, 60)
+        assert store.delete_get_many(["d"], ["d", "keep"]) == [None, b"k"]
+        assert store.get_many(["keep", "d"]) == [b"k", None]
+
+
+def test_delete_get_many_with_nothing_to_read_still_acknowledges(store):
+    store.add_many({"a": b"1"}, 60)
+    before = store.counters["round trips"]
+    assert store.delete_get_many(["a"], []) == []
+    assert store.counters["round trips"] == before + 1
+    assert store.get_many(["a"]) == [None]
+
+
 def test_values_are_bytes_unchanged(store):
     value = bytes(range(256)) * 3 + b"\r\nEND\r\n"
     store.set("bin", value, 60)
@@ -258,6 +300,33 @@ def test_delete_many_reaches_live_servers_when_one_is_dead(pool3):
     pool3[urls.index(dead.label)].kill()
     with pytest.raises(Exception):  # noqa: B017
         storage.delete_many(keys)
+    alive = [k for k in keys if storage.server_for(k) is not dead]
+    assert storage.get_many(alive) == [None] * len(alive)
+    storage.close()
+
+
+def test_delete_get_many_on_a_pool(pool3):
+    urls = [s.url for s in pool3]
+    storage = MemcachedStorage(servers=urls, timeout=0.3, connect_timeout=0.3)
+    keys = [f"k{i}" for i in range(60)]
+    storage.add_many({k: b"v" for k in keys}, 60)
+    one = storage.server_for(keys[0])
+    # read only keys of one server: the other servers' deletes are acknowledged alone
+    readable = [k for k in keys if storage.server_for(k) is one][:3] + ["absent"]
+    before = storage.counters["round trips"]
+    got = storage.delete_get_many(keys[:40], readable)
+    assert got == [None if k in keys[:40] else (b"v" if k in keys else None) for k in readable]
+    servers = {storage.server_for(k) for k in keys[:40]} | {storage.server_for(k)
+                                                             for k in readable}
+    assert storage.counters["round trips"] - before == len(servers)
+    assert storage.get_many(keys[:40]) == [None] * 40
+    assert storage.get_many(keys[40:]) == [b"v"] * 20
+    # a dead server raises, and the live ones still got their deletions
+    storage.add_many({k: b"v" for k in keys}, 60)
+    dead = storage.server_for(keys[0])
+    pool3[urls.index(dead.label)].kill()
+    with pytest.raises(Exception):  # noqa: B017
+        storage.delete_get_many(keys, keys[:5])
     alive = [k for k in keys if storage.server_for(k) is not dead]
     assert storage.get_many(alive) == [None] * len(alive)
     storage.close()
