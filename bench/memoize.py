@@ -33,9 +33,22 @@ sample, in wall time and in this process's CPU time (``hit CPU``: the
 client's own work, round trip waits excluded; steadier on a loaded machine).
 Miss: a ``k`` never used before in the process (the store is flushed
 when each process starts, then one untimed miss puts the stamps / cacheops'
-invalidation data in place, as on a warm site), timed one call at a time.
+invalidation data in place, as on a warm site), timed one call at a time,
+in wall time and CPU time (``miss CPU ÷ no cache``: steadier on a loaded
+machine, where a miss's round trips wait longer than plain Django does).
 Rounds alternate the modes (A B C D A B C D ...); figures are medians of all
 samples, ranges the min-max of the per-round medians. Writes a markdown table.
+
+Where the scheduler puts the store server decides a hit's wall time: on the
+worker's CPU a round trip is a switch on that CPU; on the other one the
+worker sleeps in ``recv`` until a cross-CPU wake-up (~50 µs more on 2 cores,
+about all of it in ``recv_into``; the client's own work is the same). It is
+decided per process, and SQLite workers, busy in-process during their misses,
+more often end up apart from the server than PostgreSQL ones (whose misses
+wait on the database). ``--same-cpu N`` pins the store servers and every
+worker to CPU ``N`` (PostgreSQL stays free), so every mode's round trip costs
+the same; without it, compare the CPU column or run more rounds. It is for
+hits: a miss's round trips then run the server's work on the worker's CPU.
 """
 
 from __future__ import annotations
@@ -159,6 +172,8 @@ def worker(args) -> dict:
     from bench.stores import Store
     from bench.worker import QueryCounter
 
+    if os.environ.get("BENCH_CPU"):
+        os.sched_setaffinity(0, {int(os.environ["BENCH_CPU"])})
     mode = BENCH_MODES[os.environ["BENCH_MODE"]]
     Store(mode.store, settings.REDIS_URL, settings.MEMCACHED).flush()
     function, fragment = build(args.variant)
@@ -170,7 +185,7 @@ def worker(args) -> dict:
         reference = None
         with QueryCounter() as plain:
             reference = fn(HIT_K)
-        hits, hits_cpu, misses = [], [], []
+        hits, hits_cpu, misses, misses_cpu = [], [], [], []
         for _ in range(args.repeats):
             fn(HIT_K)
             t0, c0 = time.perf_counter(), time.process_time()
@@ -180,13 +195,15 @@ def worker(args) -> dict:
             hits_cpu.append((time.process_time() - c0) / args.inner)
             for _ in range(args.cold_inner):
                 k = next(cold)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 fn(k)
                 misses.append(time.perf_counter() - t0)
+                misses_cpu.append(time.process_time() - c0)
         with QueryCounter() as hit_sql:
             again = fn(HIT_K)
         assert again == reference, f"{name}: a hit returned another result"
-        out[name] = {"hit": hits, "hit_cpu": hits_cpu, "miss": misses, "sql_first": plain.n,
+        out[name] = {"hit": hits, "hit_cpu": hits_cpu, "miss": misses,
+                     "miss_cpu": misses_cpu, "sql_first": plain.n,
                      "sql_hit": hit_sql.n}
     return out
 
@@ -218,24 +235,26 @@ def table(db: str, runs: dict) -> str:
     """runs: mode -> [per-round results]."""
     lines = [f"### {db}", "",
              "| code | mode | SQL per call (first call / hit) | hit µs (range) | hit CPU µs "
-             "| no cache ÷ hit | miss µs | miss ÷ no cache |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| no cache ÷ hit | miss µs | miss ÷ no cache | miss CPU ÷ no cache |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name in ("function", "fragment"):
         def median(mode, figure, name=name):
             return statistics.median(s for r in runs[mode] for s in r[name][figure])
 
         base_hit, base_miss = median("nocache", "hit"), median("nocache", "miss")
+        base_miss_cpu = median("nocache", "miss_cpu")
         for mode in runs:
             if not runs[mode]:
                 continue
             per_round = [statistics.median(r[name]["hit"]) for r in runs[mode]]
             hit, miss = median(mode, "hit"), median(mode, "miss")
-            cpu = median(mode, "hit_cpu")
+            cpu, miss_cpu = median(mode, "hit_cpu"), median(mode, "miss_cpu")
             first = runs[mode][0][name]
             lines.append(
                 f"| {name} | {mode} | {first['sql_first']} / {first['sql_hit']} "
                 f"| {us(hit)} ({us(min(per_round))}–{us(max(per_round))}) | {us(cpu)} "
-                f"| {base_hit / hit:.1f}× | {us(miss)} | {miss / base_miss:.2f}× |")
+                f"| {base_hit / hit:.1f}× | {us(miss)} | {miss / base_miss:.2f}× "
+                f"| {miss_cpu / base_miss_cpu:.2f}× |")
     return "\n".join(lines)
 
 
@@ -248,6 +267,8 @@ def main(argv=None) -> int:
     p.add_argument("--dbs", default="sqlite,postgres")
     p.add_argument("--stores", default="redis,memcached,locmem",
                    help="stores memoize is measured on (redis always: the peers use it)")
+    p.add_argument("--same-cpu", type=int, metavar="N",
+                   help="pin the store servers and every worker to CPU N (see above)")
     p.add_argument("--out", default=str(ROOT / "bench" / ".results" / "memoize.md"))
     p.add_argument("--baseline-core", help="also run the memoize modes on the core package "
                    "in this directory (e.g. `git archive main core | tar -x -C DIR`, then "
@@ -280,10 +301,15 @@ def main(argv=None) -> int:
                 modes[f"{mode}, baseline"] = (bench_mode, variant, core)
     redis = RedisServer().start()
     memcached = MemcachedServer(memory_mb=64).start() if "memcached" in stores else None
+    if args.same_cpu is not None:
+        for server in (redis, memcached):
+            if server is not None:
+                os.sched_setaffinity(server.process.pid, {args.same_cpu})
     base = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.benchproject.settings",
             "BENCH_REDIS_URL": redis.url, "BENCH_SQLITE_PATH": str(tmp / "bench.sqlite3"),
             "BENCH_MEMCACHED": memcached.url if memcached else "",
-            "BENCH_PG_NAME": driver.PG_NAME}
+            "BENCH_PG_NAME": driver.PG_NAME,
+            "BENCH_CPU": "" if args.same_cpu is None else str(args.same_cpu)}
     results: dict[str, dict[str, list]] = {db: {m: [] for m in modes} for db in dbs}
     started = time.monotonic()
     try:
@@ -315,7 +341,10 @@ def main(argv=None) -> int:
     command = "python -m bench.memoize " + " ".join(argv if argv is not None else sys.argv[1:])
     text = (f"`{command.strip()}`: {args.rounds} rounds × {args.repeats} samples "
             f"(hit: mean of {args.inner} calls; miss: {args.cold_inner} calls) per mode, "
-            f"{time.monotonic() - started:.0f} s, load {driver.loadavg()}\n\n{text}\n")
+            f"{time.monotonic() - started:.0f} s, load {driver.loadavg()}"
+            + ("" if args.same_cpu is None else
+               f", store servers and workers on CPU {args.same_cpu}")
+            + f"\n\n{text}\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     print(text)

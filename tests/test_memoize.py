@@ -11,6 +11,7 @@ all ("memo-only": every read goes through the capture's own stamp read).
 
 from __future__ import annotations
 
+import pickle
 from contextlib import contextmanager
 from types import SimpleNamespace
 
@@ -848,6 +849,41 @@ def test_a_signed_entry_under_another_key_is_refused(redis_cache_alias, data):
         rt.storage.set(key_a, rt.storage.get_many([key_b])[0], 60)
         assert frozen_titles() == truth(frozen_titles)
         assert stats(frozen_titles.querystash_memoized).get("corrupt") == 1
+
+
+def _with_body(blob: bytes, value) -> bytes:
+    """``blob`` (a signed entry) with its pickled result swapped for ``value``'s,
+    header and MAC kept: a planted entry that no longer verifies."""
+    end = _memo_entry._HEAD + int.from_bytes(blob[_memo_entry._LEN:_memo_entry._HEAD], "big")
+    return blob[:end] + pickle.dumps(value)
+
+
+def _planted_after_a_hit(rt) -> bytes:
+    """Fill and hit ``frozen_titles`` (its entry verified once, remembered
+    by the hit path), then plant the entry with another result under its key."""
+    prime(frozen_titles)
+    key = _memoize._key(rt, frozen_titles.querystash_memoized, _memoize._Arguments((), {}))
+    assert key in _memoize._verified  # the shortcut is in play for the next hit
+    blob = rt.storage.get_many([key])[0]
+    rt.storage.set(key, _with_body(blob, ("Planted",)), 60)
+    return key
+
+
+def test_an_entry_changed_after_a_verified_hit_is_verified_again(redis_cache_alias, data):
+    with configured(redis_cache_alias, "memo-only") as rt:
+        _planted_after_a_hit(rt)
+        assert frozen_titles() == truth(frozen_titles)
+        assert stats(frozen_titles.querystash_memoized).get("corrupt") == 1
+        assert assert_hit(frozen_titles) == truth(frozen_titles)  # filled again
+
+
+def test_positive_control_a_verified_entry_trusted_by_its_key_alone(
+        redis_cache_alias, data, monkeypatch):
+    # The planted bug: the remembered verification stands for any bytes under the key.
+    monkeypatch.setattr(_memoize, "_same_entry", lambda seen, mac_key, blob: seen[0] is mac_key)
+    with configured(redis_cache_alias, "memo-only") as rt:
+        _planted_after_a_hit(rt)
+        assert frozen_titles() == ("Planted",) != truth(frozen_titles)  # the test above fails
 
 
 # -- the written-tags shortcut ----------------------------------------------------------------

@@ -167,6 +167,34 @@ class Recorder:
             return result
 
         _stamps.read = read
+        from querystash import _capture_reads
+
+        tracked_read = _capture_reads.read
+
+        def memo_miss_read(rt, capture, original, compiler, result_type, *args):
+            """A query of a memoized call's miss (it bypasses ``_stamps.read``),
+            recorded as a database read: its rows, and the entry's on a later
+            hit (``memo_read``), are then checked during the run too. Not in
+            a transaction, whose own writes or snapshot may show rows no
+            committed state had (the per-query path bypasses those too)."""
+            local = recorder.local
+            local.info = None  # set again by the key function, if it keys this query
+            outside = not _transactions.in_transaction(compiler.connection)
+            start = time.time()
+            result = tracked_read(rt, capture, original, compiler, result_type, *args)
+            end = time.time()
+            info, local.info = local.info, None
+            if outside and info is not None and hasattr(local, "reads") and (
+                type(result) is list or info.shape == "single"
+            ):  # not a chunked fetch's iterator: reading it here would consume it
+                rows = ([row for chunk in result for row in chunk]
+                        if info.shape != "single" else result)
+                sql_id = local.sql_ids.setdefault(info.sql, len(local.sql_ids))
+                local.reads.append((sql_id, info.params, info.shape == "single",
+                                    rows, start, end, False))
+            return result
+
+        _capture_reads.read = memo_miss_read
         if self.cfg.get("memo_share"):
             from tests.stress import workload
 
