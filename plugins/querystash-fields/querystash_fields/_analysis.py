@@ -249,31 +249,35 @@ def _condition(lookup, vendor, in_limit):
 
 def _carry(aliases, inner, values) -> None:
     """Copy known single values across join columns until nothing changes."""
-    changed = True
+    # The join columns compared alike, found once (not per pass): only
+    # between columns compared alike: a generic relation joins an integer id
+    # to a text object_pk ("5" is not 5).
+    links = []
+    for alias, join in aliases.items():
+        parent = getattr(join, "parent_alias", None)
+        fields = getattr(join, "join_fields", None)
+        if parent is None or not fields:
+            continue
+        both_inner = alias in inner and parent in inner
+        for parent_field, child_field in fields:
+            kind = _kind(parent_field)
+            if kind is None or kind != _kind(child_field):
+                continue
+            links.append((alias, parent, parent_field.column, child_field.column, both_inner))
+    changed = bool(links)
     while changed:
         changed = False
-        for alias, join in aliases.items():
-            parent = getattr(join, "parent_alias", None)
-            fields = getattr(join, "join_fields", None)
-            if parent is None or not fields:
-                continue
-            for parent_field, child_field in fields:
-                # Only between columns compared alike: a generic relation
-                # joins an integer id to a text object_pk ("5" is not 5).
-                kind = _kind(parent_field)
-                if kind is None or kind != _kind(child_field):
-                    continue
-                parent_col, child_col = parent_field.column, child_field.column
-                known = values.get(parent, {}).get(parent_col)
-                if known and child_col not in values.get(alias, {}):
-                    values.setdefault(alias, {})[child_col] = set(known)
-                    changed = True
-                if alias not in inner or parent not in inner:
-                    continue  # never carry out of an outer-joined alias
-                known = values.get(alias, {}).get(child_col)
-                if known and parent_col not in values.get(parent, {}):
-                    values.setdefault(parent, {})[parent_col] = set(known)
-                    changed = True
+        for alias, parent, parent_col, child_col, both_inner in links:
+            known = values.get(parent, {}).get(parent_col)
+            if known and child_col not in values.get(alias, {}):
+                values.setdefault(alias, {})[child_col] = set(known)
+                changed = True
+            if not both_inner:
+                continue  # never carry out of an outer-joined alias
+            known = values.get(alias, {}).get(child_col)
+            if known and parent_col not in values.get(parent, {}):
+                values.setdefault(parent, {})[parent_col] = set(known)
+                changed = True
 
 
 def _conditions(cols: dict[str, set[str]], max_combos: int) -> Conditions | None:
