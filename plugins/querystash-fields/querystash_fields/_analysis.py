@@ -51,10 +51,14 @@ class Conditions:
         return f"Conditions({self.columns}, {self.combos})"
 
 
-def analyze(query, vendor: str, fields: tuple[str, ...], in_limit: int, max_combos: int):
+def analyze(query, vendor: str, fields: tuple[str, ...], in_limit: int, max_combos: int,
+            only: frozenset[str] | None = None):
     """``{table: [Conditions, ...] | None}`` for the tables of the outer
     query, plus the set of tables seen in subqueries; or ``None`` when the
-    query can't be described at all (unions, raw SQL)."""
+    query can't be described at all (unions, raw SQL). ``only``: the tables
+    the caller will look up; the conditions of other tables' aliases are
+    not built (each table's entry depends on its own aliases alone, once
+    values are carried across every join)."""
     if query is None or query.combinator:
         return None
     flat = _flat(query)
@@ -88,6 +92,8 @@ def analyze(query, vendor: str, fields: tuple[str, ...], in_limit: int, max_comb
     result: dict[str, list[Conditions] | None] = {}
     for alias, join in aliases.items():
         table = join.table_name
+        if only is not None and table not in only:
+            continue
         if table in result and result[table] is None:
             continue
         cols = values.get(alias, {})

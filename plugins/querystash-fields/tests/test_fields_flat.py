@@ -4,7 +4,8 @@ queries it accepts, the two walks it skips (``uses_raw_sql`` and
 as without it. Checked here over generated querysets, on the ``Query``
 objects Django really compiles (lists, counts, exists, values...), with a
 positive control: a shortcut that ignores annotations is caught. Also
-checks ``_carry`` against its previous form (``_reference_carry``).
+checks ``_carry`` against its previous form (``_reference_carry``) and
+``analyze(..., only=tables)`` against the whole analysis.
 """
 
 from __future__ import annotations
@@ -129,6 +130,15 @@ def _check(query) -> None:
         finally:
             _analysis._carry = carried
         assert fast == reference, query
+        # ``only``: the same entries for the tables asked about
+        tables = {j.table_name for j in query.alias_map.values()}
+        for only in (frozenset(tables), frozenset(list(tables)[:1]), frozenset()):
+            some = _plain(_analysis.analyze(query, "postgresql", fields, 5, 16, only))
+            if fast is None:
+                assert some is None, query
+            else:
+                assert ({t: c for t, c in some.items() if t in only}
+                        == {t: c for t, c in fast.items() if t in only}), query
 
 
 def _reference_carry(aliases, inner, values) -> None:
