@@ -20,9 +20,15 @@ Rules (dropping a condition only makes the tags coarser, never wrong):
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import uuid
 from itertools import product
 
-from django.db.models.lookups import Exact, In, IsNull
+from django.db.models import Count
+from django.db.models.expressions import Col, Star
+from django.db.models.fields import related_lookups
+from django.db.models.lookups import Exact, In, IsNull, Lookup
 from django.db.models.sql.query import Query
 from django.db.models.sql.where import AND, WhereNode
 
@@ -45,13 +51,18 @@ class Conditions:
         return f"Conditions({self.columns}, {self.combos})"
 
 
-def analyze(query, vendor: str, fields: tuple[str, ...], in_limit: int, max_combos: int):
+def analyze(query, vendor: str, fields: tuple[str, ...], in_limit: int, max_combos: int,
+            only: frozenset[str] | None = None):
     """``{table: [Conditions, ...] | None}`` for the tables of the outer
     query, plus the set of tables seen in subqueries; or ``None`` when the
-    query can't be described at all (unions, raw SQL)."""
-    from querystash import uses_raw_sql
-
-    if query is None or query.combinator or uses_raw_sql(query):
+    query can't be described at all (unions, raw SQL). ``only``: the tables
+    the caller will look up; the conditions of other tables' aliases are
+    not built (each table's entry depends on its own aliases alone, once
+    values are carried across every join)."""
+    if query is None or query.combinator:
+        return None
+    flat = _flat(query)
+    if not flat and _uses_raw_sql(query):
         return None
     # Every alias, including those whose refcount the compiler reset after
     # adding select_related joins; one that is not in the SQL only adds a
@@ -77,10 +88,12 @@ def analyze(query, vendor: str, fields: tuple[str, ...], in_limit: int, max_comb
             per_alias[column] = set(rendered)
     _carry(aliases, inner, values)
     allowed = _allowed_columns(query, fields) if fields else None
-    sub_tables = _subquery_tables(query)
+    sub_tables = set() if flat else _subquery_tables(query)
     result: dict[str, list[Conditions] | None] = {}
     for alias, join in aliases.items():
         table = join.table_name
+        if only is not None and table not in only:
+            continue
         if table in result and result[table] is None:
             continue
         cols = values.get(alias, {})
@@ -94,6 +107,84 @@ def analyze(query, vendor: str, fields: tuple[str, ...], in_limit: int, max_comb
     for table in sub_tables:
         result[table] = None
     return result
+
+
+def _uses_raw_sql(query) -> bool:
+    global _uses_raw_sql
+    from querystash import uses_raw_sql  # imports the ORM: not at import time
+
+    _uses_raw_sql = uses_raw_sql  # resolved once, not through the package per miss
+    return uses_raw_sql(query)
+
+
+# -- the flat query: no walk needed -------------------------------------------------
+#
+# ``uses_raw_sql`` and ``_subquery_tables`` walk every expression of the
+# query; most reads (``get``, ``filter(a=1, b__in=[...])``, their ``count()``)
+# hold nothing they could find. ``_flat`` recognises those by exact types
+# only, and for them both walks provably return ``False`` and ``set()``: the
+# walks descend only through ``where``, ``annotations``, ``order_by``,
+# ``select``, ``group_by``, ``extra*`` and ``combined_queries``, and within a
+# node through ``query``, ``children``, ``rhs`` and
+# ``get_source_expressions()``; a flat query's nodes are a ``WhereNode``
+# tree of Django's own exact/in/isnull lookups, each a ``Col`` against plain
+# Python values (``get_source_expressions()`` is ``[lhs]``, a ``Col`` has
+# none), and at most ``Count("*")`` annotations (``[Star()]`` plus ``None``s).
+# Anything else, a subclass included, takes the walks.
+# (tests/test_fields_flat.py compares both over generated queries.)
+
+_PLAIN = frozenset({int, bool, str, float, decimal.Decimal, datetime.date, datetime.datetime,
+                    datetime.time, datetime.timedelta, uuid.UUID, type(None)})
+
+
+def _own_lookups() -> frozenset[type]:
+    """Django's own exact/in/isnull lookups whose source expressions are
+    ``Lookup``'s (``[lhs]`` for a direct value)."""
+    from django.db.models import lookups
+
+    found = set()
+    for module in (lookups, related_lookups):
+        for cls in vars(module).values():
+            if (isinstance(cls, type) and issubclass(cls, (Exact, In, IsNull))
+                    and cls.__module__ == module.__name__
+                    and cls.get_source_expressions is Lookup.get_source_expressions):
+                found.add(cls)
+    return frozenset(found)
+
+
+_LOOKUPS = _own_lookups()
+
+
+def _flat(query) -> bool:
+    """Does ``query`` provably hold no raw SQL and no nested query (see above)?"""
+    if (query.extra or query.extra_tables or query.extra_order_by or query.select
+            or query.combined_queries or isinstance(query.group_by, tuple)):
+        return False
+    for name in query.order_by:
+        if type(name) is not str:
+            return False
+    for annotation in query.annotations.values():
+        if type(annotation) is not Count:
+            return False
+        for source in annotation.get_source_expressions():
+            if source is not None and type(source) is not Star:
+                return False
+    stack = [query.where]
+    while stack:
+        node = stack.pop()
+        if type(node) is WhereNode:
+            stack.extend(node.children)
+            continue
+        if type(node) not in _LOOKUPS or type(node.lhs) is not Col:
+            return False
+        rhs = node.rhs
+        if type(rhs) in (list, tuple):
+            for item in rhs:
+                if type(item) not in _PLAIN:
+                    return False
+        elif type(rhs) not in _PLAIN:
+            return False
+    return True
 
 
 def _inner_aliases(aliases) -> set[str]:
@@ -164,31 +255,35 @@ def _condition(lookup, vendor, in_limit):
 
 def _carry(aliases, inner, values) -> None:
     """Copy known single values across join columns until nothing changes."""
-    changed = True
+    # The join columns compared alike, found once (not per pass): only
+    # between columns compared alike: a generic relation joins an integer id
+    # to a text object_pk ("5" is not 5).
+    links = []
+    for alias, join in aliases.items():
+        parent = getattr(join, "parent_alias", None)
+        fields = getattr(join, "join_fields", None)
+        if parent is None or not fields:
+            continue
+        both_inner = alias in inner and parent in inner
+        for parent_field, child_field in fields:
+            kind = _kind(parent_field)
+            if kind is None or kind != _kind(child_field):
+                continue
+            links.append((alias, parent, parent_field.column, child_field.column, both_inner))
+    changed = bool(links)
     while changed:
         changed = False
-        for alias, join in aliases.items():
-            parent = getattr(join, "parent_alias", None)
-            fields = getattr(join, "join_fields", None)
-            if parent is None or not fields:
-                continue
-            for parent_field, child_field in fields:
-                # Only between columns compared alike: a generic relation
-                # joins an integer id to a text object_pk ("5" is not 5).
-                kind = _kind(parent_field)
-                if kind is None or kind != _kind(child_field):
-                    continue
-                parent_col, child_col = parent_field.column, child_field.column
-                known = values.get(parent, {}).get(parent_col)
-                if known and child_col not in values.get(alias, {}):
-                    values.setdefault(alias, {})[child_col] = set(known)
-                    changed = True
-                if alias not in inner or parent not in inner:
-                    continue  # never carry out of an outer-joined alias
-                known = values.get(alias, {}).get(child_col)
-                if known and parent_col not in values.get(parent, {}):
-                    values.setdefault(parent, {})[parent_col] = set(known)
-                    changed = True
+        for alias, parent, parent_col, child_col, both_inner in links:
+            known = values.get(parent, {}).get(parent_col)
+            if known and child_col not in values.get(alias, {}):
+                values.setdefault(alias, {})[child_col] = set(known)
+                changed = True
+            if not both_inner:
+                continue  # never carry out of an outer-joined alias
+            known = values.get(alias, {}).get(child_col)
+            if known and parent_col not in values.get(parent, {}):
+                values.setdefault(parent, {})[parent_col] = set(known)
+                changed = True
 
 
 def _conditions(cols: dict[str, set[str]], max_combos: int) -> Conditions | None:

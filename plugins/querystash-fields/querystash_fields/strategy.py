@@ -86,7 +86,7 @@ class FieldStrategy(InvalidationStrategy):
         if rt is None or rt.storage is None:
             return None
         analysis = analyze(info.query, self._vendor_of(info.alias), info.fields,
-                           self.in_limit, self.max_tags)
+                           self.in_limit, self.max_tags, info.tables)
         if analysis is None:
             return None
         refine: dict[str, list[str]] = {}
