@@ -44,6 +44,10 @@ class RedisStorage(Storage):
         self._stamp_head = f"{config.key_prefix}{{{self._stamp_prefix}}}"
         self._cluster = config.mode == "cluster"
         self._leases = Leases(config.dogpile) if config.dogpile else None
+        # One server, no leases, no WAIT: the request path's calls go through
+        # the lane (_lane.py), redis-py's connections without its per-command
+        # plumbing. The same commands, so the same replies.
+        self._fast = config.mode == "single" and not config.dogpile and not config.wait_replicas
         # Sentinel failover bookkeeping (see _after).
         self._watch_master = config.mode == "sentinel"
         self._master: tuple[str, int] | None = None
@@ -74,12 +78,17 @@ class RedisStorage(Storage):
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         try:
+            if self._fast and keys:
+                return self.connection.lane.execute([("MGET", *map(self.redis_key, keys))], 1)[0]
             return self._get_many(keys)
         except (redis.RedisError, OSError) as exc:
             raise self._error(exc) from exc
 
     def add_many(self, mapping: Mapping[str, bytes], timeout: int) -> set[str]:
         try:
+            if self._fast and mapping:
+                results = self.connection.lane.execute(self._adds(mapping, timeout), len(mapping))
+                return {k for k, added in zip(mapping, results, strict=True) if not added}
             return self._add_many(mapping, timeout)
         except (redis.RedisError, OSError) as exc:
             raise self._error(exc) from exc
@@ -87,12 +96,20 @@ class RedisStorage(Storage):
     def add_get_many(self, mapping: Mapping[str, bytes], keys: Sequence[str],
                      timeout: int) -> list[bytes | None]:
         try:
+            if self._fast and mapping:
+                # In order on one connection: the MGET sees the stamps just added.
+                commands = [*self._adds(mapping, timeout), ("MGET", *map(self.redis_key, keys))]
+                return self.connection.lane.execute(commands, len(commands))[-1]
             return self._add_get_many(mapping, keys, timeout)
         except (redis.RedisError, OSError) as exc:
             raise self._error(exc) from exc
 
     def delete_get_many(self, delete: Sequence[str], keys: Sequence[str]) -> list[bytes | None]:
         try:
+            if self._fast and delete:
+                commands = [("DEL", *map(self.redis_key, delete)),
+                            ("MGET", *map(self.redis_key, keys))]
+                return self.connection.lane.execute(commands, 2)[1]
             if self._cluster or self.config.wait_replicas or not delete:
                 self._delete_many(delete)
                 return self._get_many(keys)
@@ -115,6 +132,9 @@ class RedisStorage(Storage):
 
     def delete_many(self, keys: Sequence[str]) -> None:
         try:
+            if self._fast and keys:
+                self.connection.lane.execute([("DEL", *map(self.redis_key, keys))], 1)
+                return
             self._delete_many(keys)
         except (redis.RedisError, OSError) as exc:
             raise self._error(exc) from exc
@@ -193,9 +213,11 @@ class RedisStorage(Storage):
     def _set(self, key: str, value: bytes, timeout: int) -> None:
         name = self.redis_key(key)
         generation = self._before()
-        if self._leases is None and not self._cluster:
+        if self._fast:
             # An entry fill: not acknowledged (querystash.RedisQuietSet), a lost one
             # is a later miss. Saves a round trip on every miss.
+            self._quiet_set(self.connection.lane.quiet_client, name, value, _ttl(timeout))
+        elif self._leases is None and not self._cluster:
             self._quiet_set(self.client, name, value, _ttl(timeout))
         elif self._leases is None:
             self.client.set(name, value, ex=_ttl(timeout))
@@ -246,6 +268,11 @@ class RedisStorage(Storage):
         self.connection.close()
 
     # -- helpers --------------------------------------------------------------------
+
+    def _adds(self, mapping: Mapping[str, bytes], timeout: int) -> list[tuple]:
+        """SET NX with a TTL for each key, as redis-py's ``set(nx=True, ex=...)`` sends it."""
+        ttl = _ttl(timeout)
+        return [("SET", self.redis_key(k), v, "NX", "EX", ttl) for k, v in mapping.items()]
 
     def _mget(self, names: list[str]) -> list[bytes | None]:
         if self._cluster:
