@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import redis
 
@@ -46,8 +46,10 @@ class RedisStorage(Storage):
         self._leases = Leases(config.dogpile) if config.dogpile else None
         # One server, no leases, no WAIT: the request path's calls go through
         # the lane (_lane.py), redis-py's connections without its per-command
-        # plumbing. The same commands, so the same replies.
-        self._fast = config.mode == "single" and not config.dogpile and not config.wait_replicas
+        # plumbing. The same commands, so the same replies. RESP2 only: RESP3
+        # may interleave push messages (redis-py's pool handles those) with replies.
+        self._fast = (config.mode == "single" and not config.dogpile
+                      and not config.wait_replicas and _resp2(config.url))
         # Sentinel failover bookkeeping (see _after).
         self._watch_master = config.mode == "sentinel"
         self._master: tuple[str, int] | None = None
@@ -342,6 +344,10 @@ class RedisStorage(Storage):
             if self._owes_global:
                 self.client.delete(self.redis_key(self._stamp_prefix + GLOBAL_TAG))
                 self._owes_global = False
+
+
+def _resp2(url: str) -> bool:
+    return parse_qs(urlsplit(url).query).get("protocol", ["2"])[-1] == "2"
 
 
 def _ttl(timeout: int) -> int:
