@@ -63,7 +63,8 @@ class Lane:
         section's ``retries``, at once, on a new socket); timeouts are not."""
         conn = self.get_connection()
         try:
-            packed = conn.pack_commands(commands)
+            packed = (conn.pack_command(*commands[0]) if len(commands) == 1
+                      else conn.pack_commands(commands))
             result = conn.retry.call_with_retry(
                 lambda: _exchange(conn, packed, replies), conn.disconnect)
         except BaseException:
