@@ -98,7 +98,7 @@ class RedisStorage(Storage):
     def add_get_many(self, mapping: Mapping[str, bytes], keys: Sequence[str],
                      timeout: int) -> list[bytes | None]:
         try:
-            if self._fast and mapping:
+            if self._fast and keys:
                 # In order on one connection: the MGET sees the stamps just added.
                 commands = [*self._adds(mapping, timeout), ("MGET", *map(self.redis_key, keys))]
                 return self.connection.lane.execute(commands, len(commands))[-1]
@@ -108,10 +108,10 @@ class RedisStorage(Storage):
 
     def delete_get_many(self, delete: Sequence[str], keys: Sequence[str]) -> list[bytes | None]:
         try:
-            if self._fast and delete:
-                commands = [("DEL", *map(self.redis_key, delete)),
-                            ("MGET", *map(self.redis_key, keys))]
-                return self.connection.lane.execute(commands, 2)[1]
+            if self._fast and keys:
+                commands = [("DEL", *map(self.redis_key, delete))] if delete else []
+                commands.append(("MGET", *map(self.redis_key, keys)))
+                return self.connection.lane.execute(commands, len(commands))[-1]
             if self._cluster or self.config.wait_replicas or not delete:
                 self._delete_many(delete)
                 return self._get_many(keys)
@@ -215,12 +215,11 @@ class RedisStorage(Storage):
     def _set(self, key: str, value: bytes, timeout: int) -> None:
         name = self.redis_key(key)
         generation = self._before()
-        if self._fast:
+        if self._leases is None and not self._cluster:
             # An entry fill: not acknowledged (querystash.RedisQuietSet), a lost one
             # is a later miss. Saves a round trip on every miss.
-            self._quiet_set(self.connection.lane.quiet_client, name, value, _ttl(timeout))
-        elif self._leases is None and not self._cluster:
-            self._quiet_set(self.client, name, value, _ttl(timeout))
+            client = self.connection.lane.quiet_client if self._fast else self.client
+            self._quiet_set(client, name, value, _ttl(timeout))
         elif self._leases is None:
             self.client.set(name, value, ex=_ttl(timeout))
         else:

@@ -153,17 +153,16 @@ def relay(redis_single):
 # -- same answers ---------------------------------------------------------------------
 
 
-def test_lane_answers_as_redis_py_does_over_generated_calls(redis_single, stores, rclient):
-    """The same random calls on both paths (two key prefixes on one server):
-    the same return values, and the same keys, values and TTLs stored."""
-    old = stores(redis_single.port, fast=False, key_prefix="old:")
-    new = stores(redis_single.port, key_prefix="new:")
+def differences(old: RedisStorage, new: RedisStorage, r) -> list:
+    """The same random calls on both (two key prefixes on one server): the
+    calls whose answers differ, and whether the stored keys, values and TTLs do."""
     rng = random.Random(17)
     names = [f"qs:t:tag{i}" for i in range(6)] + [f"qs:1:e:{i:04x}" for i in range(6)]
 
-    def some(n: int) -> list[str]:
-        return rng.sample(names, rng.randint(1, n))
+    def some(n: int, least: int = 1) -> list[str]:
+        return rng.sample(names, rng.randint(least, n))
 
+    differ = []
     for step in range(600):
         value = rng.randbytes(rng.choice([0, 8, 100, 70_000]))  # one past hiredis' buffer cutoff
         timeout = rng.choice([60, 3600])  # none expires during the test
@@ -173,24 +172,45 @@ def test_lane_answers_as_redis_py_does_over_generated_calls(redis_single, stores
         elif op == "add":
             call = ("add_many", {k: value + k.encode() for k in some(3)}, timeout)
         elif op == "add_get":
-            call = ("add_get_many", {k: value for k in some(3)}, some(6), timeout)
+            call = ("add_get_many", {k: value for k in some(3, 0)}, some(6), timeout)
         elif op == "delete_get":
-            call = ("delete_get_many", some(3), some(6))
+            call = ("delete_get_many", some(3, 0), some(6))
         elif op == "delete":
             call = ("delete_many", some(3))
         else:
             call = ("set", rng.choice(names), value, timeout)
         answers = [getattr(s, call[0])(*call[1:]) for s in (old, new)]
-        assert answers[0] == answers[1], (step, call[0])
-    assert new.connection._lane is not None and old.connection._lane is None
-    r = rclient(redis_single.port)
+        if answers[0] != answers[1]:
+            differ.append((step, call[0]))
 
     def stored(prefix: bytes) -> dict:
-        return {k[len(prefix):]: (r.get(k), r.ttl(k) > 0)
-                for k in r.keys(prefix + b"*")}
+        return {k[len(prefix):]: (r.get(k), r.ttl(k) > 0) for k in r.keys(prefix + b"*")}
 
-    assert stored(b"old:") == stored(b"new:")
     assert stored(b"new:"), "nothing stored: the comparison proves nothing"
+    if stored(b"old:") != stored(b"new:"):
+        differ.append("stored")
+    return differ
+
+
+def test_lane_answers_as_redis_py_does_over_generated_calls(redis_single, stores, rclient):
+    old = stores(redis_single.port, fast=False, key_prefix="old:")
+    new = stores(redis_single.port, key_prefix="new:")
+    assert differences(old, new, rclient(redis_single.port)) == []
+    assert new.connection._lane is not None and old.connection._lane is None
+
+
+def test_positive_control_a_lane_that_overwrites_stamps_is_caught(
+    redis_single, stores, rclient, monkeypatch
+):
+    """PLANTED BUG: stamps added without NX on the lane (an existing stamp
+    is overwritten: entries computed under it would look stale, or worse)."""
+    old = stores(redis_single.port, fast=False, key_prefix="old:")
+    new = stores(redis_single.port, key_prefix="new:")
+    adds = RedisStorage._adds
+    monkeypatch.setattr(RedisStorage, "_adds", lambda self, mapping, timeout: [
+        tuple(a for a in c if a != "NX") for c in adds(self, mapping, timeout)])
+    assert differences(old, new, rclient(redis_single.port)), \
+        "the planted bug went unseen: the comparison proves nothing"
 
 
 # -- never a misattributed reply --------------------------------------------------------
