@@ -110,8 +110,12 @@ class Lane:
     def close(self) -> None:
         """Disconnect the idle connections; those in use are disconnected when released."""
         self._closed = True
-        while self._idle:
-            self._idle.pop().disconnect()
+        while True:
+            try:
+                conn = self._idle.pop()  # (another thread may be popping too)
+            except IndexError:
+                return
+            conn.disconnect()
 
 
 def _exchange(conn: Any, packed: list[bytes], replies: int) -> list:
