@@ -41,6 +41,21 @@ def capture():
     except ImportError:
         pass
     try:
+        # querystash-redis sends a single server's request-path commands on
+        # redis-py's connections directly (its "lane"), not through execute_command.
+        from querystash_redis._lane import Lane
+
+        original_execute = Lane.execute
+
+        def lane_execute(self, commands, replies):
+            calls.extend(("redis", command) for command in commands)
+            return original_execute(self, commands, replies)
+
+        Lane.execute = lane_execute
+        undo.append(lambda: setattr(Lane, "execute", original_execute))
+    except ImportError:
+        pass
+    try:
         from pymemcache.client import base
 
         original_fetch = base.Client._fetch_cmd

@@ -17,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
 from ._config import RedisConfig
+from ._lane import Lane
 
 #: how often a process asks Sentinel where the master is, besides reconnects
 MASTER_CHECK_SECONDS = 1.0
@@ -30,6 +31,7 @@ class Connection:
         self.config = config
         self.mode = config.mode
         self._client: Any = None
+        self._lane: Lane | None = None
         self._lock = threading.Lock()
         self._next_master_check = 0.0
 
@@ -42,6 +44,18 @@ class Connection:
                     self._client = _BUILDERS[self.mode](self.config)
                 client = self._client
         return client
+
+    @property
+    def lane(self) -> Lane:
+        """The request path's connections to the one server (single mode only)."""
+        lane = self._lane
+        if lane is None:
+            client = self.client
+            with self._lock:
+                if self._lane is None:
+                    self._lane = Lane(client)
+                lane = self._lane
+        return lane
 
     def master_address(self) -> tuple[str, int] | None:
         """The master a Sentinel pool last connected to (None elsewhere or yet)."""
@@ -91,6 +105,9 @@ class Connection:
         return "single server"
 
     def close(self) -> None:
+        lane, self._lane = self._lane, None
+        if lane is not None:
+            lane.close()
         client, self._client = self._client, None
         if client is not None:
             client.close()

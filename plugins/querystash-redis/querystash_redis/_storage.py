@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import redis
 
@@ -44,6 +44,12 @@ class RedisStorage(Storage):
         self._stamp_head = f"{config.key_prefix}{{{self._stamp_prefix}}}"
         self._cluster = config.mode == "cluster"
         self._leases = Leases(config.dogpile) if config.dogpile else None
+        # One server, no leases, no WAIT: the request path's calls go through
+        # the lane (_lane.py), redis-py's connections without its per-command
+        # plumbing. The same commands, so the same replies. RESP2 only: RESP3
+        # may interleave push messages (redis-py's pool handles those) with replies.
+        self._fast = (config.mode == "single" and not config.dogpile
+                      and not config.wait_replicas and _resp2(config.url))
         # Sentinel failover bookkeeping (see _after).
         self._watch_master = config.mode == "sentinel"
         self._master: tuple[str, int] | None = None
@@ -74,12 +80,17 @@ class RedisStorage(Storage):
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         try:
+            if self._fast and keys:
+                return self.connection.lane.execute([("MGET", *map(self.redis_key, keys))], 1)[0]
             return self._get_many(keys)
         except (redis.RedisError, OSError) as exc:
             raise self._error(exc) from exc
 
     def add_many(self, mapping: Mapping[str, bytes], timeout: int) -> set[str]:
         try:
+            if self._fast and mapping:
+                results = self.connection.lane.execute(self._adds(mapping, timeout), len(mapping))
+                return {k for k, added in zip(mapping, results, strict=True) if not added}
             return self._add_many(mapping, timeout)
         except (redis.RedisError, OSError) as exc:
             raise self._error(exc) from exc
@@ -87,12 +98,20 @@ class RedisStorage(Storage):
     def add_get_many(self, mapping: Mapping[str, bytes], keys: Sequence[str],
                      timeout: int) -> list[bytes | None]:
         try:
+            if self._fast and keys:
+                # In order on one connection: the MGET sees the stamps just added.
+                commands = [*self._adds(mapping, timeout), ("MGET", *map(self.redis_key, keys))]
+                return self.connection.lane.execute(commands, len(commands))[-1]
             return self._add_get_many(mapping, keys, timeout)
         except (redis.RedisError, OSError) as exc:
             raise self._error(exc) from exc
 
     def delete_get_many(self, delete: Sequence[str], keys: Sequence[str]) -> list[bytes | None]:
         try:
+            if self._fast and keys:
+                commands = [("DEL", *map(self.redis_key, delete))] if delete else []
+                commands.append(("MGET", *map(self.redis_key, keys)))
+                return self.connection.lane.execute(commands, len(commands))[-1]
             if self._cluster or self.config.wait_replicas or not delete:
                 self._delete_many(delete)
                 return self._get_many(keys)
@@ -115,6 +134,9 @@ class RedisStorage(Storage):
 
     def delete_many(self, keys: Sequence[str]) -> None:
         try:
+            if self._fast and keys:
+                self.connection.lane.execute([("DEL", *map(self.redis_key, keys))], 1)
+                return
             self._delete_many(keys)
         except (redis.RedisError, OSError) as exc:
             raise self._error(exc) from exc
@@ -196,7 +218,8 @@ class RedisStorage(Storage):
         if self._leases is None and not self._cluster:
             # An entry fill: not acknowledged (querystash.RedisQuietSet), a lost one
             # is a later miss. Saves a round trip on every miss.
-            self._quiet_set(self.client, name, value, _ttl(timeout))
+            client = self.connection.lane.quiet_client if self._fast else self.client
+            self._quiet_set(client, name, value, _ttl(timeout))
         elif self._leases is None:
             self.client.set(name, value, ex=_ttl(timeout))
         else:
@@ -246,6 +269,11 @@ class RedisStorage(Storage):
         self.connection.close()
 
     # -- helpers --------------------------------------------------------------------
+
+    def _adds(self, mapping: Mapping[str, bytes], timeout: int) -> list[tuple]:
+        """SET NX with a TTL for each key, as redis-py's ``set(nx=True, ex=...)`` sends it."""
+        ttl = _ttl(timeout)
+        return [("SET", self.redis_key(k), v, "NX", "EX", ttl) for k, v in mapping.items()]
 
     def _mget(self, names: list[str]) -> list[bytes | None]:
         if self._cluster:
@@ -315,6 +343,10 @@ class RedisStorage(Storage):
             if self._owes_global:
                 self.client.delete(self.redis_key(self._stamp_prefix + GLOBAL_TAG))
                 self._owes_global = False
+
+
+def _resp2(url: str) -> bool:
+    return parse_qs(urlsplit(url).query).get("protocol", ["2"])[-1] == "2"
 
 
 def _ttl(timeout: int) -> int:
