@@ -434,8 +434,13 @@ def run_thread(cfg, recorder: Recorder, index: int, out: dict) -> None:
     errors = []
     deadline = time.monotonic() + cfg["seconds"]
     ops_left = cfg["operations"]
+    # A fault scenario's workers go on past their operations until the fault
+    # schedule has run: a fault landing after the last operation tests nothing
+    # (and faster code finishes its operations sooner).
+    done = cfg.get("faults_done")
     try:
-        while ops_left > 0 and time.monotonic() < deadline:
+        while ((ops_left > 0 or (done and not os.path.exists(done)))
+               and time.monotonic() < deadline):
             ops_left -= 1
             is_write = rng.random() < cfg.get("write_ratio", 0.3)
             pid = _backend_pid()
