@@ -80,9 +80,15 @@ class Recorder:
         end = time.time()
         if len(local.reads) == before:
             for sql, params, single, rows in queries:
-                sql_id = local.sql_ids.setdefault(sql, len(local.sql_ids))
-                local.reads.append((sql_id, params, single, rows, start, end, True))
+                self.record(sql, params, single, rows, start, end, True)
         return value
+
+    def record(self, sql: str, params, single: bool, rows, start: float, end: float,
+               hit: bool) -> None:
+        """One read for the history checker, in this thread's list."""
+        local = self.local
+        sql_id = local.sql_ids.setdefault(sql, len(local.sql_ids))
+        local.reads.append((sql_id, params, single, rows, start, end, hit))
 
     # -- patches ----------------------------------------------------------------------------
     def install(self) -> None:
@@ -161,9 +167,8 @@ class Recorder:
             result = inner_read(rt, key, tags, model, timeout, can_fill, timed_run)
             end = time.time()
             if info is not None and hasattr(local, "reads"):
-                sql_id = local.sql_ids.setdefault(info.sql, len(local.sql_ids))
-                local.reads.append((sql_id, info.params, info.shape == "single",
-                                    result, start, end, not ran))
+                recorder.record(info.sql, info.params, info.shape == "single", result, start,
+                                end, not ran)
             return result
 
         _stamps.read = read
@@ -189,9 +194,8 @@ class Recorder:
             ):  # not a chunked fetch's iterator: reading it here would consume it
                 rows = ([row for chunk in result for row in chunk]
                         if info.shape != "single" else result)
-                sql_id = local.sql_ids.setdefault(info.sql, len(local.sql_ids))
-                local.reads.append((sql_id, info.params, info.shape == "single",
-                                    rows, start, end, False))
+                recorder.record(info.sql, info.params, info.shape == "single", rows, start,
+                                end, False)
             return result
 
         _capture_reads.read = memo_miss_read
