@@ -36,6 +36,13 @@ when each process starts, then one untimed miss puts the stamps / cacheops'
 invalidation data in place, as on a warm site), timed one call at a time,
 in wall time and CPU time (``miss CPU ÷ no cache``: steadier on a loaded
 machine, where a miss's round trips wait longer than plain Django does).
+The same process's figures vary by ±25% from one process to the next on a
+shared 2-core machine, more than the miss's own cost; so each miss in a
+querystash mode is followed by the plain code on another fresh ``k`` under
+``querystash.disabled()`` (the read path's first test sends it to Django
+unchanged), and ``miss ÷ no cache, same process`` divides the medians of
+the two, which no difference between processes can move (range: the
+per-process ratios); and the same for CPU time.
 Rounds alternate the modes (A B C D A B C D ...); figures are medians of all
 samples, ranges the min-max of the per-round medians. Writes a markdown table.
 
@@ -177,15 +184,21 @@ def worker(args) -> dict:
     mode = BENCH_MODES[os.environ["BENCH_MODE"]]
     Store(mode.store, settings.REDIS_URL, settings.MEMCACHED).flush()
     function, fragment = build(args.variant)
+    # querystash's modes also time the plain code under querystash.disabled()
+    # on fresh parameters, each right after a miss: a no-cache baseline in
+    # the same process, immune to what differs between processes.
+    baseline = "querystash" in mode.name
+    plain_function, plain_fragment = build("plain")
     out = {}
-    for name, fn, pool in (("function", function, FUNCTION_POOL),
-                           ("fragment", fragment, FRAGMENT_POOL)):
+    for name, fn, plain, pool in (("function", function, plain_function, FUNCTION_POOL),
+                                  ("fragment", fragment, plain_fragment, FRAGMENT_POOL)):
         cold = iter(pool)
+        cold_plain = reversed(pool)  # from the other end: never a parameter a miss used
         fn(next(cold))  # stamps / invalidation data in place, as on a warm site
         reference = None
-        with QueryCounter() as plain:
+        with QueryCounter() as plain_sql:
             reference = fn(HIT_K)
-        hits, hits_cpu, misses, misses_cpu = [], [], [], []
+        hits, hits_cpu, misses, misses_cpu, disabled, disabled_cpu = [], [], [], [], [], []
         for _ in range(args.repeats):
             fn(HIT_K)
             t0, c0 = time.perf_counter(), time.process_time()
@@ -199,12 +212,21 @@ def worker(args) -> dict:
                 fn(k)
                 misses.append(time.perf_counter() - t0)
                 misses_cpu.append(time.process_time() - c0)
+                if baseline:
+                    import querystash
+
+                    k = next(cold_plain)
+                    with querystash.disabled():
+                        t0, c0 = time.perf_counter(), time.process_time()
+                        plain(k)
+                        disabled.append(time.perf_counter() - t0)
+                        disabled_cpu.append(time.process_time() - c0)
         with QueryCounter() as hit_sql:
             again = fn(HIT_K)
         assert again == reference, f"{name}: a hit returned another result"
         out[name] = {"hit": hits, "hit_cpu": hits_cpu, "miss": misses,
-                     "miss_cpu": misses_cpu, "sql_first": plain.n,
-                     "sql_hit": hit_sql.n}
+                     "miss_cpu": misses_cpu, "disabled": disabled, "disabled_cpu": disabled_cpu,
+                     "sql_first": plain_sql.n, "sql_hit": hit_sql.n}
     return out
 
 
@@ -235,8 +257,9 @@ def table(db: str, runs: dict) -> str:
     """runs: mode -> [per-round results]."""
     lines = [f"### {db}", "",
              "| code | mode | SQL per call (first call / hit) | hit µs (range) | hit CPU µs "
-             "| no cache ÷ hit | miss µs | miss ÷ no cache | miss CPU ÷ no cache |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| no cache ÷ hit | miss µs | miss ÷ no cache | miss CPU ÷ no cache "
+             "| same process: miss ÷ no cache (range) | same process: miss CPU ÷ no cache |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in ("function", "fragment"):
         def median(mode, figure, name=name):
             return statistics.median(s for r in runs[mode] for s in r[name][figure])
@@ -250,11 +273,18 @@ def table(db: str, runs: dict) -> str:
             hit, miss = median(mode, "hit"), median(mode, "miss")
             cpu, miss_cpu = median(mode, "hit_cpu"), median(mode, "miss_cpu")
             first = runs[mode][0][name]
+            same = same_cpu = "–"
+            if all(r[name].get("disabled") for r in runs[mode]):
+                ratios = [statistics.median(r[name]["miss"]) / statistics.median(
+                    r[name]["disabled"]) for r in runs[mode]]
+                same = (f"{median(mode, 'miss') / median(mode, 'disabled'):.2f}× "
+                        f"({min(ratios):.2f}–{max(ratios):.2f})")
+                same_cpu = f"{median(mode, 'miss_cpu') / median(mode, 'disabled_cpu'):.2f}×"
             lines.append(
                 f"| {name} | {mode} | {first['sql_first']} / {first['sql_hit']} "
                 f"| {us(hit)} ({us(min(per_round))}–{us(max(per_round))}) | {us(cpu)} "
                 f"| {base_hit / hit:.1f}× | {us(miss)} | {miss / base_miss:.2f}× "
-                f"| {miss_cpu / base_miss_cpu:.2f}× |")
+                f"| {miss_cpu / base_miss_cpu:.2f}× | {same} | {same_cpu} |")
     return "\n".join(lines)
 
 
