@@ -65,6 +65,10 @@ class Explanation:
                 continue
             if read.outcome == "hit":
                 head = "cached: served from the cache"
+            elif read.outcome == "memo":
+                head = f"run by the memoized call {read.memo}'s miss (not cached per query)"
+                if read.reason:
+                    head += f": vetoed its fill ({read.reason})"
             elif read.outcome == "miss":
                 head = "cached: a miss, filled" if read.filled else \
                     f"not filled: {read.reason} ({read.words})" if read.reason else \
