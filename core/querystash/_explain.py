@@ -39,7 +39,8 @@ class Explanation:
         self.reads = reads
         self.invalidations = invalidations
         first = reads[0] if reads else None
-        #: hit / miss / veto / bypass, or "none" when no query ran
+        #: hit / miss / veto / bypass, "memo" (run by a memoized call's miss,
+        #: not cached per query), or "none" when no query ran
         self.outcome: str = first.outcome if first else "none"
         #: whether the cache applies: served from it, or read and filled
         self.cached: bool = first.cached if first else False
