@@ -41,6 +41,9 @@ STAMPS = "stamps could not be established"
 CHANGED = "a stamp changed during the call"
 UNTRACKED = "query the capture cannot track"
 OFF = "caching off"
+#: not a capture's veto: the result pickle refused (counted as ``unpicklable``,
+#: told to observers as a veto so a miss never ends unexplained)
+UNPICKLABLE = "unpicklable result"
 
 #: statements through a cursor that read and write no data
 _CONTROL = frozenset(("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN"))
@@ -55,12 +58,15 @@ class Capture:
     its own; a seeded stamp joins ``stamps`` only when a query reads its tag.
     """
 
-    __slots__ = ("stamps", "vetoed", "seed")
+    __slots__ = ("stamps", "vetoed", "seed", "call")
 
     def __init__(self) -> None:
         self.stamps: dict[str, bytes] = {}
         self.vetoed: str | None = None
         self.seed: dict[str, bytes] = {}
+        #: (label, entry key) of the memoized call, set only while someone
+        #: observes: the recorder files the call's reads under it
+        self.call: tuple[str, str] | None = None
 
     def veto(self, reason: str) -> None:
         if self.vetoed is None:

@@ -15,6 +15,10 @@ store call at all.
 
 The per-query key function still has its say on the queries per-query
 caching would key (``keyed``): one it refuses vetoes the fill.
+
+While a recorder runs (the debug-toolbar panel, ``explain()``), each query
+is handed to it as a read of the memoized call (``_observe.memo_read``), with
+its SQL and tags; with nothing observing that costs one attribute test.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 from django.core.exceptions import EmptyResultSet
 from django.db.models.sql.constants import MULTI
 
-from . import _capture, _stamps
+from . import _capture, _observe, _stamps
 from ._queryset import NOCACHE
 from ._transactions import fill_is_safe, in_transaction, written_tags
 from .events import QueryInfo
@@ -34,7 +38,10 @@ def read(rt, capture: _capture.Capture, original, compiler, result_type, chunked
          chunk_size, spec, op: str, keyed: bool):
     """Record the query's (tag, stamp) pairs in ``capture``, or veto it; then
     run Django's own ``execute_sql`` (on the SQL compiled here, not twice)."""
-    compiled = _track(rt, capture, compiler, result_type, spec, op, keyed)
+    if rt.observers:  # observe: a recorder lists the call's reads
+        compiled = _observed(rt, capture, compiler, result_type, spec, op, keyed)
+    else:
+        compiled = _track(rt, capture, compiler, result_type, spec, op, keyed)
     token = _capture.compiling.set(True)
     if compiled is not None:
         compiler.as_sql = lambda *args, **kwargs: compiled
@@ -46,8 +53,24 @@ def read(rt, capture: _capture.Capture, original, compiler, result_type, chunked
             del compiler.as_sql
 
 
-def _track(rt, capture, compiler, result_type, spec, op, keyed) -> tuple | None:
-    """The query's (sql, params) when compiled here, else None."""
+def _observed(rt, capture, compiler, result_type, spec, op, keyed) -> tuple | None:
+    """``_track``, telling the recorder of this context (if any) the read:
+    its QueryInfo and tags as ``_track`` built them, and the capture's veto
+    reason when this read is the one that vetoed the call."""
+    if capture.call is None or _observe.recording.get() is None:
+        return _track(rt, capture, compiler, result_type, spec, op, keyed)
+    before = capture.vetoed
+    seen: list = []
+    compiled = _track(rt, capture, compiler, result_type, spec, op, keyed, seen)
+    _observe.memo_read(rt, capture.call, compiler, result_type, op, compiled, seen,
+                       capture.vetoed if before is None else None)
+    return compiled
+
+
+def _track(rt, capture, compiler, result_type, spec, op, keyed,
+           seen: list | None = None) -> tuple | None:
+    """The query's (sql, params) when compiled here, else None. ``seen``
+    (observing only) gets the read's QueryInfo, then its tags, when built."""
     if capture.vetoed is not None:
         return None  # nothing more to learn: no fill
     if spec is NOCACHE:
@@ -69,6 +92,8 @@ def _track(rt, capture, compiler, result_type, spec, op, keyed) -> tuple | None:
         sql, tuple(params), compiler.using, "multi" if result_type == MULTI else "single", op,
         relations.tables, query.model, query, spec is not None, spec.fields if spec else (),
     )
+    if seen is not None:
+        seen.append(info)
     if not rt.eligible(info):
         capture.veto(_capture.INELIGIBLE)
         return compiled
@@ -79,6 +104,8 @@ def _track(rt, capture, compiler, result_type, spec, op, keyed) -> tuple | None:
             capture.veto(_capture.UNKEYED)
             return compiled
     tags = rt.query_tags(info)
+    if seen is not None:
+        seen.append(tags)
     connection = compiler.connection
     if in_transaction(connection):
         written = written_tags(connection)

@@ -39,7 +39,8 @@ class Explanation:
         self.reads = reads
         self.invalidations = invalidations
         first = reads[0] if reads else None
-        #: hit / miss / veto / bypass, or "none" when no query ran
+        #: hit / miss / veto / bypass, "memo" (run by a memoized call's miss,
+        #: not cached per query), or "none" when no query ran
         self.outcome: str = first.outcome if first else "none"
         #: whether the cache applies: served from it, or read and filled
         self.cached: bool = first.cached if first else False
@@ -65,6 +66,10 @@ class Explanation:
                 continue
             if read.outcome == "hit":
                 head = "cached: served from the cache"
+            elif read.outcome == "memo":
+                head = f"run by the memoized call {read.memo}'s miss (not cached per query)"
+                if read.reason:
+                    head += f": vetoed its fill ({read.reason})"
             elif read.outcome == "miss":
                 head = "cached: a miss, filled" if read.filled else \
                     f"not filled: {read.reason} ({read.words})" if read.reason else \

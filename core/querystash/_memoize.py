@@ -12,6 +12,10 @@ stamp still exists and is unchanged, read with the entry in one multi-get
 
 The result is pickled while the capture is still active: a lazy value (an
 unevaluated queryset) runs its queries then, and they are captured too.
+
+Observers are told each call's outcome (``memo_hit``, ``memo_miss``,
+``memo_fill``, ``memo_veto``, ``memo_bypass``: docs/observing.md) only when
+``rt.observers`` is not empty; with nothing connected a hit pays that one test.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Callable
 from hashlib import blake2b
 from typing import Any, overload
 
-from . import _capture, _memo_entry, _stamps, _switch, _transactions
+from . import _capture, _memo_entry, _observe, _reasons, _stamps, _switch, _transactions
 from ._encode import encode, encode_into, encode_params_into, failed
 from ._transactions import in_transaction, written_tags
 from .exceptions import Uncacheable
@@ -132,8 +136,10 @@ def call(label: str, keyed: Any, fn: Callable, args: tuple, kwargs: dict,
     found = _probe(rt, label, key, counts)
     outer = _capture.active.get()
     if _served(found, outer):
+        if rt.observers:  # observe: the hit path's one test
+            rt.emit("memo_hit", label, key, found[0])
         return found[2]
-    capture = _miss(found, counts)
+    capture = _miss(rt, label, key, found, counts)
     token = _capture.active.set(capture)
     try:
         if _stamps.checkpoint is not None:
@@ -162,8 +168,10 @@ async def acall(label: str, keyed: Any, fn: Callable, args: tuple, kwargs: dict,
     found = await sync_to_async(_probe, thread_sensitive=True)(rt, label, key, counts)
     outer = _capture.active.get()
     if _served(found, outer):
+        if rt.observers:  # observe
+            rt.emit("memo_hit", label, key, found[0])
         return found[2]
-    capture = _miss(found, counts)
+    capture = _miss(rt, label, key, found, counts)
     token = _capture.active.set(capture)
     try:
         if _stamps.checkpoint is not None:
@@ -187,12 +195,15 @@ def _prepare(label: str, keyed: Any, counts) -> tuple[Any, str] | None:
     to an outer capture, if any (and veto it when caching is off)."""
     rt = _current()
     if rt is None or not rt.enabled or _switch.off.get():
-        counts["bypasses"] += 1
+        if rt is None:
+            counts["bypasses"] += 1
+        else:
+            _bypassed(rt, label, "", counts, _reasons.OFF if not rt.enabled else _reasons.DISABLED)
         return None
     try:
         return rt, _key(rt, label, keyed)
     except Uncacheable as exc:
-        _vetoed(counts, f"unencodable argument ({exc.reason})")
+        _vetoed(rt, label, "", counts, f"unencodable argument ({exc.reason})")
         return None
 
 
@@ -205,12 +216,15 @@ def _served(found: Any, outer: _capture.Capture | None) -> bool:
     return True
 
 
-def _miss(found: Any, counts) -> _capture.Capture:
+def _miss(rt, label: str, key: str, found: Any, counts) -> _capture.Capture:
     """A miss: the capture the function runs under (vetoed if the store is
     out), holding the stamps the probe read, if any: read before the function
     runs, they stand for its queries on those tags (``_capture_reads``)."""
     counts["misses"] += 1
     capture = _capture.Capture()
+    if rt.observers:  # observe: the recorder files the call's reads under it
+        capture.call = (label, key)
+        rt.emit("memo_miss", label, key)
     if found is _DOWN:
         capture.veto(_capture.STORE)
     elif type(found) is dict:
@@ -288,7 +302,7 @@ def _probe(rt, label: str, key: str, counts: Counter):
         # As on the read path: no store call from a request while the store
         # is out or owes its debt; the breaker's background thread pays.
         breaker.ensure_payer()
-        counts["bypasses"] += 1
+        _bypassed(rt, label, key, counts, _reasons.STORE_OUT)
         return _DOWN
     storage = rt.storage
     prefix = rt.stamp_prefix
@@ -414,11 +428,14 @@ def _complete(rt, key: str, label: str, counts: Counter, capture: _capture.Captu
     else:
         try:
             body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:  # a generator, a lock, a lambda...: not cacheable
+        except Exception as exc:  # a generator, a lock, a lambda...: not cacheable
             counts["unpicklable"] += 1
+            if _observe.on(rt):  # observe: not a veto the counters count, yet no fill
+                _observe.memo_skipped(rt, "memo_veto", label, key, _capture.UNPICKLABLE,
+                                      detail=repr(exc))
             return
     if capture.vetoed is not None:
-        _vetoed(counts, capture.vetoed)
+        _vetoed(rt, label, key, counts, capture.vetoed)
         return
     if _stamps.checkpoint is not None:
         _stamps.checkpoint("memo_before_fill")
@@ -426,7 +443,7 @@ def _complete(rt, key: str, label: str, counts: Counter, capture: _capture.Captu
     storage = rt.storage
     try:
         if GLOBAL_TAG not in stamps and not _global_stamp(rt, stamps):
-            _vetoed(counts, _capture.STAMPS)
+            _vetoed(rt, label, key, counts, _capture.STAMPS)
             return
         tags = list(stamps)
         values = list(stamps.values())
@@ -438,6 +455,8 @@ def _complete(rt, key: str, label: str, counts: Counter, capture: _capture.Captu
     except Exception as exc:
         rt.breaker.trip(rt, exc)
         counts["errors"] += 1
+        if _observe.on(rt):  # observe: counted as an error (told as "error" too), no fill
+            _observe.memo_skipped(rt, "memo_veto", label, key, _capture.STORE, detail=repr(exc))
         return
     known = (rt.stamp_prefix, tags, [rt.stamp_prefix + tag for tag in tags])
     _remember(key, known)
@@ -445,6 +464,8 @@ def _complete(rt, key: str, label: str, counts: Counter, capture: _capture.Captu
         _by_label.clear()
     _by_label[label] = known
     counts["fills"] += 1
+    if rt.observers:  # observe
+        rt.emit("memo_fill", label, key, tags)
 
 
 def _global_stamp(rt, stamps: dict) -> bool:
@@ -458,9 +479,18 @@ def _global_stamp(rt, stamps: dict) -> bool:
     return True
 
 
-def _vetoed(counts: Counter, reason: str) -> None:
+def _vetoed(rt, label: str, key: str, counts: Counter, reason: str) -> None:
     counts["vetoed"] += 1
     counts[VETO + reason] += 1
+    if _observe.on(rt):  # observe: the DEBUG line and the observers, with the reason
+        _observe.memo_skipped(rt, "memo_veto", label, key, reason)
+
+
+def _bypassed(rt, label: str, key: str, counts: Counter, code: str) -> None:
+    """Not memoized this time (``code``: off, disabled, store-out)."""
+    counts["bypasses"] += 1
+    if _observe.on(rt):  # observe
+        _observe.memo_skipped(rt, "memo_bypass", label, key, code)
 
 
 # -- counters -------------------------------------------------------------------------

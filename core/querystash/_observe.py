@@ -1,5 +1,6 @@
 """What the read path tells whoever watches: reads not served and why, and a
-per-context record of every read (``explain()``, the debug-toolbar panel).
+per-context record of every read and memoized call (``explain()``, the
+debug-toolbar panel).
 
 The read path calls in here only where a read leaves the cache (cheap next
 to the query that follows) and, on the hit path, only when ``rt.observers``
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from django.core.exceptions import EmptyResultSet
 
-from . import _reasons
+from . import _capture, _reasons
 from .events import QueryInfo
 
 if TYPE_CHECKING:
@@ -77,11 +78,38 @@ def ineligible(rt, info: QueryInfo) -> tuple[str, str]:
     return _reasons.INELIGIBLE, ""
 
 
-def _info(rt, compiler, result_type, op: str) -> QueryInfo | None:
+def memo_skipped(rt, kind: str, label: str, key: str, reason: str, detail: str = "") -> None:
+    """A memoized call not served and not stored (``kind``: memo_veto or
+    memo_bypass): the DEBUG log line, and the Event. ``reason``: a bypass's
+    reason code, or a veto's reason as ``memoize_stats()`` counts it."""
+    if logger.isEnabledFor(logging.DEBUG):
+        words = _reasons.words(reason)
+        logger.debug("querystash: %s %s: %s%s%s", kind, label or "?", reason,
+                     f" ({words})" if words != reason else "", f": {detail}" if detail else "")
+    if rt.observers:
+        rt.emit(kind, label, key, reason=reason, detail=detail)
+
+
+def memo_read(rt, call: tuple[str, str], compiler, result_type, op: str, compiled, seen: list,
+              vetoed: str | None) -> None:
+    """A query run inside the miss of the memoized call ``call`` (label,
+    key), to the recorder of this context (called only while one runs):
+    ``seen`` holds its QueryInfo and tags when the capture built them;
+    ``vetoed``, the call's veto reason when this read is the one that set it."""
+    recorder = recording.get()
+    if recorder is None:
+        return
+    info = seen[0] if seen else _info(rt, compiler, result_type, op, compiled)
+    if info is not None:
+        recorder.memo_read(call, info, seen[1] if len(seen) > 1 else (), vetoed or "")
+
+
+def _info(rt, compiler, result_type, op: str, compiled=None) -> QueryInfo | None:
     """The read as a QueryInfo, for a read vetoed before the read path
-    compiled it; None when no query runs (an empty ``IN ()``...)."""
+    compiled it; None when no query runs (an empty ``IN ()``...).
+    ``compiled``: its (sql, params), when already known."""
     try:
-        sql, params = compiler.as_sql()
+        sql, params = compiled if compiled is not None else compiler.as_sql()
     except EmptyResultSet:
         return None
     except Exception:  # shown to people only: never let it break the read
@@ -125,10 +153,13 @@ class Read:
     """One ORM read, as a recorder saw it."""
 
     __slots__ = ("outcome", "reason", "detail", "label", "op", "sql", "params", "alias",
-                 "tables", "key", "tags", "filled", "stale", "seconds", "saved", "_start")
+                 "tables", "key", "tags", "filled", "stale", "seconds", "saved", "call",
+                 "memo", "_start")
 
     def __init__(self, info: QueryInfo | None, label: str = "") -> None:
-        self.outcome = "pending"  # hit / miss / veto / bypass
+        #: hit / miss / veto / bypass; "memo": run on the database inside a
+        #: memoized call's miss (tracked by its capture, not cached per query)
+        self.outcome = "pending"
         self.reason = ""
         self.detail = ""
         self.label = label or (info.model._meta.label if info and info.model else "")
@@ -145,6 +176,11 @@ class Read:
         self.seconds: float | None = None
         #: for a hit, the miss time of its key when known
         self.saved: float | None = None
+        #: the number (from 1) of the memoized call it ran in
+        #: (``Recorder.calls``), and that call's label; None and ""
+        #: for a read of no memoized call's miss
+        self.call: int | None = None
+        self.memo = ""
         self._start = time.perf_counter()
 
     @property
@@ -163,10 +199,52 @@ class Read:
                 "params": [repr(p) for p in self.params], "alias": self.alias,
                 "tables": list(self.tables), "key": self.key, "tags": list(self.tags),
                 "filled": self.filled, "stale": self.stale, "seconds": self.seconds,
-                "saved": self.saved}
+                "saved": self.saved, "call": self.call, "memo": self.memo}
 
     def __repr__(self) -> str:
         return f"<Read {self.outcome} {self.label} {self.op} {self.reason}>"
+
+
+class Call:
+    """One memoized call (``querystash.memoize``, ``{% memoize %}``), as a
+    recorder saw it."""
+
+    __slots__ = ("number", "label", "key", "tags", "outcome", "reason", "detail", "filled",
+                 "reads", "seconds", "saved", "open", "_start")
+
+    def __init__(self, number: int, label: str, key: str, outcome: str) -> None:
+        self.number = number
+        self.label = label
+        self.key = key
+        self.tags: tuple[str, ...] = ()
+        #: hit / miss (filled or not) / veto / bypass
+        self.outcome = outcome
+        #: veto: the reason as ``memoize_stats()`` counts it; bypass: its code
+        self.reason = ""
+        self.detail = ""
+        self.filled = False
+        #: how many reads it ran (its miss's queries)
+        self.reads = 0
+        #: for a miss, the call's run (and fill)
+        self.seconds: float | None = None
+        #: for a hit, the miss time of its key when known
+        self.saved: float | None = None
+        #: a miss still running: its reads are filed under it
+        self.open = False
+        self._start = time.perf_counter()
+
+    @property
+    def words(self) -> str:
+        return _reasons.words(self.reason) if self.reason else ""
+
+    def as_dict(self) -> dict:
+        return {"number": self.number, "label": self.label, "key": self.key,
+                "tags": list(self.tags), "outcome": self.outcome, "reason": self.reason,
+                "words": self.words, "detail": self.detail, "filled": self.filled,
+                "reads": self.reads, "seconds": self.seconds, "saved": self.saved}
+
+    def __repr__(self) -> str:
+        return f"<Call {self.number} {self.outcome} {self.label} {self.reason}>"
 
 
 class Recorder:
@@ -176,6 +254,8 @@ class Recorder:
         self.reads: list[Read] = []
         #: the tags of each invalidation sent, in order
         self.invalidations: list[tuple[str, ...]] = []
+        #: every memoized call, in the order each began
+        self.calls: list[Call] = []
         self._open: Read | None = None
 
     def reading(self, info: QueryInfo, key: str, tags) -> None:
@@ -184,10 +264,75 @@ class Recorder:
         self.reads.append(read)
         self._open = read
 
+    def memo_read(self, call: tuple[str, str], info: QueryInfo, tags, vetoed: str) -> None:
+        """A query of a memoized call's miss: a read of that call, not a
+        per-query hit or miss."""
+        read = Read(info)
+        read.outcome = "memo"
+        read.tags = tuple(tags)
+        read.reason = vetoed
+        self._file(read, call)
+        self.reads.append(read)
+
+    def _file(self, read: Read, call: tuple[str, str]) -> None:
+        read.memo = call[0]
+        found = self._running(call[1])
+        if found is not None:
+            read.call = found.number
+            found.reads += 1
+
+    def _running(self, key: str) -> Call | None:
+        """The innermost memoized call still running under ``key``."""
+        for call in reversed(self.calls):
+            if call.open and call.key == key:
+                return call
+        return None
+
+    def memo_event(self, event: Event) -> None:
+        """A memoized call's event: its row in ``calls``."""
+        kind, key = event.kind, event.key
+        running = self._running(key) if key else None
+        if kind == "memo_miss":
+            if running is not None and running.outcome == "bypass":
+                return  # the store is out (told first): the same call runs, unmemoized
+            if running is not None:
+                running.open = False  # an earlier call under the key that raised: over
+            self._call(event, "miss").open = True
+            return
+        if kind in ("memo_fill", "memo_veto") and running is not None:
+            running.open = False
+            running.seconds = time.perf_counter() - running._start
+            if kind == "memo_fill":
+                running.filled = True
+                running.tags = tuple(event.tags)
+                _remember_miss(key, running.seconds)
+            elif running.outcome != "bypass":  # a bypass's reason stands
+                running.outcome, running.reason, running.detail = \
+                    "veto", event.reason, event.detail
+            return
+        if kind == "memo_fill":
+            return  # a miss this recorder did not see start: not ours
+        # a hit, a bypass, or a veto decided before the call ran (an argument)
+        call = self._call(event, kind[len("memo_"):])
+        call.reason, call.detail = event.reason, event.detail
+        if kind == "memo_hit":
+            call.tags = tuple(event.tags)
+            call.saved = _miss_seconds.get(key)
+        elif kind == "memo_bypass" and key:
+            call.open = True  # the store is out: the call runs, a miss and a veto follow
+
+    def _call(self, event: Event, outcome: str) -> Call:
+        call = Call(len(self.calls) + 1, event.model, event.key, outcome)
+        self.calls.append(call)
+        return call
+
     def event(self, event: Event) -> None:
         kind = event.kind
         if kind == "invalidate":
             self.invalidations.append(tuple(event.tags))
+            return
+        if kind.startswith("memo_"):
+            self.memo_event(event)
             return
         read = self._open
         if read is None or read.key != event.key:
@@ -196,6 +341,9 @@ class Recorder:
             # vetoed before its lookup: a read of its own
             read = Read(event.info, event.model)
             read.key, read.tags = event.key, tuple(event.tags)
+            capture = _capture.active.get()
+            if capture is not None and capture.call is not None:
+                self._file(read, capture.call)  # run by a memoized call's miss
             self.reads.append(read)
         now = time.perf_counter()
         if kind == "hit":
@@ -208,12 +356,7 @@ class Recorder:
         elif kind == "fill":
             read.filled = True
             read.seconds = now - read._start
-            if len(_miss_seconds) >= _MISS_LIMIT:
-                try:
-                    del _miss_seconds[next(iter(_miss_seconds))]
-                except (KeyError, RuntimeError, StopIteration):  # another thread's doing
-                    pass
-            _miss_seconds[read.key] = read.seconds
+            _remember_miss(read.key, read.seconds)
         elif kind == "stale":
             read.stale = True
         elif kind in ("veto", "bypass"):
@@ -221,3 +364,12 @@ class Recorder:
             read.reason = event.reason
             read.detail = event.detail
             self._open = None
+
+
+def _remember_miss(key: str, seconds: float) -> None:
+    if len(_miss_seconds) >= _MISS_LIMIT:
+        try:
+            del _miss_seconds[next(iter(_miss_seconds))]
+        except (KeyError, RuntimeError, StopIteration):  # another thread's doing
+            pass
+    _miss_seconds[key] = seconds

@@ -3,7 +3,10 @@
 Per request it lists every ORM read with what the cache did (hit, miss and
 fill, bypass, veto) and, for each read not served, the reason in words; the
 key and tags; what hits saved (the miss time of the same key, when this
-process saw it); and the invalidations the request's writes sent.
+process saw it); and the invalidations the request's writes sent. Each
+memoized call (``querystash.memoize``, ``{% memoize %}``) has a row of its
+own (hit, miss + fill, vetoed with the reason, bypassed), and the queries a
+memoized call's miss ran are listed as reads of that call.
 
 Add it to ``DEBUG_TOOLBAR_PANELS``::
 
@@ -26,7 +29,7 @@ from . import _observe, _runtime
 
 #: the panel's labels for each outcome
 OUTCOMES = {"hit": "hit", "miss": "miss", "fill": "miss + fill", "bypass": "bypass",
-            "veto": "vetoed", "pending": "pending"}
+            "veto": "vetoed", "pending": "pending", "memo": "memoized call"}
 
 
 class QuerystashPanel(Panel):
@@ -46,8 +49,12 @@ class QuerystashPanel(Panel):
         counts = self.get_stats().get("counts")
         if not counts:
             return ""
-        return (f"{counts.get('hit', 0)} hits, {counts.get('fill', 0) + counts.get('miss', 0)}"
+        line = (f"{counts.get('hit', 0)} hits, {counts.get('fill', 0) + counts.get('miss', 0)}"
                 f" misses, {counts.get('veto', 0) + counts.get('bypass', 0)} not cached")
+        calls = self.get_stats().get("call_counts")
+        if calls:
+            line += f", {sum(calls.values())} memoized ({calls.get('hit', 0)} hits)"
+        return line
 
     def enable_instrumentation(self) -> None:
         if self._recorder is not None:  # idempotent, as the toolbar asks
@@ -73,25 +80,38 @@ class QuerystashPanel(Panel):
 
 def summary(recorder: _observe.Recorder) -> dict:
     """The panel's data: plain values only (the toolbar may store it as JSON)."""
-    reads = []
+    reads, calls = [], []
     counts: Counter = Counter()
+    call_counts: Counter = Counter()
     saved = 0.0
-    for read in recorder.reads:
+    unknown = 0
+    # A read a memoized call's miss ran counts as "memo": it was neither
+    # served from nor stored in the per-query cache.
+    for read in [*recorder.reads, *recorder.calls]:
         row = read.as_dict()
         outcome = "fill" if read.outcome == "miss" and read.filled else read.outcome
         row["outcome"] = outcome
         row["outcome_label"] = OUTCOMES.get(outcome, outcome)
         row["ms"] = _ms(read.seconds)
         row["saved_ms"] = _ms(read.saved)
-        counts[outcome] += 1
-        if read.outcome == "hit" and read.saved is not None:
-            saved += read.saved
-        reads.append(row)
+        if isinstance(read, _observe.Call):
+            call_counts[outcome] += 1
+            calls.append(row)
+        else:
+            counts[outcome] += 1
+            reads.append(row)
+        if read.outcome == "hit":
+            if read.saved is None:
+                unknown += 1
+            else:
+                saved += read.saved
     return {
         "reads": reads,
         "counts": dict(counts),
+        "calls": calls,
+        "call_counts": dict(call_counts),
         "saved_ms": _ms(saved),
-        "unknown_saved": sum(1 for r in recorder.reads if r.outcome == "hit" and r.saved is None),
+        "unknown_saved": unknown,
         "invalidations": [sorted(tags) for tags in recorder.invalidations],
     }
 

@@ -48,14 +48,20 @@ class WriteEvent:
 class Event:
     """Something observers are told about."""
 
-    #: hit / miss / fill / invalidate / error / stale (verify mode) / veto / bypass
+    #: hit / miss / fill / invalidate / error / stale (verify mode) / veto /
+    #: bypass; for a memoized call (``querystash.memoize``, ``{% memoize %}``):
+    #: memo_hit / memo_miss / memo_fill / memo_veto / memo_bypass
     kind: str
+    #: the model's label; for a ``memo_*`` event, the memoized function's
+    #: label (its ``querystash_memoized`` attribute, ``template:<name>``)
     model: str = ""
     key: str = ""
     tags: tuple[str, ...] = ()
     error: BaseException | None = None
     #: veto and bypass (and a miss that will not fill): the reason code, one
-    #: of ``querystash.REASONS``
+    #: of ``querystash.REASONS``. memo_bypass: off, disabled or store-out;
+    #: memo_veto: the reason as ``querystash.memoize_stats()`` counts it
+    #: ("raw SQL read"...; docs/memoize.md), or "unpicklable result"
     reason: str = ""
     #: more about the reason, for people (the relation, the check, the key
     #: function's words)

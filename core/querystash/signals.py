@@ -1,5 +1,7 @@
 """Django signals for what the cache does: a hit, a miss, a fill, an
-invalidation, a stale read (verify mode).
+invalidation, a stale read (verify mode); and for each memoized call
+(``querystash.memoize``, ``{% memoize %}``): a hit, a miss, a fill, a veto,
+a bypass.
 
 They cost nothing until something connects: the dispatcher is an observer
 of the read and write paths only while one of these signals has a receiver
@@ -10,7 +12,9 @@ Every signal is sent with ``sender`` the model class (None when the event
 is not about one model: an invalidation) and the keyword arguments
 ``label`` (the model's label, "" for none), ``key`` (the entry's cache
 key), ``tags`` (the tags of the entry, or those invalidated) and ``event``
-(the :class:`querystash.Event`).
+(the :class:`querystash.Event`). The ``memo_*`` signals are sent with
+``sender`` None and ``label`` the memoized function's label (its
+``querystash_memoized`` attribute; ``template:<name>`` for a fragment).
 """
 
 from __future__ import annotations
@@ -47,9 +51,25 @@ cache_fill = _WatchedSignal()
 cache_invalidated = _WatchedSignal()
 #: verify mode found a served entry that differed from the database
 cache_stale = _WatchedSignal()
+#: a memoized call was served from its entry
+memo_hit = _WatchedSignal()
+#: no valid entry for a memoized call: the function runs (``memo_fill`` or
+#: ``memo_veto`` follows)
+memo_miss = _WatchedSignal()
+#: a memoized call's result was stored
+memo_fill = _WatchedSignal()
+#: a memoized call's result was not stored; ``event.reason`` says why
+memo_veto = _WatchedSignal()
+#: a memoized call not memoized this time (``event.reason``: off, disabled,
+#: store-out)
+memo_bypass = _WatchedSignal()
 
 _BY_KIND = {"hit": cache_hit, "miss": cache_miss, "fill": cache_fill,
-            "invalidate": cache_invalidated, "stale": cache_stale}
+            "invalidate": cache_invalidated, "stale": cache_stale,
+            "memo_hit": memo_hit, "memo_miss": memo_miss, "memo_fill": memo_fill,
+            "memo_veto": memo_veto, "memo_bypass": memo_bypass}
+#: the kinds about a memoized call, not a model: sent with ``sender`` None
+_MEMO = frozenset(("memo_hit", "memo_miss", "memo_fill", "memo_veto", "memo_bypass"))
 
 _lock = threading.Lock()
 _watching = False
@@ -72,8 +92,8 @@ def dispatch(event: Event) -> None:
     signal = _BY_KIND.get(event.kind)
     if signal is None or not signal.receivers:
         return
-    signal.send(sender=_model(event.model), label=event.model, key=event.key,
-                tags=event.tags, event=event)
+    sender = None if event.kind in _MEMO else _model(event.model)
+    signal.send(sender=sender, label=event.model, key=event.key, tags=event.tags, event=event)
 
 
 def _model(label: str):
