@@ -92,7 +92,11 @@ class Writing:
 
     def settle(self, items) -> None:
         """Invalidate the field tags of ``items``, the rows the statement changed."""
-        settle(self.statement.alias, list(items))
+        held = _batch.get()
+        if held is not None and held.alias == self.statement.alias and not held.sent:
+            held.items.extend(items)  # sent with the batch, right after its COMMIT
+        else:
+            settle(self.statement.alias, list(items))
         self.settled = True
 
 
@@ -109,6 +113,86 @@ def writing(alias: str, table: str, kind: str) -> Iterator[Writing]:
         if handle.statement.ran and not handle.settled:
             # Ran, but its rows were never told: every query on the table.
             family(alias, table)
+
+
+# -- one store call for a transaction of the caller's own (``batch``) ---------------------
+
+
+class _Batch:
+    """The rows written inside a ``batch()`` block, settled together once its
+    transaction has committed, with the core's tags for its statements."""
+
+    __slots__ = ("alias", "items", "pending", "sent")
+
+    def __init__(self, alias: str, pending: set):
+        self.alias = alias
+        self.items: list = []
+        #: the core's ``deferred`` tags: every write statement of the block
+        self.pending = pending
+        self.sent = False
+
+    def send(self) -> None:
+        self.sent = True
+        items, self.items = self.items, []
+        try:
+            if items:
+                settle_committed(self.alias, items, self.pending)
+            elif self.pending and runtime is not None:
+                tags = set(self.pending)
+                self.pending.clear()
+                runtime.invalidate(self.alias, tags, committed=True)
+        except Exception:  # never let cache bookkeeping break a write
+            logger.exception("querystash: invalidation after a write failed")
+            if runtime is not None:  # coarser, but nothing left stale
+                runtime.invalidate(self.alias, {item[0] + "#" for item in items},
+                                   committed=True)
+
+
+_batch: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar(
+    "querystash_fields_batch", default=None
+)
+
+
+@contextmanager
+def batch(alias: str) -> Iterator[bool]:
+    """A transaction of the caller's own on ``alias``, whose writes are
+    invalidated once, right after its COMMIT: the statements' own tags and
+    the field tags of the rows settled inside (``Writing.settle``), in one
+    store call, as ``save()`` does for its own transaction.
+
+    A read inside the block of a table it wrote still reads the database:
+    the core records each write statement's tables at once, and the field
+    strategy reads a table the open transaction wrote by the table's tags.
+
+    Yields True when batching, False when the block runs as it would
+    without it: inside a transaction already open, with autocommit off, or
+    with the strategy not live (statements then settle as usual)."""
+    rt = runtime
+    connection = connections[alias]
+    if (_active() is None or rt is None or _batch.get() is not None
+            or connection.in_atomic_block or _manual_transaction(connection)):
+        yield False
+        return
+    with rt.deferred(alias) as pending:
+        if pending is None:
+            yield False
+            return
+        held = _Batch(alias, pending)
+        token = _batch.set(held)
+        try:
+            with transaction.atomic(using=alias, savepoint=False):
+                # First among the on_commit callbacks (an empty savepoint
+                # set: never dropped by a savepoint's rollback), as the
+                # core's own post-commit invalidation comes before them:
+                # a callback reading what the block wrote reads it fresh.
+                connection.run_on_commit.insert(0, (set(), held.send, True))
+                yield True
+        finally:
+            _batch.reset(token)
+            if not held.sent and held.items:
+                # Rolled back, or the COMMIT failed (the server may have
+                # committed): invalidating rows never written costs misses.
+                held.send()
 
 
 # -- settling: old/new values -> tags ------------------------------------------------------

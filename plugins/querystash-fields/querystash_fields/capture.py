@@ -17,6 +17,14 @@ invalidate the family; once one has run, the caller must ``settle()`` the rows
 it wrote, or the family is invalidated when the block exits (also when it
 raises). Keep the block as tight as the statement: anything else that writes
 the same table inside it is taken for the caller's statement.
+
+A plugin that runs a transaction of its own, in which nothing but its own
+writes happens, can have it cost one store call::
+
+    with capture.batch(alias):      # opens the transaction (atomic)
+        with capture.writing(alias, table, "insert") as statement:
+            ...
+            statement.settle(rows)   # sent with the block's other tags, after COMMIT
 """
 
 from __future__ import annotations
@@ -27,9 +35,9 @@ from typing import Any
 from django.db import connections
 
 from . import _capture
-from ._capture import Writing, writing
+from ._capture import Writing, batch, writing
 
-__all__ = ["Item", "Writing", "active", "family", "settle", "writing"]
+__all__ = ["Item", "Writing", "active", "batch", "family", "settle", "writing"]
 
 #: ``(table, model, old row or None, new row or None)``; a row maps attnames
 #: to Python values; a missing attname means "unknown" (coarser tags)

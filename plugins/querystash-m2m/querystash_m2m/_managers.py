@@ -2,7 +2,7 @@
 
 Django builds one manager class per relation and side with
 ``create_forward_many_to_many_manager``; the plugin wraps that factory so
-each class gets two changes:
+each class gets these changes:
 
 - ``count()`` / ``exists()``: Django answers them from the through table
   alone (``constrained_target``), a query whose model is the auto-created
@@ -16,12 +16,19 @@ each class gets two changes:
   through models are cached by their app's wildcard). Both reads are made
   uncached, so Django never decides a write from an entry served in the
   short window between another process's commit and its invalidation.
+- ``add()``, ``remove()``, ``clear()`` and ``set()`` of an auto-created
+  through table, called outside a transaction, cost the store one call
+  (querystash-fields' ``capture.batch``): Django runs each in a transaction
+  of its own, whose writes would otherwise be invalidated at each
+  statement, before the COMMIT and after it, with a read of the scheme
+  slots each time.
 """
 
 from __future__ import annotations
 
 import contextvars
 
+from django.db import router
 from django.db.models import Manager
 from django.db.models.fields import related_descriptors
 
@@ -46,11 +53,47 @@ class _Precise:
     def set(self, *args, **kwargs):
         token = _fresh.set(True)
         try:
-            return super().set(*args, **kwargs)
+            with self._querystash_batch():
+                return super().set(*args, **kwargs)
         finally:
             _fresh.reset(token)
 
     set.alters_data = True
+
+    def add(self, *args, **kwargs):
+        with self._querystash_batch():
+            return super().add(*args, **kwargs)
+
+    add.alters_data = True
+
+    def remove(self, *args, **kwargs):
+        with self._querystash_batch():
+            return super().remove(*args, **kwargs)
+
+    remove.alters_data = True
+
+    def clear(self, *args, **kwargs):
+        with self._querystash_batch():
+            return super().clear(*args, **kwargs)
+
+    clear.alters_data = True
+
+    def _querystash_batch(self):
+        """One store call for the transaction Django runs the write in: its
+        statements' tags and the rows' field tags, right after its COMMIT
+        and before any ``on_commit`` callback. A receiver of ``m2m_changed``
+        reading inside that transaction still reads what was written (the
+        core records each statement's tables as written at once, and
+        querystash-fields reads written tables by table there). A custom
+        through model's rows have their own ``save()``/``delete()``: left
+        to the usual per-statement rules."""
+        through = self.through
+        if not through._meta.auto_created:
+            return _nothing
+        db = router.db_for_write(through, instance=self.instance)  # Django's own choice
+        if not _state.precise(db):
+            return _nothing
+        return _state.capture.batch(db)
 
     def _get_missing_target_ids(self, source_field_name, target_field_name, db, target_ids):
         # Django's own query (5.2 and 6.1), uncached.
@@ -88,6 +131,17 @@ class _Precise:
         if target is None:
             return None
         return target.cache(ops=[op], timeout=rule.timeout)
+
+
+class _Nothing:
+    def __enter__(self):
+        return False
+
+    def __exit__(self, *exc):
+        return False
+
+
+_nothing = _Nothing()
 
 
 def make_factory(original):
