@@ -7,7 +7,7 @@ import os
 import subprocess
 import threading
 
-__all__ = ["in_thread", "run_clean"]
+__all__ = ["check_command", "in_thread", "run_clean", "system_checks"]
 
 
 def run_clean(args, cwd, timeout: float) -> str:
@@ -47,3 +47,29 @@ def in_thread(fn):
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+# Django runs its model checks against every database alias unless told which
+# (``databases=None``: all of them), and on PostgreSQL those checks ask the
+# server's version (GeneratedField support: tests.fuzzapp), so they connect to
+# ``other`` as well. A test that may not touch ``other`` (or no database at all)
+# then passed only if an earlier test had left that version cached on the
+# connection: it failed when run alone. The suite's tests of the checks are
+# about settings, not databases: they run every check against no database.
+NO_DATABASES: list[str] = []
+
+
+def system_checks(*, deploy: bool = False) -> list:
+    """Every system check ``manage.py check`` runs (``deploy``: with
+    ``--deploy``), against no database; the messages, as ``run_checks``."""
+    from django.core import checks
+
+    return checks.run_checks(include_deployment_checks=deploy, databases=NO_DATABASES)
+
+
+def check_command(**options) -> None:
+    """``manage.py check`` against no database (raises ``SystemCheckError``
+    on errors, as the command does)."""
+    from django.core.management import call_command
+
+    call_command("check", databases=NO_DATABASES, **options)

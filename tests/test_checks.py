@@ -11,6 +11,7 @@ from django.core import checks as django_checks
 from django.test import override_settings
 
 from querystash import _runtime, checks
+from tests.helpers import system_checks
 
 CHECKS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "checks.md"
 CHECKS_SOURCE = "".join(path.read_text() for path in Path(checks.__file__).parent.glob("*.py"))
@@ -24,7 +25,7 @@ def messages(value, *, deploy: bool = False, pin: bool = True, **other_settings)
     if pin and isinstance(value, dict) and "STORAGE" not in value:
         value = {**value, "STORAGE": "django"}
     with override_settings(QUERYSTASH=value, **other_settings):
-        found = django_checks.run_checks(include_deployment_checks=deploy)
+        found = system_checks(deploy=deploy)
     return [m for m in found if m.id.startswith("querystash.")]
 
 
@@ -161,7 +162,7 @@ def test_a_wrong_type_leaves_the_site_up_with_caching_off(value):
     with override_settings(QUERYSTASH=value):
         rt = _runtime.current
         assert rt is not None
-        found = [m.id for m in django_checks.run_checks() if m.id.startswith("querystash.")]
+        found = [m.id for m in system_checks() if m.id.startswith("querystash.")]
     assert "querystash.E003" in found
 
 

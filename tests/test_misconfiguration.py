@@ -19,12 +19,13 @@ from django.core import checks as django_checks
 from django.test import override_settings
 
 from querystash import Setting, SettingsSection, _runtime, plugins
+from tests.helpers import system_checks
 from tests.plugins import registered
 
 
 def messages(value) -> list:
     with override_settings(QUERYSTASH=value):
-        found = django_checks.run_checks()
+        found = system_checks()
     return [m for m in found if m.id.startswith("querystash.")]
 
 

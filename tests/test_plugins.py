@@ -8,7 +8,6 @@ from importlib.metadata import EntryPoint
 import pluggy
 import pytest
 from django.conf import settings
-from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.db import connection
 from django.db.models.functions import Now
@@ -18,6 +17,7 @@ from django.test.utils import CaptureQueriesContext
 import querystash
 from querystash import _runtime, checks, plugins
 from querystash._localstore import LocalStorage
+from tests.helpers import check_command
 from tests.plugins import counting_observer, custom_strategy, misspelled, registered
 from tests.plugins.counting_observer import CountingObserver
 from tests.plugins.custom_keys import PREFIX, CustomKeys
@@ -231,7 +231,7 @@ def test_unknown_storage_name_is_a_problem_and_check_error(library):
 def test_unknown_storage_name_fails_manage_py_check(library):
     with override_settings(QUERYSTASH=querystash_setting(STORAGE="nosuchstore")):
         with pytest.raises(SystemCheckError) as excinfo:
-            call_command("check")
+            check_command()
     assert "querystash.E009" in str(excinfo.value)
     assert "nosuchstore" in str(excinfo.value)
 
@@ -473,7 +473,7 @@ def test_broken_entry_point_fails_manage_py_check(entry_points, library):
     plugins.load_plugins()
     _runtime.rebuild()
     with pytest.raises(SystemCheckError) as excinfo:
-        call_command("check")
+        check_command()
     text = str(excinfo.value)
     assert "querystash.E010" in text and "querystash_broken" in text
 

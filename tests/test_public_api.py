@@ -13,6 +13,7 @@ from django.db.models import QuerySet
 
 import querystash
 import querystash.testing
+import querystash.testing.relay
 import querystash.testing.servers
 from querystash import _install, _runtime, handle, plugins
 from tests.testapp.models import Book
@@ -20,7 +21,8 @@ from tests.testapp.models import Book
 ROOT = Path(__file__).resolve().parent.parent
 #: submodules a plugin may import besides the package itself: the test
 #: helpers querystash ships for plugin authors (``docs/testing.md``)
-PUBLIC_MODULES = {"querystash.testing", "querystash.testing.servers"}
+PUBLIC_MODULES = {"querystash.testing", "querystash.testing.relay",
+                  "querystash.testing.servers"}
 _TEMPLATE_VAR = re.compile(r"\{\{\s*cookiecutter\.(\w+)\s*\}\}")
 
 
@@ -40,6 +42,7 @@ def plugin_test_files() -> list[Path]:
 def _public_names(module: str) -> set[str] | None:
     """A public submodule's own ``__all__`` (None: any name it defines)."""
     return {"querystash.testing": set(querystash.testing.__all__),
+            "querystash.testing.relay": set(querystash.testing.relay.__all__),
             "querystash.testing.servers": None}.get(module)
 
 

@@ -17,7 +17,9 @@ not ask for it. Use with pytest-django (the fixtures need the app registry):
 - ``querystash_redis_server`` / ``querystash_memcached_server``: a throwaway
   redis-server / memcached on a free loopback port for the session
   (``querystash.testing.servers``), skipped when the binary is missing, a
-  failure instead when ``CI=true``.
+  failure instead when ``CI=true``;
+- ``querystash.testing.relay.Relay``: a loopback TCP relay in front of a
+  server, to hold back replies, drop or cut connections at a chosen moment.
 
 The module is imported by pytest before Django is configured: everything
 that needs Django is imported inside the functions.

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
 from contextlib import ExitStack, contextmanager
 
 import pytest
@@ -20,7 +18,7 @@ from pymemcache.client.base import Client
 from querystash_memcached import MemcachedStorage
 
 from querystash.testing import problems, runtime, wait_for_store
-from querystash.testing.servers import MemcachedServer, free_port
+from querystash.testing.servers import MemcachedServer
 from tests.testapp.models import Author, Book
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -111,68 +109,3 @@ def layout(servers: list[str], tag: str, other: str) -> str:
         if probe.server_for(f"{prefix}:t:{tag}") is not probe.server_for(f"{prefix}:t:{other}"):
             return prefix
     raise AssertionError("no prefix separates the two stamps")
-
-
-class Proxy:
-    """A TCP relay in front of a server, which a test can cut like a network
-    partition: the server keeps its data, the client sees resets."""
-
-    def __init__(self, upstream: tuple[str, int]):
-        self.upstream = upstream
-        self.port = free_port()
-        self.url = f"127.0.0.1:{self.port}"
-        self.cut_off = False
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", self.port))
-        self._listener.settimeout(0.1)
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def cut(self) -> None:
-        self.cut_off = True
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            _close(conn)
-
-    def heal(self) -> None:
-        self.cut_off = False
-
-    def close(self) -> None:
-        self._closed = True
-        self.cut()
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                downstream, _ = self._listener.accept()
-            except (TimeoutError, OSError):
-                continue
-            if self.cut_off:
-                _close(downstream)
-                continue
-            upstream = socket.create_connection(self.upstream)
-            with self._lock:
-                self._conns += [downstream, upstream]
-            for a, b in ((downstream, upstream), (upstream, downstream)):
-                threading.Thread(target=_pump, args=(a, b), daemon=True).start()
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    _close(src)
-    _close(dst)
-
-
-def _close(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()

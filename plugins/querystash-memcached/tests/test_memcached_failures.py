@@ -10,10 +10,11 @@ import pytest
 from pymemcache.client.base import Client
 
 from querystash.testing import without_outage_debts
+from querystash.testing.relay import Relay
 from querystash.testing.servers import MemcachedServer
 from tests.testapp.models import Author, Book
 
-from .conftest import Proxy, cached, layout, truth, using, wait_out_outage
+from .conftest import cached, layout, truth, using, wait_out_outage
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -149,7 +150,7 @@ def test_partition_positive_control_without_the_debt_it_would_be_stale(data, poo
 
 
 def _partition(pool3, counts, *, forgive_debt: bool) -> str:
-    proxy = Proxy(pool3[0].address)
+    proxy = Relay(pool3[0].address)  # cut like a network partition
     try:
         urls = [proxy.url, pool3[1].url, pool3[2].url]
         prefix = next(p for i in range(200)

@@ -11,7 +11,6 @@ import djp
 import pytest
 import querystash_memcached
 from django.conf import settings
-from django.core import checks as django_checks
 from django.core.management import call_command
 from django.test import override_settings
 from pymemcache.client.base import Client
@@ -19,6 +18,7 @@ from querystash_memcached import DEFAULTS, MemcachedStorage
 
 import querystash
 from querystash.testing import plugins_implementing, runtime
+from tests.helpers import system_checks
 from tests.testapp.models import Author, Blob, Book
 
 from .conftest import cached, truth
@@ -157,7 +157,7 @@ def test_stats_command_with_the_server_down(data, memcached_server, mc):
 
 def run_checks(value) -> list:
     with override_settings(QUERYSTASH=value):
-        found = django_checks.run_checks()
+        found = system_checks()
         return [m for m in found if m.id.startswith("querystash.")], runtime().enabled
 
 
@@ -204,7 +204,7 @@ def test_its_section_picks_memcached_and_disabling_it_falls_back(memcached_serve
     # Installed, no section, STORAGE unset: the built-in store, and a check says why.
     with override_settings(QUERYSTASH=base):
         assert runtime().storage.name == "django"
-        infos = [m for m in django_checks.run_checks() if m.id == "querystash.I001"]
+        infos = [m for m in system_checks() if m.id == "querystash.I001"]
         assert len(infos) == 1 and "memcached" in infos[0].msg
 
 

@@ -12,6 +12,7 @@ from django.test import override_settings
 from querystash_redis import DEFAULTS, RedisStorage, parse
 
 from querystash.testing import plugin, problems, runtime
+from tests.helpers import check_command
 from tests.testapp.models import Author
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -93,7 +94,7 @@ def test_bad_section_turns_caching_off_and_is_reported_by_check(db):
         from django.core.management.base import SystemCheckError
 
         with pytest.raises(SystemCheckError) as info:
-            call_command("check", stdout=out, stderr=out)
+            check_command(stdout=out, stderr=out)
         assert "querystash.E003" in str(info.value)
         assert 'QUERYSTASH["redis"]["socket_timeout"] is -1; expected seconds' in str(info.value)
         assert "querystash.E010" not in str(info.value)  # one message, naming the key

@@ -4,22 +4,22 @@ as redis-py's path does, never read a reply as a later command's answer,
 retry connection errors (not timeouts) as ``retries`` says, and keep
 threads and forked children on their own sockets.
 
-Where a server must be slow or vanish at a chosen moment, a relay (``Relay``)
-sits between the store and a real redis-server: it holds back replies or cuts
-a connection when a command arrives. Most tests run on both paths (``fast``):
-the old one is the reference."""
+Where a server must be slow or vanish at a chosen moment, a relay
+(``querystash.testing.relay.Relay``) sits between the store and a real
+redis-server: it holds back replies or drops a connection when a command
+arrives. Most tests run on both paths (``fast``): the old one is the reference."""
 
 from __future__ import annotations
 
 import os
 import random
-import socket
 import threading
 
 import pytest
 from querystash_redis import RedisStorage, _lane, parse
 
 from querystash import StorageError
+from querystash.testing.relay import Relay
 
 
 def storage_at(port: int, fast: bool = True, **section) -> RedisStorage:
@@ -40,101 +40,6 @@ def stores():
     yield make
     for storage in made:
         storage.close()
-
-
-class Relay:
-    """A TCP relay in front of a real redis-server.
-
-    ``hold()``: replies are kept back (a server slow to answer) until
-    ``release_on_next_command()`` lets them go, in order, when the next
-    command reaches the relay on any connection; ``cut(n)``: the next ``n``
-    times a command arrives, its connection is closed instead."""
-
-    def __init__(self, target: int):
-        self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.lock = threading.Lock()
-        self.holding = self.releasing = False
-        self.held: list[tuple[socket.socket, bytes]] = []
-        self.cuts = 0
-        self.sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def hold(self) -> None:
-        with self.lock:
-            self.holding = True
-
-    def release_on_next_command(self) -> None:
-        with self.lock:
-            self.releasing = True
-
-    def cut(self, n: int) -> None:
-        with self.lock:
-            self.cuts = n
-
-    def close(self) -> None:
-        self.listener.close()
-        for sock in self.sockets:
-            _close(sock)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            self.sockets += [client, upstream]
-            threading.Thread(target=self._up, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._down, args=(upstream, client), daemon=True).start()
-
-    def _up(self, client: socket.socket, upstream: socket.socket) -> None:
-        while data := _recv(client):
-            with self.lock:
-                if self.cuts:
-                    self.cuts -= 1
-                    break
-                upstream.sendall(data)
-                if self.releasing:
-                    # Under the lock: the reply to ``data`` queues behind these.
-                    self.releasing = self.holding = False
-                    for sock, chunk in self.held:
-                        try:
-                            sock.sendall(chunk)
-                        except OSError:
-                            pass  # its client hung up: nobody to mislead
-                    self.held.clear()
-        _close(client)
-        _close(upstream)
-
-    def _down(self, upstream: socket.socket, client: socket.socket) -> None:
-        while data := _recv(upstream):
-            with self.lock:
-                if self.holding:
-                    self.held.append((client, data))
-                    continue
-                try:
-                    client.sendall(data)
-                except OSError:
-                    break
-        _close(client)
-        _close(upstream)
-
-
-def _recv(sock: socket.socket) -> bytes:
-    try:
-        return sock.recv(65536)
-    except OSError:
-        return b""
-
-
-def _close(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
 
 
 @pytest.fixture
@@ -324,13 +229,13 @@ def test_connection_errors_are_retried_as_retries_says(
     r = relay()
     storage = stores(r.port, fast=fast, retries=retries)
     assert storage.get_many(["qs:t:a"]) == [b"A"]
-    r.cut(cuts)  # the next commands' connections are closed when they arrive
+    r.drop_next(cuts)  # the next commands' connections are closed when they arrive
     if ok:
         assert storage.add_get_many({"qs:t:b": b"B"}, ["qs:t:a", "qs:t:b"], 60) == [b"A", b"B"]
     else:
         with pytest.raises(StorageError, match=f"redis at 127.0.0.1:{r.port}/0: .*ConnectionError"):
             storage.add_get_many({"qs:t:b": b"B"}, ["qs:t:a", "qs:t:b"], 60)
-    r.cut(0)
+    r.drop_next(0)
     assert storage.get_many(["qs:t:a"]) == [b"A"]  # and the store is usable again
 
 
