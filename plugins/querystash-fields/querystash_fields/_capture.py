@@ -252,6 +252,14 @@ def settle(alias: str, items, *, after_commit: bool = False, into: set | None = 
     if strategy is None or rt is None or rt.storage is None:
         return
     connection = connections[alias]
+    if into is None and rt.store_usable() and any(
+            strategy.registry.last({item[0] for item in items}).values()):
+        # The slots' schemes are guessed from the last read of them: their
+        # field tags go out with the deletion that reads the slots again.
+        if not after_commit and connection.in_atomic_block:
+            _queue(connection, items)
+        _settle_reading(rt, strategy, alias, items, set(), committed=after_commit)
+        return
     if not rt.store_usable():
         # The store is out: no call to it from a request. The invalidation
         # becomes the core's debt (the global stamp), which covers the family.
@@ -286,16 +294,25 @@ def settle_committed(alias: str, items, pending: set) -> None:
     if strategy is None or rt is None or rt.storage is None or not rt.store_usable():
         settle(alias, items, into=pending)
         return
+    _settle_reading(rt, strategy, alias, items, pending, committed=True)
+
+
+def _settle_reading(rt, strategy, alias: str, items, pending: set, *, committed: bool) -> None:
+    """The field tags of the schemes last found in the slots of ``items``'
+    tables, with ``pending``, deleted in the call that reads those slots
+    again; then the tags of a scheme that read found and the guess missed.
+    Inside a transaction (``committed`` false) they are recorded as its
+    writes too, as ``RuntimeHandle.invalidate`` does."""
     registry = strategy.registry
     tables = sorted({item[0] for item in items})
     tags = _slot_tags(strategy, registry.last(tables), items) | pending
     pending.clear()  # sent here: nothing left for the block's exit
-    values = rt.invalidate_reading(alias, tags, registry.keys(rt, tables), committed=True)
+    values = rt.invalidate_reading(alias, tags, registry.keys(rt, tables), committed=committed)
     if values is None:
         return  # not read: the invalidation is the core's debt (everything)
     extra = _slot_tags(strategy, registry.parse(tables, values), items) - tags
     if extra:
-        rt.invalidate(alias, extra, committed=True)
+        rt.invalidate(alias, extra, committed=committed)
 
 
 def family(alias: str, table: str) -> None:
