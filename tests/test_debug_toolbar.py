@@ -17,7 +17,7 @@ from django.db import connection
 from django.test import override_settings
 
 import querystash
-from querystash import _observe, _reasons, _runtime
+from querystash import _explain, _observe, _reasons, _runtime
 from tests.helpers import in_thread
 from tests.observe_cases import CASES, MORE, make_data, snapshot_expected, titles
 from tests.testapp.models import Book
@@ -120,15 +120,9 @@ def test_a_recorder_sees_only_the_reads_of_its_own_context():
     """While one request records, reads elsewhere (another thread, as another
     request would be) reach the observer but not that request's recorder."""
     make_data()
-    mine = _observe.Recorder()
-    token = _observe.recording.set(mine)
-    _runtime.watch(_observe.route)
-    try:
+    with _explain.recorded() as mine:
         other = in_thread(lambda: _observe.recording.get())
         in_thread(lambda: titles(Book.objects.filter(title="elsewhere")))
         titles(Book.objects.filter(title="here"))
-    finally:
-        _runtime.unwatch(_observe.route)
-        _observe.recording.reset(token)
     assert other is None
     assert [("here" in r.params[0]) for r in mine.reads] == [True]

@@ -16,7 +16,7 @@ from django.db import connection
 from django.template import Context, Engine
 
 import querystash
-from querystash import _capture, _capture_reads, _observe, _runtime, signals
+from querystash import _capture, _capture_reads, _explain, _observe, _runtime, signals
 from tests.memo_cases import raw_count, shelf_of
 from tests.test_debug_toolbar import open_panel, rows, toolbar_settings
 from tests.test_memoize import configured
@@ -230,14 +230,8 @@ def test_observing_work_is_counted_when_something_observes(store, author, monkey
 
     querystash.invalidate_all()
     counted.update(dict.fromkeys(counted, 0))
-    recorder = _observe.Recorder()
-    token = _observe.recording.set(recorder)
-    _runtime.watch(_observe.route)
-    try:
+    with _explain.recorded():
         workload(author)
-    finally:
-        _runtime.unwatch(_observe.route)
-        _observe.recording.reset(token)
     assert counted["memo_read"] == 3 and counted["emit"] >= 7
     assert _runtime.current.observers == []
 
@@ -266,14 +260,8 @@ def test_a_hit_tests_the_observers_once(store, author, monkeypatch):
 
 
 def recorded(fn) -> _observe.Recorder:
-    recorder = _observe.Recorder()
-    token = _observe.recording.set(recorder)
-    _runtime.watch(_observe.route)
-    try:
+    with _explain.recorded() as recorder:
         fn()
-    finally:
-        _runtime.unwatch(_observe.route)
-        _observe.recording.reset(token)
     return recorder
 
 

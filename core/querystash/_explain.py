@@ -9,7 +9,8 @@ miss fills the cache, exactly as the same read in your code would.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from . import _observe, _reasons, _runtime
@@ -113,17 +114,26 @@ def explain(queryset, op: str = "fetch") -> Explanation:
             except (model.DoesNotExist, model.MultipleObjectsReturned):
                 pass  # get() of nothing, or of too much: the read ran all the same
 
+    with recorded() as recorder:
+        call()
+    if not recorder.reads and _runtime.current is None:
+        recorder.reads.append(_not_running(op))
+    return Explanation(op, recorder.reads, recorder.invalidations)
+
+
+@contextmanager
+def recorded() -> Iterator[_observe.Recorder]:
+    """A recorder current in this context until the block exits, with the
+    router watched meanwhile: every read and invalidation the block makes
+    (``explain()``; the panel's recorder spans a request's two hooks instead)."""
     recorder = _observe.Recorder()
     token = _observe.recording.set(recorder)
     _runtime.watch(_observe.route)
     try:
-        call()
+        yield recorder
     finally:
         _runtime.unwatch(_observe.route)
         _observe.recording.reset(token)
-    if not recorder.reads and _runtime.current is None:
-        recorder.reads.append(_not_running(op))
-    return Explanation(op, recorder.reads, recorder.invalidations)
 
 
 def _not_running(op: str) -> Read:
