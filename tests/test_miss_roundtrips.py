@@ -19,12 +19,10 @@ from django.test import override_settings
 
 from querystash import _runtime, _stamps
 from querystash.testing import rebuild
+from querystash.testing import store_calls as recorded
 from tests.testapp.models import Author, Book
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-CALLS = ("get_many", "add_many", "add_get_many", "set", "delete_many")
-
 
 @pytest.fixture(params=["redis", "memcached", "locmem"])
 def rt(request):
@@ -37,34 +35,6 @@ def rt(request):
     alias = request.getfixturevalue(f"{request.param}_cache_alias")
     with override_settings(QUERYSTASH={**settings.QUERYSTASH, "django": {"cache": alias}}):
         yield _runtime.current
-
-
-@contextmanager
-def recorded(storage):
-    """The storage's calls (outermost only: a default ``add_get_many`` calls
-    ``add_many`` and ``get_many`` itself)."""
-    calls: list[str] = []
-    depth = [0]
-    originals = {name: getattr(storage, name) for name in CALLS}
-
-    def wrap(name, method):
-        def recording(*args, **kwargs):
-            if depth[0] == 0:
-                calls.append(name)
-            depth[0] += 1
-            try:
-                return method(*args, **kwargs)
-            finally:
-                depth[0] -= 1
-        return recording
-
-    for name, method in originals.items():
-        setattr(storage, name, wrap(name, method))
-    try:
-        yield calls
-    finally:
-        for name in originals:
-            delattr(storage, name)  # back to the class's method
 
 
 @contextmanager
@@ -110,7 +80,7 @@ def test_cold_miss_with_stamps_in_place_is_one_read_and_one_fill(rt, book):
     price(book.pk)  # the write deleted the table's stamp: created again here
     with recorded(rt.storage) as calls:
         assert price(other.pk) == [7]
-    assert calls == ["get_many", "set"]
+    assert calls.names == ["get_many", "set"]
 
 
 def test_miss_after_a_write_creates_its_stamps_in_the_read(rt, book):
@@ -118,10 +88,10 @@ def test_miss_after_a_write_creates_its_stamps_in_the_read(rt, book):
     Book.objects.filter(pk=book.pk).update(price=11)  # deletes the stamp this read needs
     with recorded(rt.storage) as calls:
         assert price(book.pk) == [11]
-    assert calls == ["add_get_many", "set"]  # no add_many before the query
+    assert calls.names == ["add_get_many", "set"]  # no add_many before the query
     with recorded(rt.storage) as calls:
         assert price(book.pk) == [11]
-    assert calls == ["get_many"]  # a hit, on the stamps created above
+    assert calls.names == ["get_many"]  # a hit, on the stamps created above
 
 
 def test_a_stamp_deleted_elsewhere_is_created_before_the_query(rt, book):
@@ -133,7 +103,7 @@ def test_a_stamp_deleted_elsewhere_is_created_before_the_query(rt, book):
     rt.storage.delete_many([rt.stamp_prefix + "testapp_book"])
     with recorded(rt.storage) as calls:
         assert price(book.pk) == [10]
-    assert calls == ["get_many", "add_many", "set"]
+    assert calls.names == ["get_many", "add_many", "set"]
 
 
 def test_a_write_between_the_creating_read_and_the_fill_kills_the_fill(rt, book):
@@ -141,7 +111,7 @@ def test_a_write_between_the_creating_read_and_the_fill_kills_the_fill(rt, book)
     rt.storage.delete_many([rt.stamp_prefix + tag for tag in ("testapp_book", "*")])
     with recorded(rt.storage) as calls, at_fill(update(book.pk, 20)) as done:
         assert price(book.pk) == [10]  # queried before the write committed
-    assert done and calls[0] == "add_get_many"
+    assert done and calls.names[0] == "add_get_many"
     assert price(book.pk) == [20]  # the fill was invalid at birth
 
 
@@ -182,7 +152,7 @@ def test_a_value_never_read_before_creates_its_stamp_in_the_read(rt, book):
     assert title(book.pk) == ["t"]  # the scheme's slot is registered
     with recorded(rt.storage) as calls:
         assert title(other.pk) == ["u"]
-    assert calls == ["add_get_many", "set"]
+    assert calls.names == ["add_get_many", "set"]
     with recorded(rt.storage) as calls:
         assert title(other.pk) == ["u"]
-    assert calls == ["get_many"]
+    assert calls.names == ["get_many"]

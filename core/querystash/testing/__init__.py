@@ -12,6 +12,7 @@ not ask for it. Use with pytest-django (the fixtures need the app registry):
 - the runtime's life: :func:`rebuild`, :func:`problems`, :func:`uninstalled`,
   :func:`plugin`, :func:`plugins_implementing`;
 - the miss path's named points: :func:`checkpoints`, :func:`at_checkpoint`;
+- what a read or a write costs the store: :func:`store_calls`;
 - outages: :func:`wait_for_store`, :func:`forget_outage`,
   :func:`without_outage_debts` (a positive control's planted bug);
 - ``querystash_redis_server`` / ``querystash_memcached_server``: a throwaway
@@ -40,11 +41,13 @@ import pytest
 if TYPE_CHECKING:
     from ..events import QueryInfo
     from ..handle import RuntimeHandle
+    from ..storage import Storage
     from ..strategy import InvalidationStrategy
     from .servers import MemcachedServer, RedisServer
 
 __all__ = [
     "Counted",
+    "StoreCalls",
     "at_checkpoint",
     "checkpoints",
     "clear_stores",
@@ -59,6 +62,7 @@ __all__ = [
     "rebuild",
     "reset",
     "runtime",
+    "store_calls",
     "uninstalled",
     "wait_for_store",
     "without_outage_debts",
@@ -276,6 +280,49 @@ def count(fn: Callable[..., Any], *args: Any, using: str = "default",
     deltas = {k: v for k, v in deltas.items() if v}
     return Counted(result, len(ctx.captured_queries), deltas.get("hits", 0),
                    deltas.get("misses", 0), deltas)
+
+
+#: the :class:`querystash.Storage` methods :func:`store_calls` records
+STORE_METHODS = ("get_many", "add_many", "add_get_many", "set", "delete_many",
+                 "delete_get_many")
+
+
+class StoreCalls(list):
+    """The calls :func:`store_calls` saw: ``(method name, first argument)``."""
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self]
+
+
+@contextmanager
+def store_calls(storage: Storage) -> Iterator[StoreCalls]:
+    """Record the calls made to ``storage`` (a runtime's ``.storage``) inside
+    the block, outermost only: a storage whose ``add_get_many`` calls its own
+    ``add_many`` and ``get_many`` counts one call. To count what a read or a
+    write costs the store, without timing it."""
+    calls = StoreCalls()
+    depth = [0]
+    originals = {name: getattr(storage, name) for name in STORE_METHODS}
+
+    def wrap(name, method):
+        def recording(*args, **kwargs):
+            if depth[0] == 0:
+                calls.append((name, args[0]))
+            depth[0] += 1
+            try:
+                return method(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+        return recording
+
+    for name, method in originals.items():
+        setattr(storage, name, wrap(name, method))
+    try:
+        yield calls
+    finally:
+        for name in originals:
+            delattr(storage, name)  # back to the class's method
 
 
 def plugin_hooks(name: str) -> set[str]:

@@ -21,45 +21,16 @@ from django.db import transaction
 from django.test import override_settings
 
 from querystash.testing import runtime
+from querystash.testing import store_calls as recorded
 from tests.testapp.models import Author, Book
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-CALLS = ("get_many", "add_many", "add_get_many", "set", "delete_many", "delete_get_many")
-
 
 @pytest.fixture(params=["redis_cache_alias", "memcached_cache_alias"])
 def rt(request):
     alias = request.getfixturevalue(request.param)
     with override_settings(QUERYSTASH={**settings.QUERYSTASH, "django": {"cache": alias}}):
         yield runtime()
-
-
-@contextmanager
-def recorded(storage):
-    """The storage's outermost calls: (name, first argument)."""
-    calls: list = []
-    depth = [0]
-    originals = {name: getattr(storage, name) for name in CALLS}
-
-    def wrap(name, method):
-        def recording(*args, **kwargs):
-            if depth[0] == 0:
-                calls.append((name, args[0]))
-            depth[0] += 1
-            try:
-                return method(*args, **kwargs)
-            finally:
-                depth[0] -= 1
-        return recording
-
-    for name, method in originals.items():
-        setattr(storage, name, wrap(name, method))
-    try:
-        yield calls
-    finally:
-        for name in originals:
-            delattr(storage, name)
 
 
 def anns_published(ann, cached=True):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import contextmanager
 
 import pytest
 from django.conf import settings
@@ -22,6 +21,7 @@ from django.db.models.signals import m2m_changed
 from django.test import override_settings
 
 from querystash.testing import runtime
+from querystash.testing import store_calls as recorded
 from tests.testapp.models import Author, Book, Tag
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -29,41 +29,11 @@ from querystash_m2m_reads import pks  # noqa: E402
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-CALLS = ("get_many", "add_many", "add_get_many", "set", "delete_many", "delete_get_many")
-
-
 @pytest.fixture(params=["redis_cache_alias", "memcached_cache_alias"])
 def rt(request):
     alias = request.getfixturevalue(request.param)
     with override_settings(QUERYSTASH={**settings.QUERYSTASH, "django": {"cache": alias}}):
         yield runtime()
-
-
-@contextmanager
-def recorded(storage):
-    """The storage's outermost calls, by name."""
-    calls: list = []
-    depth = [0]
-    originals = {name: getattr(storage, name) for name in CALLS}
-
-    def wrap(name, method):
-        def recording(*args, **kwargs):
-            if depth[0] == 0:
-                calls.append(name)
-            depth[0] += 1
-            try:
-                return method(*args, **kwargs)
-            finally:
-                depth[0] -= 1
-        return recording
-
-    for name, method in originals.items():
-        setattr(storage, name, wrap(name, method))
-    try:
-        yield calls
-    finally:
-        for name in originals:
-            delattr(storage, name)
 
 
 def tags_of(book, cached=True):
@@ -116,7 +86,7 @@ def test_a_related_write_is_one_store_call(rt, shelf, write):
     primed(*reads)
     with recorded(rt.storage) as calls:
         WRITES[write](*shelf)
-    assert len(calls) == 1, calls
+    assert len(calls) == 1, calls.names
     for b in (b1, b2):
         assert tags_of(b) == tags_of(b, cached=False)
     for t in (t1, t2, t3):
@@ -129,7 +99,7 @@ def test_inside_the_callers_transaction_the_usual_rules_apply(rt, shelf):
     with recorded(rt.storage) as calls, transaction.atomic():
         b1.tags.add(t2)
         assert tags_of(b1) == [t1.pk, t2.pk]  # read-your-writes, inside the transaction
-    assert len(calls) > 1
+    assert len(calls) > 1, calls.names
     assert tags_of(b1) == [t1.pk, t2.pk]
 
 
@@ -164,7 +134,7 @@ def test_a_receiver_reads_what_the_write_wrote(rt, shelf, receivers):
         b1.tags.add(t3)
     assert receivers == ([[t1.pk, t3.pk]], [[t1.pk, t3.pk]])
     # the write's one call; then the callback's read (a miss, and its fill)
-    assert calls[0] == "delete_get_many" and "delete_many" not in calls, calls
+    assert calls.names[0] == "delete_get_many" and "delete_many" not in calls.names, calls
     assert tags_of(b1) == [t1.pk, t3.pk]
 
 
