@@ -7,7 +7,7 @@ import os
 import subprocess
 import threading
 
-__all__ = ["check_command", "in_thread", "run_clean", "system_checks"]
+__all__ = ["check_command", "counting", "in_thread", "run_clean", "system_checks"]
 
 
 def run_clean(args, cwd, timeout: float) -> str:
@@ -73,3 +73,12 @@ def check_command(**options) -> None:
     from django.core.management import call_command
 
     call_command("check", databases=NO_DATABASES, **options)
+
+
+def counting(counted: dict, name: str, original):
+    """``original``, adding 1 to ``counted[name]`` at each call (to count,
+    with monkeypatch, what a path reaches)."""
+    def wrapper(*args, **kwargs):
+        counted[name] += 1
+        return original(*args, **kwargs)
+    return wrapper

@@ -17,6 +17,7 @@ from django.template import Context, Engine
 
 import querystash
 from querystash import _capture, _capture_reads, _explain, _observe, _runtime, signals
+from tests.helpers import counting
 from tests.memo_cases import raw_count, shelf_of
 from tests.test_debug_toolbar import open_panel, rows, toolbar_settings
 from tests.test_memoize import configured
@@ -175,18 +176,12 @@ def count_observing_work(monkeypatch) -> dict:
     """Counters of every way memoize could reach an observer."""
     counted = {"emit": 0, "observed": 0, "memo_read": 0, "memo_skipped": 0}
 
-    def counting(name, original):
-        def wrapper(*args, **kwargs):
-            counted[name] += 1
-            return original(*args, **kwargs)
-        return wrapper
-
-    monkeypatch.setattr(_runtime.Runtime, "emit", counting("emit", _runtime.Runtime.emit))
+    monkeypatch.setattr(_runtime.Runtime, "emit", counting(counted, "emit", _runtime.Runtime.emit))
     monkeypatch.setattr(_capture_reads, "_observed",
-                        counting("observed", _capture_reads._observed))
-    monkeypatch.setattr(_observe, "memo_read", counting("memo_read", _observe.memo_read))
+                        counting(counted, "observed", _capture_reads._observed))
+    monkeypatch.setattr(_observe, "memo_read", counting(counted, "memo_read", _observe.memo_read))
     monkeypatch.setattr(_observe, "memo_skipped",
-                        counting("memo_skipped", _observe.memo_skipped))
+                        counting(counted, "memo_skipped", _observe.memo_skipped))
     return counted
 
 

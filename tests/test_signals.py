@@ -10,6 +10,7 @@ from django.test import override_settings
 
 import querystash
 from querystash import _observe, _runtime, signals
+from tests.helpers import counting
 from tests.test_verify import plant_stale_entry
 from tests.testapp.models import Author, Book
 
@@ -102,18 +103,12 @@ def count_signal_work(monkeypatch) -> dict:
     observers, the dispatcher, Signal.send, the recorder hand-off."""
     counted = {"emit": 0, "dispatch": 0, "send": 0, "reading": 0}
 
-    def counting(name, original):
-        def wrapper(*args, **kwargs):
-            counted[name] += 1
-            return original(*args, **kwargs)
-        return wrapper
-
-    monkeypatch.setattr(_runtime.Runtime, "emit", counting("emit", _runtime.Runtime.emit))
-    monkeypatch.setattr(signals, "dispatch", counting("dispatch", signals.dispatch))
+    monkeypatch.setattr(_runtime.Runtime, "emit", counting(counted, "emit", _runtime.Runtime.emit))
+    monkeypatch.setattr(signals, "dispatch", counting(counted, "dispatch", signals.dispatch))
     for name in ALL:
         signal = getattr(signals, name)
-        monkeypatch.setattr(signal, "send", counting("send", signal.send))
-    monkeypatch.setattr(_observe, "reading", counting("reading", _observe.reading))
+        monkeypatch.setattr(signal, "send", counting(counted, "send", signal.send))
+    monkeypatch.setattr(_observe, "reading", counting(counted, "reading", _observe.reading))
     return counted
 
 
