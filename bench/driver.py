@@ -27,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +76,57 @@ def pg_recreate(drop_only: bool = False) -> None:
         conn.execute(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
         if not drop_only:
             conn.execute(f"CREATE DATABASE {PG_NAME}")
+
+
+def reachable(dbs: str) -> list[str]:
+    """The comma-separated databases asked for, without PostgreSQL (said
+    so) when it does not answer."""
+    wanted = dbs.split(",")
+    if "postgres" in wanted and not pg_available():
+        say("PostgreSQL not reachable at 127.0.0.1:5432 as user postgres: SQLite only")
+        wanted = [d for d in wanted if d != "postgres"]
+    return wanted
+
+
+@contextmanager
+def seeded_site(dbs: list[str], *, memcached: bool = True) -> Iterator[tuple]:
+    """A throwaway redis (and memcached) on free loopback ports and the
+    databases ``dbs`` created and seeded: yields ``(environment of a worker
+    process, redis, memcached or None)``. The servers are stopped, the
+    PostgreSQL database dropped and SQLite's removed when the block exits.
+    For the side benchmarks (memoize, instructions); ``micro`` sets up its own."""
+    from querystash.testing.servers import MemcachedServer, RedisServer
+
+    tmp = Path(tempfile.mkdtemp(prefix="querystash-bench-"))
+    redis = RedisServer().start()
+    cache = MemcachedServer(memory_mb=64).start() if memcached else None
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.benchproject.settings",
+           "BENCH_REDIS_URL": redis.url, "BENCH_MEMCACHED": cache.url if cache else "",
+           "BENCH_SQLITE_PATH": str(tmp / "bench.sqlite3"), "BENCH_PG_NAME": PG_NAME}
+    try:
+        if "postgres" in dbs:
+            pg_recreate()
+        for db in dbs:
+            say(f"seeding {db}")
+            seeded = run_worker({**env, "BENCH_DB": db, "BENCH_MODE": "nocache"},
+                                ["--seed"], 600)
+            if "error" in seeded:
+                raise SystemExit(f"seeding {db} failed:\n{seeded['error']}")
+        yield env, redis, cache
+    finally:
+        redis.stop()
+        if cache is not None:
+            cache.stop()
+        if "postgres" in dbs:
+            pg_recreate(drop_only=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish(out: str, text: str) -> None:
+    """Write a side benchmark's table to ``out`` and print it."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(text)
+    print(text)
 
 
 def machine() -> dict:

@@ -117,32 +117,16 @@ def main(argv=None) -> int:
         p.error("--calls: at most 100 (the parameter pools)")
 
     from bench import driver
-    from querystash.testing.servers import MemcachedServer, RedisServer
 
-    dbs = args.dbs.split(",")
-    if "postgres" in dbs and not driver.pg_available():
-        driver.say("PostgreSQL not reachable at 127.0.0.1:5432: SQLite only")
-        dbs = [d for d in dbs if d != "postgres"]
+    dbs = driver.reachable(args.dbs)
     stores = args.stores.split(",")
     unknown = set(stores) - set(STORES)
     if unknown:
         p.error(f"--stores: unknown {sorted(unknown)}")
-    tmp = Path(tempfile.mkdtemp(prefix="querystash-bench-instructions-"))
-    redis = RedisServer().start()
-    memcached = MemcachedServer(memory_mb=64).start()
-    base = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.benchproject.settings",
-            "BENCH_REDIS_URL": redis.url, "BENCH_MEMCACHED": memcached.url,
-            "BENCH_SQLITE_PATH": str(tmp / "bench.sqlite3"), "BENCH_PG_NAME": driver.PG_NAME}
     rows = []
     started = time.monotonic()
-    try:
-        if "postgres" in dbs:
-            driver.pg_recreate()
+    with driver.seeded_site(dbs) as (base, _, _):
         for db in dbs:
-            seeded = driver.run_worker({**base, "BENCH_DB": db, "BENCH_MODE": "nocache"},
-                                       ["--seed"], 600)
-            if "error" in seeded:
-                raise SystemExit(f"seeding {db} failed:\n{seeded['error']}")
             for store in stores:
                 env = {**base, "BENCH_DB": db, "BENCH_MODE": STORES[store]}
                 for code in CODES:
@@ -153,12 +137,6 @@ def main(argv=None) -> int:
                     rows.append((db, store, code, plain, memo))
                     driver.say(f"{db:8} {store:12} {code:8} plain {plain / 1e6:6.2f} M, "
                                f"memoize miss {memo / 1e6:6.2f} M: {memo / plain:.3f}×")
-    finally:
-        redis.stop()
-        memcached.stop()
-        if "postgres" in dbs:
-            driver.pg_recreate(drop_only=True)
-        shutil.rmtree(tmp, ignore_errors=True)
     command = "python -m bench.instructions " + " ".join(
         argv if argv is not None else sys.argv[1:])
     lines = [f"`{command.strip()}`: {args.calls} counted calls per process, "
@@ -168,10 +146,7 @@ def main(argv=None) -> int:
              "|---|---|---|---|---|---|"]
     lines += [f"| {db} | {store} | {code} | {plain / 1e6:.2f} | {memo / 1e6:.2f} "
               f"| {memo / plain:.3f}× |" for db, store, code, plain, memo in rows]
-    text = "\n".join(lines) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    driver.publish(args.out, "\n".join(lines) + "\n")
     return 0
 
 

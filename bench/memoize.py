@@ -312,13 +312,8 @@ def main(argv=None) -> int:
         return 0
 
     from bench import driver
-    from querystash.testing.servers import MemcachedServer, RedisServer
 
-    dbs = args.dbs.split(",")
-    if "postgres" in dbs and not driver.pg_available():
-        driver.say("PostgreSQL not reachable at 127.0.0.1:5432: SQLite only")
-        dbs = [d for d in dbs if d != "postgres"]
-    tmp = Path(tempfile.mkdtemp(prefix="querystash-bench-memoize-"))
+    dbs = driver.reachable(args.dbs)
     stores = set(args.stores.split(","))
     modes = {m: (*v, None) for m, v in MODES.items() if STORE_OF.get(m, "redis") in stores
              or m == "nocache"}
@@ -329,28 +324,14 @@ def main(argv=None) -> int:
         for mode, (bench_mode, variant, _) in list(modes.items()):
             if variant == "memoize":
                 modes[f"{mode}, baseline"] = (bench_mode, variant, core)
-    redis = RedisServer().start()
-    memcached = MemcachedServer(memory_mb=64).start() if "memcached" in stores else None
-    if args.same_cpu is not None:
-        for server in (redis, memcached):
-            if server is not None:
-                os.sched_setaffinity(server.process.pid, {args.same_cpu})
-    base = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.benchproject.settings",
-            "BENCH_REDIS_URL": redis.url, "BENCH_SQLITE_PATH": str(tmp / "bench.sqlite3"),
-            "BENCH_MEMCACHED": memcached.url if memcached else "",
-            "BENCH_PG_NAME": driver.PG_NAME,
-            "BENCH_CPU": "" if args.same_cpu is None else str(args.same_cpu)}
     results: dict[str, dict[str, list]] = {db: {m: [] for m in modes} for db in dbs}
     started = time.monotonic()
-    try:
-        if "postgres" in dbs:
-            driver.pg_recreate()
-        for db in dbs:
-            driver.say(f"seeding {db}")
-            seeded = driver.run_worker({**base, "BENCH_DB": db, "BENCH_MODE": "nocache"},
-                                       ["--seed"], 600)
-            if "error" in seeded:
-                raise SystemExit(f"seeding {db} failed:\n{seeded['error']}")
+    with driver.seeded_site(dbs, memcached="memcached" in stores) as (site, redis, memcached):
+        if args.same_cpu is not None:
+            for server in (redis, memcached):
+                if server is not None:
+                    os.sched_setaffinity(server.process.pid, {args.same_cpu})
+        base = {**site, "BENCH_CPU": "" if args.same_cpu is None else str(args.same_cpu)}
         for r in range(args.rounds):
             for db in dbs:
                 for mode, (bench_mode, variant, core) in modes.items():
@@ -361,12 +342,6 @@ def main(argv=None) -> int:
                     results[db][mode].append(run_process(env, variant, args))
                     driver.say(f"round {r + 1}/{args.rounds} {db:8} {mode:34} "
                                f"{time.monotonic() - t0:4.1f}s")
-    finally:
-        redis.stop()
-        if memcached is not None:
-            memcached.stop()
-        if "postgres" in dbs:
-            driver.pg_recreate(drop_only=True)
     text = "\n\n".join(table(db, results[db]) for db in dbs)
     command = "python -m bench.memoize " + " ".join(argv if argv is not None else sys.argv[1:])
     text = (f"`{command.strip()}`: {args.rounds} rounds × {args.repeats} samples "
@@ -375,9 +350,7 @@ def main(argv=None) -> int:
             + ("" if args.same_cpu is None else
                f", store servers and workers on CPU {args.same_cpu}")
             + f"\n\n{text}\n")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    driver.publish(args.out, text)
     return 0
 
 

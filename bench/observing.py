@@ -219,9 +219,9 @@ def main(argv=None) -> int:
             f"variant, Django {django.get_version()}, the in-process store, "
             f"{time.monotonic() - started:.0f} s\n\n"
             f"load before: {before}\nload after:  {loadavg()}\n\n{table(times)}\n")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    from bench.driver import publish
+
+    publish(args.out, text)
     return 0
 
 
