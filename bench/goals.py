@@ -64,12 +64,20 @@ def micro_goals(results: dict) -> list[str]:
         items = [(_ratio(data.hit("sqlite", mode, op), data.nocache("sqlite", op, "hit")), op)
                  for op in report.READS] if "sqlite" in data.dbs else []
         out.append(f"   - `{mode}` < 1×: {verdict(items, 1.0, strict=True)}")
+        same = [(found[0], op) for op in report.READS
+                if (found := data.same_process("sqlite", mode, op, "hit")) is not None
+                ] if "sqlite" in data.dbs else []
+        out.append(f"     - same process (÷ plain Django under `querystash.disabled()`): "
+                   f"{verdict(same, 1.0, strict=True)}")
     modes, goal = COLD
     out.append(f"3. **Cold miss ≤ {goal}× no cache on PostgreSQL with redis and memcached.**")
     for mode in modes:
         items = [(_ratio(data.med(pg, mode, op, "cold"), data.nocache(pg, op, "cold")), op)
                  for op in report.READS] if pg else []
         out.append(f"   - `{mode}`: {verdict(items, goal)}")
+        same = [(found[0], op) for op in report.READS
+                if (found := data.same_process(pg, mode, op, "cold")) is not None] if pg else []
+        out.append(f"     - same process: {verdict(same, goal)}")
     out.append(f"4. **Write + read ≤ {WRITE_READ}× no cache** (`write_read_affected`: the save "
                "and the read after it, which must miss).")
     for mode in [m for m in data.modes if MODES[m].lib == "querystash"]:

@@ -75,6 +75,18 @@ class Data:
     def nocache(self, db, op, fig):
         return self.med(db, "nocache", op, fig)
 
+    def same_process(self, db, mode, op, fig):
+        """``fig`` ("hit" or "cold") ÷ plain Django timed in the same processes
+        under ``querystash.disabled()``: (ratio of the medians, (min, max) of
+        the per-run ratios), or None where not measured."""
+        a, b = self.med(db, mode, op, fig), self.med(db, mode, op, fig + "_plain")
+        if a is None or not b:
+            return None
+        runs = [x / y for x, y in zip(self.run_medians[db, mode, op, fig],
+                                      self.run_medians[db, mode, op, fig + "_plain"],
+                                      strict=True) if y]
+        return a / b, ((min(runs), max(runs)) if len(runs) > 1 else None)
+
 
 def us(x):
     if x is None:
@@ -346,6 +358,32 @@ def plots(data, img: Path) -> list[str]:
 # -- the page ---------------------------------------------------------------------------
 
 
+def same_process_table(data, db) -> list[str]:
+    rows = []
+    for mode in qs_modes(data):
+        for fig, what in (("hit", "hit"), ("cold", "cold miss")):
+            cells = []
+            for op in READS:
+                found = data.same_process(db, mode, op, fig)
+                if found is None:
+                    cells.append("—")
+                    continue
+                r, span = found
+                cells.append(fx(r) + (f" ({span[0]:.2f}–{span[1]:.2f})" if span else ""))
+            if any(c != "—" for c in cells):
+                rows.append([f"`{mode}` {what}", *cells])
+    if not rows:
+        return []
+    return [f"#### Same process: querystash ÷ plain Django ({db}) — below 1 is faster\n",
+            "Each querystash process also times the same calls as plain Django, interleaved "
+            "with its own samples: the hit's query, and cold misses on parameters of their "
+            "own, under `querystash.disabled()`. Ratio of the medians; in brackets the "
+            "min–max of the per-process ratios. Processes differ from one another by 10–60% "
+            "on a shared 2-core machine (the no-cache rows above move as much), which a "
+            "ratio taken inside one process does not see.\n",
+            table(["", *(f"`{op}`" for op in READS)], rows)]
+
+
 def render(results: dict, written: list[str], data: Data) -> str:
     quick = results["profile"] == "quick"
     v = next((r["versions"] for r in results["runs"] if "versions" in r), {})
@@ -399,6 +437,8 @@ def render(results: dict, written: list[str], data: Data) -> str:
         out += latency_tables(data, db)
         out.append("")
         out += peer_table(data, db)
+        out.append("")
+        out += same_process_table(data, db)
         out.append("")
         for name in written:
             if name.endswith(f"-{db}.png"):

@@ -105,6 +105,13 @@ class Bench:
 
             books = Book.objects.cache("author")  # field-scoped: author_id=X
         self.books_for_write_reads = books
+        #: querystash's modes also time plain Django in this process, under
+        #: querystash.disabled(): a same-process no-cache baseline
+        self.disabled = None
+        if self.mode.lib == "querystash":
+            import querystash
+
+            self.disabled = querystash.disabled
         self.store.flush()
 
     # -- one sample of each figure ---------------------------------------------------
@@ -117,11 +124,29 @@ class Bench:
             fn(k)
         return (time.perf_counter() - t0) / inner
 
-    def cold_sample(self, name, fn, n):
+    def plain_hit_sample(self, fn, inner):
+        """The hit's query as plain Django runs it, in this process: under
+        ``querystash.disabled()`` the read path's first test hands it to
+        Django unchanged (the cursor's write check still runs: a dict lookup)."""
+        k = self.ops.HIT_K
+        with self.disabled():
+            fn(k)
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn(k)
+            return (time.perf_counter() - t0) / inner
+
+    def cold_sample(self, name, fn, n, plain=False):
         pool = self.cold[name]
         if len(pool) < n:
             raise RuntimeError(f"{name}: out of never-read parameters; lower --repeats")
         ks = [pool.pop() for _ in range(n)]
+        if plain:  # fresh parameters too, as plain Django in this process
+            with self.disabled():
+                t0 = time.perf_counter()
+                for k in ks:
+                    fn(k)
+                return (time.perf_counter() - t0) / n
         t0 = time.perf_counter()
         for k in ks:
             fn(k)
@@ -217,9 +242,15 @@ class Bench:
             for name in order:
                 fn = ops.READ_OPS[name][0]
                 res[name]["hit"].append(self.hit_sample(fn, a.inner))
+                if self.disabled is not None:
+                    res[name].setdefault("hit_plain", []).append(
+                        self.plain_hit_sample(fn, a.inner))
                 if floors[name] is not None:
                     res[name]["floor"].append(floors[name].sample(a.inner))
                 res[name]["cold"].append(self.cold_sample(name, fn, a.cold_inner))
+                if self.disabled is not None:
+                    res[name].setdefault("cold_plain", []).append(
+                        self.cold_sample(name, fn, a.cold_inner, plain=True))
             res["write"]["write"].append(self.write_sample(a.write_inner))
             for affected in (r % 2 == 0, r % 2 == 1):
                 key = "write_read_affected" if affected else "write_read_unaffected"

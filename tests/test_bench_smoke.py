@@ -44,6 +44,10 @@ def test_bench_worker_and_report(tmp_path):
             figs = run["ops"][op]
             assert len(figs["hit"]) == 2 and len(figs["cold"]) == 2
             assert all(t > 0 for t in figs["hit"] + figs["cold"])
+            # querystash's processes time plain Django beside their own samples
+            plain = figs.get("hit_plain", []) + figs.get("cold_plain", [])
+            assert len(plain) == (4 if mode != "nocache" else 0), (op, figs)
+            assert all(t > 0 for t in plain)
             # a cached read sends no SQL; without a cache every read does
             assert (figs["hit_db_queries"] == 0) == (mode != "nocache"), (op, figs)
         assert run["ops"]["write_read_affected"]["read_db_queries"] >= 1  # never stale
@@ -61,6 +65,7 @@ def test_bench_worker_and_report(tmp_path):
                "mode_notes": {}, "machine": {}, "runs": runs, "command": "test",
                "seconds": 1.0}
     text = report.write(results, tmp_path / "docs").read_text()
+    assert "#### Same process: querystash ÷ plain Django (sqlite)" in text
     assert "## sqlite" in text and "Goals, as measured" not in text  # in bench/README.md
 
     from bench import goals
@@ -70,6 +75,7 @@ def test_bench_worker_and_report(tmp_path):
     text = goals.write(results, None, readme).read_text()
     # judged from what ran: SQLite and the core's locmem store; the rest says so
     assert "- `querystash-locmem` < 1×: **m" in text
+    assert "  - same process (÷ plain Django under `querystash.disabled()`): **m" in text
     assert "`querystash-full-redis` ÷ `cacheops` ≤ 0.8×: **not measured**" in text
     assert "5. not measured (no page benchmark run)" in text
 
