@@ -555,3 +555,55 @@ def test_deferred_autocommit_write_invalidates_at_exit(data, n, monkeypatch):
             pending.add("plugin-tag")
     assert len(events) == 1 and {"testapp_book", "plugin-tag"} <= events[0][1]
     assert cached_books() == db_books() != old
+
+
+def held_write(forget=False):
+    """A write inside ``deferred(in_open_transaction=True)`` in an open
+    transaction; the plugin adds a tag to what the block holds."""
+    conn = connections["default"]
+    with handle().deferred(DEFAULT_DB_ALIAS, in_open_transaction=True) as pending:
+        assert pending is not None
+        Book.objects.filter(title="One").update(status=9)
+        # read-your-writes from the statement on, though nothing was sent yet
+        assert "testapp_book" in handle().written_tags(DEFAULT_DB_ALIAS)
+        assert "testapp_book" in pending
+        pending.add("plugin-tag")
+        if forget:
+            pending.clear()  # the planted bug: the held invalidation is dropped
+    return conn
+
+
+def test_deferred_in_an_open_transaction_holds_the_statement_until_exit(
+        data, n, monkeypatch):
+    old = prime_books(n)
+    with recorded_invalidations(monkeypatch) as events:
+        with transaction.atomic():
+            held_write()
+            # one invalidation at the block's exit, before the COMMIT: the
+            # statement's tags and the plugin's together
+            assert [e[0] for e in events] == ["invalidate"], events
+            assert {"testapp_book", "plugin-tag"} <= events[0][1]
+            assert "plugin-tag" in handle().written_tags(DEFAULT_DB_ALIAS)
+            assert cached_books() == db_books() != old  # reads its writes
+            events.clear()
+    # the transaction's rules otherwise: again before and after the COMMIT
+    assert [e[0] for e in events] == ["invalidate", "COMMIT", "invalidate"], events
+    assert {"testapp_book", "plugin-tag"} <= events[-1][1]
+    assert_no_state()
+    assert cached_books() == db_books() != old
+    assert_hits_again(n)
+
+
+def test_positive_control_a_dropped_held_set_loses_the_plugins_tags(data, n, monkeypatch):
+    # The test above must be able to fail: a block whose held set is dropped
+    # sends nothing at its exit, and the plugin's tag, known only to that
+    # set, misses the COMMIT's invalidations too. The statement's own tags
+    # still go then: the core recorded them at the statement.
+    old = prime_books(n)
+    with recorded_invalidations(monkeypatch) as events:
+        with transaction.atomic():
+            held_write(forget=True)
+            assert events == []
+    assert [e[0] for e in events] == ["invalidate", "COMMIT", "invalidate"], events
+    assert "plugin-tag" not in events[-1][1] and "testapp_book" in events[-1][1]
+    assert cached_books() == db_books() != old

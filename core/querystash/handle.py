@@ -142,7 +142,8 @@ class RuntimeHandle:
         return _stamps.invalidate_reading(self._rt, tags, keys)
 
     @contextmanager
-    def deferred(self, alias: str) -> Iterator[set[str] | None]:
+    def deferred(self, alias: str, *,
+                 in_open_transaction: bool = False) -> Iterator[set[str] | None]:
         """A block whose writes on database ``alias`` are invalidated once,
         when it exits, together with the tags the plugin adds to the set it
         yields: a write and the plugin's own tags for it in one store call.
@@ -156,10 +157,20 @@ class RuntimeHandle:
         transaction that runs long, are left out. Inside a transaction
         already open (or a ``deferred`` block) it yields None and changes
         nothing: invalidate with :meth:`invalidate` then. Store errors are
-        the core's (a lost invalidation is a debt); none reaches the write."""
+        the core's (a lost invalidation is a debt); none reaches the write.
+
+        :param in_open_transaction: inside a transaction already open, hold
+            back too: the block's statements are invalidated when it exits,
+            with the plugin's tags, instead of each at once — still before
+            the COMMIT, by the same thread, so no other connection can have
+            seen the write meanwhile. The transaction's rules are otherwise
+            unchanged: each write is recorded as the transaction's at its
+            statement (read-your-writes), and invalidated again before and
+            after the COMMIT. The block must not end the transaction.
+            querystash-fields' ``save()`` inside ``atomic()`` uses it."""
         connection = _connection(alias)
-        if (_transactions.in_transaction(connection)
-                or _transactions.deferred(connection) is not None):
+        if _transactions.deferred(connection) is not None or (
+                _transactions.in_transaction(connection) and not in_open_transaction):
             yield None
             return
         pending = _transactions.defer(connection)
@@ -170,8 +181,8 @@ class RuntimeHandle:
             if pending:
                 try:
                     if _transactions.in_transaction(connection):
-                        # Left open by the block (it should not be): the
-                        # transaction's rules, from here on.
+                        # Inside a transaction (open before the block, or
+                        # left open by it): its rules, from here on.
                         _transactions.record(connection, pending)
                     _stamps.invalidate(self._rt, pending)
                 except Exception:  # never let cache bookkeeping break a write

@@ -297,6 +297,30 @@ def settle_committed(alias: str, items, pending: set) -> None:
     _settle_reading(rt, strategy, alias, items, pending, committed=True)
 
 
+def settle_open(alias: str, items, pending: set) -> None:
+    """Settle ``items`` of a write inside the caller's open transaction, with
+    ``pending`` (the statement's at-once tags, held by ``deferred(...,
+    in_open_transaction=True)``) in one store call where the store allows,
+    as ``settle`` does; and again right after the COMMIT (``_queue``). On any
+    error the table's family joins ``pending``: coarser, nothing stale."""
+    strategy = _active()
+    rt = runtime
+    if strategy is None or rt is None or rt.storage is None:
+        return  # ``pending`` still goes when the block exits
+    held = set(pending)
+    try:
+        if rt.store_usable() and any(
+                strategy.registry.last({item[0] for item in items}).values()):
+            _queue(connections[alias], items)
+            _settle_reading(rt, strategy, alias, items, pending, committed=False)
+        else:
+            settle(alias, items, into=pending)  # queues them too
+    except Exception:  # never let cache bookkeeping break a write
+        logger.exception("querystash: invalidation of a write's rows failed")
+        pending.update(held)
+        pending.update(item[0] + "#" for item in items)
+
+
 def _settle_reading(rt, strategy, alias: str, items, pending: set, *, committed: bool) -> None:
     """The field tags of the schemes last found in the slots of ``items``'
     tables, with ``pending``, deleted in the call that reads those slots
@@ -432,8 +456,16 @@ def make_do_update(original):
         items = []
         # Our own transaction (autocommit): the UPDATE's tags and the field
         # tags settled below are invalidated together, once, after our
-        # COMMIT — as a bare autocommit UPDATE is, in one store call.
-        with runtime.deferred(using) if own else _Nothing() as pending:
+        # COMMIT — as a bare autocommit UPDATE is, in one store call. Inside
+        # the caller's transaction: the UPDATE's at-once invalidation waits
+        # for its rows' field tags, and both go in one store call.
+        if own:
+            hold = runtime.deferred(using)
+        elif connection.in_atomic_block:
+            hold = runtime.deferred(using, in_open_transaction=True)
+        else:
+            hold = _Nothing()
+        with hold as pending:
             with block:
                 old = {meta.pk.attname: pk_val}
                 if fields:
@@ -446,20 +478,24 @@ def make_do_update(original):
                         for field, _, value in values:
                             new[field.attname] = value
                         items = [(meta.db_table, model, old, new)]
-                    if own:
-                        statement.settled = True  # settled below, once committed
+                    if own or pending is not None:
+                        statement.settled = True  # settled below, with the held tags
                     else:
                         statement.settle(items)
-            if own and items:
+            if items and own:
                 settle_committed(using, items, pending)
+            elif items and pending is not None:
+                settle_open(using, items, pending)
         return result
 
     return _do_update
 
 
 class _Nothing:
+    """No block: what ``deferred`` is where nothing is held back (``as`` gets None)."""
+
     def __enter__(self):
-        return self
+        return None
 
     def __exit__(self, *exc):
         return False
@@ -473,8 +509,11 @@ def make_do_insert(original):
             return original(self, manager, using, fields, returning_fields, raw, *args, **kwargs)
         table = model._meta.db_table
         # In autocommit the INSERT has committed when it returns: its own tags
-        # and the field tags settled here go out together, in one store call.
-        with runtime.deferred(using) as pending, writing(using, table, "insert") as statement:
+        # and the field tags settled here go out together, in one store call;
+        # inside the caller's transaction too, before its COMMIT.
+        in_atomic = connections[using].in_atomic_block
+        with runtime.deferred(using, in_open_transaction=True) as pending, \
+                writing(using, table, "insert") as statement:
             result = original(self, manager, using, fields, returning_fields, raw,
                               *args, **kwargs)
             returned = {}
@@ -489,6 +528,9 @@ def make_do_insert(original):
             items = [(table, model, None, new)]
             if pending is None:
                 statement.settle(items)
+            elif in_atomic:
+                settle_open(using, items, pending)
+                statement.settled = True
             else:
                 settle_committed(using, items, pending)
                 statement.settled = True
