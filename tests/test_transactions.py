@@ -463,15 +463,24 @@ def handle():
 
 @contextmanager
 def recorded_invalidations(monkeypatch):
-    """The invalidations sent and the COMMITs, in order, as ``events``."""
+    """The invalidations sent and the COMMITs, in order, as ``events``: the
+    core's own deletions and those that also read keys (a plugin's, which
+    may carry the core's tags: querystash-fields' after a COMMIT)."""
     from querystash import _stamps
 
     events = []
     real_invalidate = _stamps.invalidate
+    real_reading = _stamps.invalidate_reading
 
     def invalidate(rt, tags, model=""):
         events.append(("invalidate", frozenset(tags)))
         return real_invalidate(rt, tags, model)
+
+    def invalidate_reading(rt, tags, keys):
+        events.append(("invalidate", frozenset(tags)))
+        return real_reading(rt, tags, keys)
+
+    monkeypatch.setattr(_stamps, "invalidate_reading", invalidate_reading)
 
     conn = connections["default"]
     real_commit = type(conn)._commit
@@ -607,3 +616,101 @@ def test_positive_control_a_dropped_held_set_loses_the_plugins_tags(data, n, mon
     assert [e[0] for e in events] == ["invalidate", "COMMIT", "invalidate"], events
     assert "plugin-tag" not in events[-1][1] and "testapp_book" in events[-1][1]
     assert cached_books() == db_books() != old
+
+
+# -- RuntimeHandle.after_commit: a plugin's part in the post-COMMIT invalidation ----------
+
+
+def test_after_commit_sender_gets_the_written_tags_before_on_commit_callbacks(
+        data, n, monkeypatch):
+    old = prime_books(n)
+    seen = []
+
+    def send(tags, committed):
+        seen.append(("send", set(tags), committed))
+        handle().invalidate(DEFAULT_DB_ALIAS, tags | {"plugin-tag"}, committed=True)
+        tags.clear()  # sent here, with the plugin's own: nothing left for the core
+
+    with recorded_invalidations(monkeypatch) as events:
+        with transaction.atomic():
+            assert handle().after_commit(DEFAULT_DB_ALIAS, send) is True
+            assert handle().after_commit(DEFAULT_DB_ALIAS, send) is True  # once only
+            Book.objects.filter(title="One").update(status=11)
+            transaction.on_commit(lambda: seen.append(("on_commit", cached_books())))
+            events.clear()
+    assert [s[0] for s in seen] == ["send", "on_commit"], seen
+    assert "testapp_book" in seen[0][1] and seen[0][2] is True
+    # before the COMMIT the core's; after it the sender's one call, nothing more
+    assert [e[0] for e in events] == ["invalidate", "COMMIT", "invalidate"], events
+    assert {"testapp_book", "plugin-tag"} <= events[-1][1]
+    assert seen[1][1] == db_books() != old  # the callback read fresh rows
+    assert cached_books() == db_books()
+    assert_no_state()
+
+
+def test_after_commit_sender_is_told_of_a_rollback(data, n):
+    prime_books(n)
+    seen = []
+    with pytest.raises(ZeroDivisionError), transaction.atomic():
+        handle().after_commit(DEFAULT_DB_ALIAS, lambda tags, ok: seen.append((set(tags), ok)))
+        Book.objects.filter(title="One").update(status=12)
+        1 / 0  # noqa: B018
+    assert seen == [(set(), False)]
+    assert cached_books() == db_books()
+    assert_no_state()
+
+
+def test_after_commit_outside_a_transaction_does_nothing(data):
+    assert handle().after_commit(DEFAULT_DB_ALIAS, lambda tags, ok: 1 / 0) is False
+    Book.objects.filter(title="One").update(status=13)  # nothing registered to call
+    assert_no_state()
+
+
+@contextmanager
+def fill_just_before_commit(monkeypatch):
+    """Another connection fills the cache with the committed (old) rows after
+    the pre-COMMIT invalidation, before the COMMIT: only the post-COMMIT
+    invalidation can kill that entry."""
+    conn = connections["default"]
+    real_commit = type(conn)._commit
+    filled = []
+
+    def _commit(self):
+        filled.append(in_thread(cached_books))
+        return real_commit(self)
+
+    monkeypatch.setattr(type(conn), "_commit", _commit)
+    yield filled
+
+
+def sender_write(monkeypatch, send):
+    with fill_just_before_commit(monkeypatch) as filled, transaction.atomic():
+        handle().after_commit(DEFAULT_DB_ALIAS, send)
+        Book.objects.filter(title="One").update(status=14)
+    return filled
+
+
+def test_after_commit_sender_that_raises_leaves_the_tags_to_the_core(data, n, monkeypatch):
+    old = prime_books(n)
+
+    def send(tags, committed):
+        raise RuntimeError("plugin bug")
+
+    assert sender_write(monkeypatch, send) == [old]  # filled with the old rows
+    assert cached_books() == db_books() != old  # that fill died after the COMMIT
+    assert_no_state()
+
+
+def test_positive_control_a_sender_that_takes_the_tags_and_sends_nothing_is_stale(
+        data, n, monkeypatch):
+    # The test above must be able to fail: a sender that removes the tags
+    # from the set without sending them leaves the fill made just before the
+    # COMMIT alive.
+    old = prime_books(n)
+
+    def send(tags, committed):
+        tags.clear()  # the planted bug
+
+    assert sender_write(monkeypatch, send) == [old]
+    assert db_books() != old
+    assert cached_books() == old  # stale

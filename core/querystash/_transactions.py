@@ -71,6 +71,20 @@ def stop_deferring(connection) -> set[str]:
     return connection.__dict__.pop(_DEFERRED, None) or set()
 
 
+# -- plugins' part in the post-COMMIT invalidation (RuntimeHandle.after_commit) -----
+
+_SENDERS = "_querystash_after_commit"
+
+
+def add_sender(connection, send) -> None:
+    senders = connection.__dict__.setdefault(_SENDERS, {})
+    senders[send] = None  # by identity, in the order first added
+
+
+def take_senders(connection) -> list:
+    return list(connection.__dict__.pop(_SENDERS, None) or ())
+
+
 def fill_is_safe(connection) -> bool:
     """May a read inside a transaction fill the cache?
 

@@ -59,6 +59,14 @@ def everything_changed(connection) -> None:
 
 def transaction_ended(connection, invalidate: bool) -> None:
     written = _transactions.take(connection)
+    senders = _transactions.take_senders(connection)
+    if senders:  # plugins' part (RuntimeHandle.after_commit): they may send ours
+        written = written or set()
+        for send in senders:
+            try:
+                send(written if invalidate else set(), invalidate)
+            except Exception:  # what it did not take, the core invalidates below
+                logger.exception("querystash: a plugin's after-commit invalidation failed")
     if not written or not invalidate:
         return
     pending = _transactions.deferred(connection)

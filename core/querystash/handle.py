@@ -11,7 +11,7 @@ its own hot path (``live``, ``written_tags``) are an attribute read or two.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Set
+from collections.abc import Callable, Iterable, Iterator, Set
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -187,6 +187,27 @@ class RuntimeHandle:
                     _stamps.invalidate(self._rt, pending)
                 except Exception:  # never let cache bookkeeping break a write
                     logger.exception("querystash: invalidation after a write failed")
+
+    def after_commit(self, alias: str,
+                     send: Callable[[set[str], bool], None]) -> bool:
+        """Inside a transaction on ``alias``: when it ends, call ``send(tags,
+        committed)`` once. After its COMMIT (``committed`` true; even a COMMIT
+        that raised, as the server may have committed), ``tags`` is the set
+        the core is about to invalidate, the transaction's writes: the plugin
+        may send them with its own in one store call (e.g. with
+        :meth:`invalidate_reading`, ``committed=True``) and remove what it
+        sent from the set; the core invalidates what remains. After a
+        rollback ``committed`` is false and the set empty: nothing to do but
+        forget. Called before ``on_commit`` callbacks, in the order first
+        registered; registering the same callable again does nothing. If it
+        raises, the core invalidates what is left in the set. Outside a
+        transaction it does nothing and returns False.
+        querystash-fields settles the rows written inside ``atomic()`` so."""
+        connection = _connection(alias)
+        if not _transactions.in_transaction(connection):
+            return False
+        _transactions.add_sender(connection, send)
+        return True
 
     # -- transactions -----------------------------------------------------------
 

@@ -350,23 +350,39 @@ def family(alias: str, table: str) -> None:
 
 
 class _AfterCommit:
-    """Runs first among the transaction's on_commit callbacks."""
+    """The rows written inside the caller's transaction, settled once it has
+    committed, with the core's own post-COMMIT tags in the same store call
+    (``RuntimeHandle.after_commit``): before ``on_commit`` callbacks, so a
+    callback reading what the transaction wrote reads it fresh."""
 
     def __init__(self, alias: str):
         self.alias = alias
         self.items: list = []
 
-    def __call__(self) -> None:
-        settle(self.alias, self.items, after_commit=True)
+    def __call__(self, tags: set, committed: bool) -> None:
+        connection = connections[self.alias]
+        if connection.__dict__.get(PENDING) is self:
+            del connection.__dict__[PENDING]  # the next transaction gets its own
+        items, self.items = self.items, []
+        if not committed or not items:
+            return  # rolled back: nothing was written
+        try:
+            settle_committed(self.alias, items, tags)
+        except Exception:  # never let cache bookkeeping break a write
+            logger.exception("querystash: invalidation after a write failed")
+            # Left in ``tags``, the core invalidates them: coarser, nothing stale.
+            tags.update(item[0] + "#" for item in items)
 
 
 def _queue(connection, items) -> None:
     pending = connection.__dict__.get(PENDING)
-    if pending is None or not any(entry[1] is pending for entry in connection.run_on_commit):
+    if pending is None:
         pending = connection.__dict__[PENDING] = _AfterCommit(connection.alias)
-        # An empty savepoint set: a rolled-back savepoint never drops it
-        # (settling a write that was undone only invalidates more).
-        connection.run_on_commit.insert(0, (set(), pending, True))
+        # A savepoint rolled back never drops it: settling a write that was
+        # undone only invalidates more.
+        if not runtime.after_commit(connection.alias, pending):
+            del connection.__dict__[PENDING]  # not in a transaction: nothing to add
+            return
     pending.items.extend(items)
 
 
