@@ -118,6 +118,7 @@ class Recorder:
             from querystash_fields import _capture
 
             settle, settle_committed = _capture.settle, _capture.settle_committed
+            settle_open = _capture.settle_open
 
             def new_only(items):
                 return [(table, model, None, new) for table, model, _old, new in items]
@@ -128,8 +129,12 @@ class Recorder:
             def settle_committed_new_only(alias, items, pending):
                 return settle_committed(alias, new_only(items), pending)
 
+            def settle_open_new_only(alias, items, pending):
+                return settle_open(alias, new_only(items), pending)
+
             _capture.settle = settle_new_only
             _capture.settle_committed = settle_committed_new_only
+            _capture.settle_open = settle_open_new_only
         elif bug == "memo_drops_tag":  # the capture forgets a table of every query
             from querystash import _capture
 
