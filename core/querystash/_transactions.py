@@ -78,7 +78,7 @@ _SENDERS = "_querystash_after_commit"
 
 def add_sender(connection, send) -> None:
     senders = connection.__dict__.setdefault(_SENDERS, {})
-    senders[send] = None  # by identity, in the order first added
+    senders[send] = None  # each callable once, in the order first added
 
 
 def take_senders(connection) -> list:
