@@ -15,6 +15,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 
 from querystash.testing import runtime
+from tests.helpers import in_thread
 from tests.testapp.models import Author, Book, Place, Restaurant, Review, Tag
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -379,11 +380,24 @@ def test_scheme_registered_during_a_transaction(data, counts):
         book = Book.objects.get(pk=data["a2"].pk)
         book.status = 2
         book.save()
-        from threading import Thread
-        out = []
-        t = Thread(target=lambda: out.append(fn(True)))
-        t.start()
-        t.join()
+        in_thread(lambda: fn(True))  # registers the scheme, fills old rows
+    assert fn(True) == fn(False)
+
+
+def test_on_commit_callback_reads_a_scheme_registered_during_the_transaction_fresh(
+        data, counts):
+    # The rows are settled after the COMMIT with the core's own deletion
+    # (RuntimeHandle.after_commit), before any on_commit callback: one
+    # reading the entry filled mid-transaction reads it dead.
+    fn = ann_status2(data, "status")
+    seen = []
+    with transaction.atomic():
+        book = Book.objects.get(pk=data["a2"].pk)
+        book.status = 2
+        book.save()
+        in_thread(lambda: fn(True))  # registers the scheme, fills old rows
+        transaction.on_commit(lambda: seen.append((fn(True), fn(False))))
+    assert len(seen) == 1 and seen[0][0] == seen[0][1], seen
     assert fn(True) == fn(False)
 
 
