@@ -375,11 +375,11 @@ def same_process_table(data, db) -> list[str]:
     if not rows:
         return []
     return [f"#### Same process: querystash ÷ plain Django ({db}) — below 1 is faster\n",
-            "Each querystash process also times the same calls as plain Django, interleaved "
-            "with its own samples: the hit's query, and cold misses on parameters of their "
-            "own, under `querystash.disabled()`. Ratio of the medians; in brackets the "
-            "min–max of the per-process ratios. Processes differ from one another by 10–60% "
-            "on a shared 2-core machine (the no-cache rows above move as much), which a "
+            "Each querystash process also times the same calls as plain Django, once per "
+            "round (rounds interleave them with its own samples): the hit's query, and cold "
+            "misses on parameters of their own, under `querystash.disabled()`. Ratio of the "
+            "medians; in brackets the min–max of the per-process ratios. Processes differ "
+            "from one another by 10–60% on a shared 2-core machine (the no-cache rows above move as much), which a "
             "ratio taken inside one process does not see.\n",
             table(["", *(f"`{op}`" for op in READS)], rows)]
 
