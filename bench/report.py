@@ -379,8 +379,8 @@ def same_process_table(data, db) -> list[str]:
             "round (rounds interleave them with its own samples): the hit's query, and cold "
             "misses on parameters of their own, under `querystash.disabled()`. Ratio of the "
             "medians; in brackets the min–max of the per-process ratios. Processes differ "
-            "from one another by 10–60% on a shared 2-core machine (the no-cache rows above move as much), which a "
-            "ratio taken inside one process does not see.\n",
+            "from one another by 10–60% on a shared 2-core machine (the no-cache rows above "
+            "move as much), which a ratio taken inside one process does not see.\n",
             table(["", *(f"`{op}`" for op in READS)], rows)]
 
 
