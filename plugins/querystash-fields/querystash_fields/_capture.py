@@ -242,23 +242,26 @@ def _field_tag(table, scheme, by_column, row, vendor) -> str | None:
     return f"{table}:{','.join(parts)}"
 
 
-def settle(alias: str, items, *, after_commit: bool = False, into: set | None = None) -> None:
+def settle(alias: str, items, *, into: set | None = None) -> None:
     """Invalidate the tags of ``items`` now; inside atomic(), again right
-    after the commit with the schemes registered by then. ``into``: the set
-    of a ``RuntimeHandle.deferred`` block, which invalidates them (with the
-    statement's own tags) in one store call when it exits."""
+    after the commit with the schemes registered by then (``_queue``).
+    ``into``: tags held back for one store call (a ``RuntimeHandle.deferred``
+    block's): sent now with the rows' field tags where the slots are read
+    again, else joined by them, to go when the block exits."""
     strategy = _active()
     rt = runtime
     if strategy is None or rt is None or rt.storage is None:
         return
     connection = connections[alias]
-    if into is None and rt.store_usable() and any(
+    if connection.in_atomic_block:
+        # Even with no scheme yet: one may be registered before the commit.
+        _queue(connection, items)
+    if rt.store_usable() and any(
             strategy.registry.last({item[0] for item in items}).values()):
         # The slots' schemes are guessed from the last read of them: their
         # field tags go out with the deletion that reads the slots again.
-        if not after_commit and connection.in_atomic_block:
-            _queue(connection, items)
-        _settle_reading(rt, strategy, alias, items, set(), committed=after_commit)
+        _settle_reading(rt, strategy, alias, items, set() if into is None else into,
+                        committed=False)
         return
     if not rt.store_usable():
         # The store is out: no call to it from a request. The invalidation
@@ -270,14 +273,11 @@ def settle(alias: str, items, *, after_commit: bool = False, into: set | None = 
         except Exception as exc:
             rt.store_failed(exc)
             tags = {item[0] + "#" for item in items}
-    if not after_commit and connection.in_atomic_block:
-        # Even with no scheme yet: one may be registered before the commit.
-        _queue(connection, items)
     # No tags: no scheme registered on these tables, nothing depends on them.
     if into is not None:
         into.update(tags)
         return
-    rt.invalidate(alias, tags, committed=after_commit)
+    rt.invalidate(alias, tags)
 
 
 def settle_committed(alias: str, items, pending: set) -> None:
@@ -298,23 +298,13 @@ def settle_committed(alias: str, items, pending: set) -> None:
 
 
 def settle_open(alias: str, items, pending: set) -> None:
-    """Settle ``items`` of a write inside the caller's open transaction, with
+    """``settle`` for a write inside the caller's open transaction, with
     ``pending`` (the statement's at-once tags, held by ``deferred(...,
-    in_open_transaction=True)``) in one store call where the store allows,
-    as ``settle`` does; and again right after the COMMIT (``_queue``). On any
-    error the table's family joins ``pending``: coarser, nothing stale."""
-    strategy = _active()
-    rt = runtime
-    if strategy is None or rt is None or rt.storage is None:
-        return  # ``pending`` still goes when the block exits
+    in_open_transaction=True)``): one store call where the store allows. On
+    any error the table's family joins ``pending``: coarser, nothing stale."""
     held = set(pending)
     try:
-        if rt.store_usable() and any(
-                strategy.registry.last({item[0] for item in items}).values()):
-            _queue(connections[alias], items)
-            _settle_reading(rt, strategy, alias, items, pending, committed=False)
-        else:
-            settle(alias, items, into=pending)  # queues them too
+        settle(alias, items, into=pending)
     except Exception:  # never let cache bookkeeping break a write
         logger.exception("querystash: invalidation of a write's rows failed")
         pending.update(held)
@@ -494,14 +484,12 @@ def make_do_update(original):
                         for field, _, value in values:
                             new[field.attname] = value
                         items = [(meta.db_table, model, old, new)]
-                    if own or pending is not None:
-                        statement.settled = True  # settled below, with the held tags
-                    else:
+                    if pending is None:
                         statement.settle(items)
-            if items and own:
-                settle_committed(using, items, pending)
-            elif items and pending is not None:
-                settle_open(using, items, pending)
+                    else:
+                        statement.settled = True  # settled below, with the held tags
+            if items and pending is not None:
+                (settle_committed if own else settle_open)(using, items, pending)
         return result
 
     return _do_update
