@@ -45,6 +45,16 @@ def verdict(items: list[tuple[float | None, str]], goal: float, strict: bool = F
             f"worst {worst:.2f}× ({where})")
 
 
+def _same_process(data, db, mode: str, fig: str) -> list[tuple[float, str]]:
+    """(querystash ÷ plain Django in the same processes, op) for ``fig``."""
+    from bench import report
+
+    if db is None:
+        return []
+    found = ((data.same_process(db, mode, op, fig), op) for op in report.READS)
+    return [(ratios[0], op) for ratios, op in found if ratios is not None]
+
+
 def micro_goals(results: dict) -> list[str]:
     from bench import report
 
@@ -64,9 +74,7 @@ def micro_goals(results: dict) -> list[str]:
         items = [(_ratio(data.hit("sqlite", mode, op), data.nocache("sqlite", op, "hit")), op)
                  for op in report.READS] if "sqlite" in data.dbs else []
         out.append(f"   - `{mode}` < 1×: {verdict(items, 1.0, strict=True)}")
-        same = [(found[0], op) for op in report.READS
-                if (found := data.same_process("sqlite", mode, op, "hit")) is not None
-                ] if "sqlite" in data.dbs else []
+        same = _same_process(data, "sqlite" if "sqlite" in data.dbs else None, mode, "hit")
         out.append(f"     - same process (÷ plain Django under `querystash.disabled()`): "
                    f"{verdict(same, 1.0, strict=True)}")
     modes, goal = COLD
@@ -75,9 +83,7 @@ def micro_goals(results: dict) -> list[str]:
         items = [(_ratio(data.med(pg, mode, op, "cold"), data.nocache(pg, op, "cold")), op)
                  for op in report.READS] if pg else []
         out.append(f"   - `{mode}`: {verdict(items, goal)}")
-        same = [(found[0], op) for op in report.READS
-                if (found := data.same_process(pg, mode, op, "cold")) is not None] if pg else []
-        out.append(f"     - same process: {verdict(same, goal)}")
+        out.append(f"     - same process: {verdict(_same_process(data, pg, mode, 'cold'), goal)}")
     out.append(f"4. **Write + read ≤ {WRITE_READ}× no cache** (`write_read_affected`: the save "
                "and the read after it, which must miss).")
     for mode in [m for m in data.modes if MODES[m].lib == "querystash"]:

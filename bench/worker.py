@@ -11,6 +11,7 @@ store memory and a mixed read/write load, and writes everything as JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -128,29 +129,20 @@ class Bench:
         """The hit's query as plain Django runs it, in this process: under
         ``querystash.disabled()`` the read path's first test hands it to
         Django unchanged (the cursor's write check still runs: a dict lookup)."""
-        k = self.ops.HIT_K
         with self.disabled():
-            fn(k)
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                fn(k)
-            return (time.perf_counter() - t0) / inner
+            return self.hit_sample(fn, inner)
 
     def cold_sample(self, name, fn, n, plain=False):
+        """``plain``: fresh parameters too, as plain Django in this process."""
         pool = self.cold[name]
         if len(pool) < n:
             raise RuntimeError(f"{name}: out of never-read parameters; lower --repeats")
         ks = [pool.pop() for _ in range(n)]
-        if plain:  # fresh parameters too, as plain Django in this process
-            with self.disabled():
-                t0 = time.perf_counter()
-                for k in ks:
-                    fn(k)
-                return (time.perf_counter() - t0) / n
-        t0 = time.perf_counter()
-        for k in ks:
-            fn(k)
-        return (time.perf_counter() - t0) / n
+        with self.disabled() if plain else contextlib.nullcontext():
+            t0 = time.perf_counter()
+            for k in ks:
+                fn(k)
+            return (time.perf_counter() - t0) / n
 
     def write_sample(self, n):
         w = self.writer
