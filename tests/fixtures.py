@@ -12,13 +12,16 @@ from django.conf import settings
 from django.core.cache import caches
 from django.test import override_settings
 
-from querystash import _sitestats
+from querystash import _compiled, _sitestats
 from querystash.testing import counters
 
 # No background flushing of site-wide stats in the test process: it would
 # write into the stores tests inspect, at moments no test chose. The tests of
 # site-wide stats flush by hand, or in processes of their own.
 _sitestats.background = False
+# Every read of a remembered query shape also compiles, and raises on any
+# difference: the whole suite (the fuzzer included) checks the shapes.
+_compiled.CHECK = True
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ from django.db.models.sql.compiler import (
 )
 from django.db.models.sql.constants import GET_ITERATOR_CHUNK_SIZE, MULTI, SINGLE
 
-from . import _capture, _capture_reads, _observe, _reasons, _runtime, _stamps
+from . import _capture, _capture_reads, _compiled, _observe, _reasons, _runtime, _stamps
 from ._queryset import NOCACHE, current_op, spec_of
 from ._switch import off as _disabled
 from ._transactions import fill_is_safe, in_transaction, written_tags
@@ -83,28 +83,54 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
                              model._meta.label if model is not None else "", op,
                              compiler=compiler, result_type=result_type)
         return original(compiler, result_type, chunked_fetch, chunk_size)
-    try:
-        sql, params = compiler.as_sql()
-    except EmptyResultSet:
-        sql = None
-    if not sql:
-        return original(compiler, result_type, chunked_fetch, chunk_size)
-    params = tuple(params)
+    # A query of a shape compiled before: its SQL and parameters without
+    # compiling (_compiled); else compile, and maybe remember the shape.
+    shapes = rt.shapes
+    encoded = shapes.encode(compiler)
+    fast = None if encoded is None else shapes.get(encoded[0])
+    if fast is not None:
+        sql, params = fast.sql, shapes.params(fast, encoded[1])
+        if _compiled.CHECK:
+            _compiled.check(compiler, sql, params)
+        compiler.__dict__.update(fast.state)  # what Django reads after execute_sql
+        relations = fast.relations
+    else:
+        before = None
+        if encoded is not None and not shapes.known(encoded[0]):
+            before = dict(compiler.__dict__)
+        try:
+            sql, params = compiler.as_sql()
+        except EmptyResultSet:
+            sql = None
+        if not sql:
+            return original(compiler, result_type, chunked_fetch, chunk_size)
+        params = tuple(params)
+        relations = rt.relations.read(sql, query, compiler)
+        if before is not None:
+            shapes.learn(encoded[0], encoded[2], encoded[1], sql, params, before, compiler,
+                         relations)
 
     def run():
+        if fast is not None:
+            # A miss compiles after all: the shape's SQL is checked here,
+            # before its rows could fill an entry under a wrong key.
+            _compiled.confirm(shapes, encoded[0], compiler, sql, params)
         # Run Django's own execute_sql on the SQL already compiled: pinning
         # as_sql on this compiler instance saves compiling twice on a miss.
         compiler.as_sql = lambda *args, **kwargs: (sql, params)
         try:
-            result = original(compiler, result_type, chunked_fetch, chunk_size)
-            if result_type == MULTI:
-                return [row for chunk in result for row in chunk]
-            return result
+            return _rows(original(compiler, result_type, chunked_fetch, chunk_size), result_type)
         finally:
             del compiler.as_sql
 
+    def uncached():
+        # A read that fills nothing: a remembered shape's SQL needs no check,
+        # Django compiles it as it would without querystash.
+        if fast is None:
+            return run()
+        return _rows(original(compiler, result_type, chunked_fetch, chunk_size), result_type)
+
     label = model._meta.label if model is not None else ""
-    relations = rt.relations.read(sql, query, compiler)
     if relations.unwatched is not None:
         # It reads something whose writes querystash never sees (a temporary
         # table, a view, another schema): no invalidation could reach it.
@@ -112,7 +138,7 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
         if _observe.on(rt):  # observe
             _observe.skipped(rt, _reasons.UNWATCHED, label, op, detail=str(relations.unwatched),
                              compiler=compiler, result_type=result_type)
-        return _shape(run(), result_type, chunked_fetch)
+        return _shape(uncached(), result_type, chunked_fetch)
     info = QueryInfo(
         sql, params, compiler.using, "multi" if result_type == MULTI else "single", op,
         relations.tables, model, query, spec is not None, spec.fields if spec else (),
@@ -121,7 +147,7 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
         rt.stats.add(label, "vetoed")
         if _observe.on(rt):  # observe: which check, and why
             _observe.skipped(rt, _reasons.INELIGIBLE, label, op, info=info)
-        return _shape(run(), result_type, chunked_fetch)
+        return _shape(uncached(), result_type, chunked_fetch)
     try:
         key = rt.key_function(info)
     except Uncacheable as exc:
@@ -129,7 +155,7 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
         rt.stats.add(label, "vetoed")
         if _observe.on(rt):  # observe
             _observe.skipped(rt, _reasons.UNKEYED, label, op, detail=str(exc.reason), info=info)
-        return _shape(run(), result_type, chunked_fetch)
+        return _shape(uncached(), result_type, chunked_fetch)
     tags = rt.query_tags(info)
     connection = compiler.connection
     can_fill = True
@@ -141,11 +167,15 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
             if _observe.on(rt):  # observe
                 _observe.skipped(rt, _reasons.READ_YOUR_WRITES, label, op, info=info, key=key,
                                  tags=tags)
-            return _shape(run(), result_type, chunked_fetch)
+            return _shape(uncached(), result_type, chunked_fetch)
         can_fill = fill_is_safe(connection)
     if rt.observers:  # observe: the panel and explain() see which read this is
         _observe.reading(info, key, tags)
-    result = _stamps.read(rt, key, tags, label, timeout, can_fill, run)
+    try:
+        result = _stamps.read(rt, key, tags, label, timeout, can_fill, run)
+    except _compiled.Mismatch:
+        # Nothing ran and nothing was filled: the read goes to the database.
+        return original(compiler, result_type, chunked_fetch, chunk_size)
     return _shape(result, result_type, chunked_fetch)
 
 
@@ -176,6 +206,13 @@ def _queryset_op(result_type, chunked_fetch) -> str:
     if chunked_fetch:
         return "iterator"
     return op or ("fetch" if result_type == MULTI else "aggregate")
+
+
+def _rows(result, result_type):
+    """What Django's execute_sql returned, as the rows a cache entry holds."""
+    if result_type == MULTI:
+        return [row for chunk in result for row in chunk]
+    return result
 
 
 def _shape(result, result_type, chunked_fetch):

@@ -18,6 +18,7 @@ from django.db.models import deletion
 from . import _stores, _validate, conf, plugins
 from ._breaker import Breaker
 from ._codec import derive_secret
+from ._compiled import Shapes
 from ._decoded import DecodedMemo
 from ._localstore import LocalStorage
 from ._relations import RelationReader
@@ -128,6 +129,8 @@ class Runtime:
         self.finder = TableFinder(known, *_foreign_keys())
         #: what each read reads; a read of anything but ``known`` is never cached
         self.relations = RelationReader(known, self.finder)
+        #: the SQL of each query shape compiled before (_compiled)
+        self.shapes = Shapes()
         self.stats = Stats()
         #: the store's breaker (``rebuild()``); one with nothing to pay without a store
         self.breaker = Breaker()

@@ -14,15 +14,25 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 from pathlib import Path
 
 from tests.thirdparty.suites import SUITES, Suite
 
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "thirdparty"
+_LOCK = threading.Lock()
 
 
 def ensure(suite: Suite) -> Path:
     """The unpacked sdist of ``suite``, downloading it first if needed."""
+    # One at a time: the plain and the cached run of a suite start together
+    # (two threads); on a fresh clone both would download, and the second's
+    # rmtree would delete the directory the first one's tests run in.
+    with _LOCK:
+        return _ensure(suite)
+
+
+def _ensure(suite: Suite) -> Path:
     target = CACHE / suite.dirname
     if (target / "PKG-INFO").is_file():
         return target

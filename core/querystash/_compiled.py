@@ -1,0 +1,416 @@
+"""The SQL a read compiles to, remembered per query *shape*: a hit skips ``as_sql``.
+
+Compiling is about a third of a hit (Django's ``as_sql``), and most reads are
+the same few queries with other values: ``get(pk=k)``, ``filter(author_id=k)``.
+A query's *shape* is an exact encoding of everything its SQL depends on — the
+compiler and connection, every attribute of its ``Query``, every node of its
+``WHERE`` tree — except the right-hand values of simple comparisons, which
+are its *values*. The first read of a shape compiles as usual; when the SQL's
+parameters are exactly its values, in order, the shape remembers that SQL.
+The next read of the shape takes ``(sql, values)`` from here, and keys,
+tags and stamps it exactly as if ``as_sql`` had returned them.
+
+Exactness rests on refusing what this module cannot vouch for; anything else
+compiles as before:
+
+- only classes it knows, compared by exact type (no subclass, which could
+  compile differently): Django's ``Query``, ``WhereNode``, ``Col``,
+  ``BaseTable``, ``Join``, the comparison and null lookups;
+- a value is the right-hand side of ``=``, ``<``, ``<=``, ``>``, ``>=`` on a
+  column of a field whose preparation leaves an ``int`` or ``str`` unchanged
+  (integer, auto, char and text fields, foreign keys to them), of exact type
+  ``int`` (within the column's range: Django compiles an out-of-range integer
+  to no WHERE or no query at all) or ``str``; every other constant (a ``bool``,
+  ``None``, the ``LIMIT``) is part of the shape;
+- a query that compiling changes (``select_related`` adds its joins there) is
+  never remembered: the tags and the checks of a read must see the query as
+  the compiled path shows it to them.
+
+Every miss checks its shape: it compiles, and SQL or parameters other than
+the remembered ones forget the shape and keep the read from filling.
+``CHECK`` (the test suite sets it) makes every hit compile too and raise on a
+difference.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from functools import cached_property as _functools_cached_property
+
+from django.db.models.base import ModelBase
+from django.db.models.expressions import Col
+from django.db.models.fields import (
+    AutoField,
+    BigAutoField,
+    BigIntegerField,
+    BooleanField,
+    CharField,
+    Field,
+    IntegerField,
+    PositiveBigIntegerField,
+    PositiveIntegerField,
+    PositiveSmallIntegerField,
+    SlugField,
+    SmallAutoField,
+    SmallIntegerField,
+    TextField,
+)
+from django.db.models.fields.related import ForeignKey, OneToOneField
+from django.db.models.fields.related_lookups import (
+    RelatedExact,
+    RelatedGreaterThan,
+    RelatedGreaterThanOrEqual,
+    RelatedIsNull,
+    RelatedLessThan,
+    RelatedLessThanOrEqual,
+)
+from django.db.models.fields.reverse_related import ForeignObjectRel
+from django.db.models.lookups import (
+    Exact,
+    GreaterThan,
+    GreaterThanOrEqual,
+    IntegerFieldExact,
+    IntegerGreaterThan,
+    IntegerGreaterThanOrEqual,
+    IntegerLessThan,
+    IntegerLessThanOrEqual,
+    IsNull,
+    LessThan,
+    LessThanOrEqual,
+)
+from django.db.models.sql.datastructures import BaseTable, Join
+from django.db.models.sql.query import Query
+from django.db.models.sql.where import WhereNode
+from django.utils.functional import cached_property
+
+logger = logging.getLogger("querystash")
+
+#: the test suite sets it: every hit of a remembered shape compiles too, and
+#: a difference raises ``ShapeMismatch``
+CHECK = False
+
+#: shapes remembered at most; beyond, the memo starts again
+LIMIT = 4096
+
+#: comparisons whose right-hand side can be a value
+_COMPARISONS = frozenset({
+    Exact, GreaterThan, GreaterThanOrEqual, LessThan, LessThanOrEqual,
+    IntegerFieldExact, IntegerGreaterThan, IntegerGreaterThanOrEqual, IntegerLessThan,
+    IntegerLessThanOrEqual,
+    RelatedExact, RelatedGreaterThan, RelatedGreaterThanOrEqual, RelatedLessThan,
+    RelatedLessThanOrEqual,
+})
+_NULL_TESTS = frozenset({IsNull, RelatedIsNull})
+#: fields whose get_prep_value/get_db_prep_value return an int or a str unchanged
+_INT_FIELDS = frozenset({
+    AutoField, BigAutoField, SmallAutoField, IntegerField, BigIntegerField,
+    SmallIntegerField, PositiveIntegerField, PositiveSmallIntegerField,
+    PositiveBigIntegerField,
+})
+_STR_FIELDS = frozenset({CharField, TextField, SlugField})
+_RELATED_FIELDS = frozenset({ForeignKey, OneToOneField})
+#: attributes that never reach SQL: what ``deconstruct()`` uses (it holds
+#: the right-hand value, which would make every value a shape)
+_SKIPPED = frozenset({"_constructor_args"})
+#: the compiler's split of the query's WHERE: not read after execute_sql, and
+#: it would keep the first query's values alive
+_COMPILER_SKIPPED = frozenset({"where", "having", "qualify", "query"})
+#: one of these stands for True/False in a shape (1 == True in a tuple)
+_TRUE, _FALSE = object(), object()
+_EMPTY_DICT, _EMPTY_TUPLE, _EMPTY_LIST = ("d",), ("t",), ("l",)
+
+
+class ShapeMismatch(AssertionError):
+    """``CHECK``: a remembered shape's SQL differs from what Django compiles."""
+
+
+class Mismatch(Exception):
+    """A miss found its shape's SQL wrong: the read runs uncached."""
+
+
+class _Refuse(Exception):
+    """Something the encoder cannot vouch for: compile as usual."""
+
+
+class Shape:
+    """A remembered shape: the SQL, and the compiler's state after compiling it."""
+
+    __slots__ = ("sql", "state", "relations", "refs", "wraps")
+
+    def __init__(self, sql: str, state: dict, relations, refs: list, wraps: tuple | None):
+        self.sql = sql
+        #: per value, the type the database adapter wraps it in (psycopg's
+        #: Int4 for an IntegerField on PostgreSQL), or None for none at all
+        self.wraps = wraps
+        #: the attributes ``as_sql`` set on the compiler, which Django reads
+        #: after ``execute_sql`` (``select``, ``klass_info``, ``col_count`` ...)
+        self.state = state
+        #: what the SQL reads (``_relations``), read when it was compiled
+        self.relations = relations
+        #: every object the shape names by identity, kept alive so that no
+        #: other object can ever take its ``id``
+        self.refs = refs
+
+
+class Shapes:
+    """The memo of one runtime: shape -> ``Shape``, or None (never fast)."""
+
+    def __init__(self):
+        self._memo: dict = {}
+        self._lock = threading.Lock()
+        self._ranges: dict = {}
+
+    def encode(self, compiler) -> tuple[tuple, tuple, list] | None:
+        """``(shape, values, refs)`` of the compiler's query, or None when
+        something in it is not known to compile the same for every value."""
+        query = compiler.query
+        if type(query) is not Query:
+            return None
+        # Cheap refusals first: what is never remembered should cost little.
+        # Compiling adds the base table to a query that has none yet, and
+        # select_related's joins; annotations (count, aggregate, exists) are
+        # expressions this module does not know.
+        if query.annotations or query.select_related or not query.alias_map:
+            return None
+        connection = compiler.connection
+        if type(compiler) is not connection.ops.compiler("SQLCompiler"):
+            return None
+        values: list = []
+        refs: list = []
+        try:
+            skipped = _derived(Query)
+            body = tuple((k, self._object(v, values, refs, connection))
+                         for k, v in query.__dict__.items() if k not in skipped)
+        except _Refuse:
+            return None
+        shape = (compiler.using, id(type(connection)), compiler.elide_empty,
+                 id(query.model), body)
+        refs.append(type(connection))
+        refs.append(query.model)
+        return shape, tuple(values), refs
+
+    def get(self, shape) -> Shape | None:
+        return self._memo.get(shape)
+
+    @staticmethod
+    def params(shape: Shape, values: tuple) -> tuple:
+        """The parameters ``as_sql`` gives for ``values`` in ``shape``."""
+        wraps = shape.wraps
+        if wraps is None:
+            return values
+        return tuple(v if w is None else w(v) for w, v in zip(wraps, values, strict=True))
+
+    def known(self, shape) -> bool:
+        return shape in self._memo
+
+    def learn(self, shape, refs, values: tuple, sql: str, params: tuple, before: dict,
+              compiler, relations) -> None:
+        """After the first compile of ``shape``: remember its SQL if its
+        parameters are its values, each in its place, and compiling left the
+        query as it was; else remember that it is never fast."""
+        entry = None
+        # Distinct values, equal to the parameters in order: the i-th
+        # parameter is the i-th value, for every query of the shape. (With
+        # two equal values, two places could be swapped unseen: ask again.)
+        if len(set(values)) < len(values):
+            return
+        wraps = _wraps(params, values)
+        if wraps is not False:
+            again = self.encode(compiler)
+            if again is not None and again[0] == shape and again[1] == values:
+                state = {k: v for k, v in compiler.__dict__.items()
+                         if k not in _COMPILER_SKIPPED and (k not in before or before[k] is not v)}
+                entry = Shape(sql, state, relations, refs, wraps)
+        with self._lock:
+            if len(self._memo) >= LIMIT:
+                self._memo.clear()
+            self._memo[shape] = entry
+
+    def forget(self, shape) -> None:
+        with self._lock:
+            self._memo[shape] = None
+
+    # -- the encoder --------------------------------------------------------------
+
+    def _object(self, value, values, refs, connection):
+        """The shape of an attribute's value (plain data, or a known node)."""
+        kind = type(value)
+        if kind is str or kind is int or value is None:
+            return value
+        if kind is bool:
+            return _TRUE if value else _FALSE
+        if kind is dict:
+            if not value:
+                return _EMPTY_DICT
+            if any(type(k) is not str for k in value):
+                raise _Refuse
+            return ("d", *[(k, self._object(v, values, refs, connection))
+                           for k, v in value.items()])
+        if kind is tuple:
+            if not value:
+                return _EMPTY_TUPLE
+            return ("t", *[self._object(v, values, refs, connection) for v in value])
+        if kind is list:
+            if not value:
+                return _EMPTY_LIST
+            return ("l", *[self._object(v, values, refs, connection) for v in value])
+        if kind is set or kind is frozenset:
+            return (kind, frozenset(self._object(v, values, refs, connection) for v in value))
+        if kind is WhereNode or kind is BaseTable or kind is Join:
+            return self._node(value, values, refs, connection)
+        if kind is Col:
+            return self._col(value, refs)
+        if kind in _COMPARISONS:
+            return self._comparison(value, values, refs, connection)
+        if kind in _NULL_TESTS:
+            if type(value.rhs) is not bool or type(value.lhs) is not Col:
+                raise _Refuse
+            return self._node(value, values, refs, connection)
+        if _is_field(value) or isinstance(value, ModelBase):
+            refs.append(value)
+            return ("f", id(value))
+        raise _Refuse
+
+    def _node(self, node, values, refs, connection):
+        """A known node: its class and its own attributes, in order."""
+        kind = type(node)
+        skipped = _derived(kind)
+        refs.append(kind)
+        return (id(kind), *[(k, self._object(v, values, refs, connection))
+                            for k, v in node.__dict__.items() if k not in skipped])
+
+    def _col(self, col, refs):
+        target, output = col.target, col.output_field
+        if not _is_field(target) or not _is_field(output):
+            raise _Refuse
+        refs.extend((target, output))
+        skipped = _derived(Col)
+        rest = [k for k in col.__dict__
+                if k not in skipped and k not in ("target", "output_field", "alias")]
+        if rest:  # anything else on a Col: not the Col this module knows
+            raise _Refuse
+        return ("c", col.alias, id(target), id(output))
+
+    def _comparison(self, lookup, values, refs, connection):
+        lhs, rhs = lookup.lhs, lookup.rhs
+        if type(lhs) is not Col:
+            raise _Refuse
+        skipped = _derived(type(lookup))
+        rest = [k for k in lookup.__dict__ if k not in skipped
+                and k not in ("lhs", "rhs", "bilateral_transforms")]
+        if rest or lookup.bilateral_transforms:
+            raise _Refuse
+        field = _prepared_by(lhs.output_field)
+        kind = type(rhs)
+        if kind is int and field in _INT_FIELDS:
+            low, high = self._range(connection, lhs.output_field)
+            if (low is not None and rhs < low) or (high is not None and rhs > high):
+                raise _Refuse  # compiles to no WHERE, or to no query at all
+        elif not (kind is str and field in _STR_FIELDS):
+            if kind is bool and field is BooleanField:
+                return (id(type(lookup)), self._col(lhs, refs), _TRUE if rhs else _FALSE)
+            raise _Refuse
+        refs.append(type(lookup))
+        values.append(rhs)
+        return (id(type(lookup)), self._col(lhs, refs), len(values))
+
+    def _range(self, connection, field):
+        """The integers the column takes (a foreign key's: its target's)."""
+        if type(field) in _RELATED_FIELDS:
+            field = field.target_field
+        internal = field.get_internal_type()
+        key = (type(connection), internal)
+        found = self._ranges.get(key)
+        if found is None:
+            try:
+                found = connection.ops.integer_field_range(internal)
+            except KeyError:
+                raise _Refuse from None
+            self._ranges[key] = found
+        return found
+
+
+_DERIVED: dict[type, frozenset] = {}
+
+
+def _derived(kind: type) -> frozenset:
+    """Attributes of ``kind`` never read to build SQL from: values its
+    ``cached_property`` attributes computed from the others (``identity``,
+    ``contains_aggregate``, a Query's ``base_table`` ...), and the
+    constructor's arguments, which ``deconstruct()`` keeps. A Col's
+    ``output_field``, given to its constructor, is read by ``_col``."""
+    found = _DERIVED.get(kind)
+    if found is None:
+        names = {name for klass in kind.__mro__ for name, attr in vars(klass).items()
+                 if isinstance(attr, (cached_property, _functools_cached_property))}
+        found = _DERIVED[kind] = frozenset(names | _SKIPPED)
+    return found
+
+
+def _is_field(value) -> bool:
+    return isinstance(value, (Field, ForeignObjectRel))
+
+
+def _prepared_by(field):
+    """The field class whose preparation a lookup on ``field`` applies
+    (a foreign key's: its target's), or None if not one of ours."""
+    kind = type(field)
+    if kind in _RELATED_FIELDS:
+        target = field.target_field
+        return type(target) if type(target) not in _RELATED_FIELDS else None
+    return kind
+
+
+def _wraps(params, values):
+    """How each parameter is its value: None for all the very values, else
+    per value None or the int subclass the adapter wraps it in (psycopg's
+    ``Int2``/``Int4``/``Int8``); False if the parameters are not the values."""
+    if len(params) != len(values):
+        return False
+    wraps = []
+    for p, v in zip(params, values, strict=True):
+        if type(p) is type(v) and p == v:
+            wraps.append(None)
+        elif (type(v) is int and isinstance(p, int) and type(p).__module__.startswith("psycopg")
+              and p == v):
+            wraps.append(type(p))
+        else:
+            return False
+    return tuple(wraps) if any(wraps) else None
+
+
+def _same(params, values) -> bool:
+    """Equal, and of the same types, item by item."""
+    return len(params) == len(values) and all(
+        type(p) is type(v) and p == v for p, v in zip(params, values, strict=True))
+
+
+def confirm(shapes: Shapes, shape, compiler, sql: str, params: tuple) -> None:
+    """A miss of a remembered shape, before its query runs: compile, and if
+    Django's SQL or parameters are not the shape's, forget the shape and
+    raise ``Mismatch`` (no fill under a key of the wrong SQL)."""
+    try:
+        real_sql, real_params = compiler.as_sql()
+    except Exception:  # EmptyResultSet, FullResultSet: not the shape's SQL either
+        real_sql, real_params = None, ()
+    if real_sql == sql and _same(tuple(real_params), params):
+        return
+    shapes.forget(shape)
+    logger.error("querystash: a query shape compiled to other SQL than remembered; "
+                 "the shape is no longer used (please report this): %r != %r",
+                 (real_sql, real_params), (sql, params))
+    raise Mismatch
+
+
+def check(compiler, sql: str, params: tuple) -> None:
+    """``CHECK``: compile a copy of the query and compare with the shape's."""
+    query = compiler.query.clone()
+    try:
+        real_sql, real_params = query.get_compiler(
+            compiler.using, elide_empty=compiler.elide_empty).as_sql()
+    except Exception as exc:
+        raise ShapeMismatch(f"remembered {(sql, params)!r}, Django raised {exc!r}") from exc
+    if real_sql != sql or not _same(tuple(real_params), params):
+        raise ShapeMismatch(f"remembered {(sql, params)!r}, Django compiles "
+                            f"{(real_sql, tuple(real_params))!r}")

@@ -1,0 +1,249 @@
+"""Remembered query shapes (``_compiled``): a read of a shape compiled before
+skips Django's ``as_sql``, and must read exactly what compiling would have.
+
+The whole suite runs with ``_compiled.CHECK`` on (``tests/fixtures.py``):
+every read of a remembered shape also compiles a copy of its query and
+raises on any difference. The tests here check that shapes are used, that
+cached reads over generated queries return the database's rows, and — the
+controls — that a planted encoder bug gives wrong rows and is caught.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+
+import pytest
+from django.db import DatabaseError, transaction
+from django.db.models.sql.compiler import SQLCompiler
+from django.db.models.sql.query import Query
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from querystash import _compiled, _runtime
+from querystash.testing import clear_stores
+from tests.testapp.models import Author, Book
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def unchecked(monkeypatch):
+    """Reads of remembered shapes compile nothing extra (no ``CHECK``)."""
+    monkeypatch.setattr(_compiled, "CHECK", False)
+
+
+@contextmanager
+def compiles():
+    """The number of ``SQLCompiler.as_sql`` calls made in the block: ``n[0]``."""
+    n = [0]
+    original = SQLCompiler.as_sql
+
+    def counted(self, *args, **kwargs):
+        n[0] += 1
+        return original(self, *args, **kwargs)
+
+    SQLCompiler.as_sql = counted
+    try:
+        yield n
+    finally:
+        SQLCompiler.as_sql = original
+
+
+@pytest.fixture
+def authors():
+    ann = Author.objects.create(name="Ann", age=30)
+    bob = Author.objects.create(name="Bob", age=40)
+    cy = Author.objects.create(name="Cy", age=50)
+    for a in (ann, bob, cy):
+        for i in range(3):
+            Book.objects.create(title=f"{a.name}{i}", author=a, status=i)
+    return ann, bob, cy
+
+
+def test_a_read_of_a_known_shape_does_not_compile(authors, counts, unchecked):
+    ann, bob, _ = authors
+    Author.objects.get(pk=ann.pk)  # compiles: the shape is learnt (and the entry filled)
+    with compiles() as n:
+        hits = counts("testapp.Author").get("hits", 0)
+        assert Author.objects.get(pk=ann.pk) == ann
+        assert counts("testapp.Author")["hits"] == hits + 1
+    assert n[0] == 0, "a hit of a remembered shape compiled its query"
+    with compiles() as n:
+        assert Author.objects.get(pk=bob.pk) == bob  # a miss: compiled once, to check the shape
+    assert n[0] == 1
+    with compiles() as n:
+        assert Author.objects.get(pk=bob.pk) == bob
+        assert list(Book.objects.filter(author_id=ann.pk).values_list("title", flat=True))
+    assert n[0] == 1  # the values_list read's first compile, not the get's
+
+
+def test_a_query_compiling_changes_is_never_remembered(authors, unchecked):
+    # select_related adds its joins to the query while compiling: the checks
+    # and tags of a read must see the query as compiling leaves it.
+    ann, _, _ = authors
+    for _ in range(3):
+        with compiles() as n:
+            assert Book.objects.select_related("author").get(title="Ann1").author == ann
+        assert n[0] == 1
+
+
+def test_equal_values_teach_no_shape(authors, unchecked):
+    # With two equal values, two places could be swapped unseen: the shape is
+    # learnt only from a read whose values differ.
+    ann, bob, _ = authors
+    same = ann.pk
+
+    def read(status, author):
+        return list(Book.objects.filter(status=status, author_id=author))
+
+    read(same, same)
+    with compiles() as n:
+        read(same, same)
+    assert n[0] == 1, "learnt from equal values"
+    read(1, bob.pk)  # learnt here
+    with compiles() as n:
+        assert [b.title for b in read(1, bob.pk)] == ["Bob1"]
+    assert n[0] == 0
+
+
+def test_out_of_range_integers_compile(authors, unchecked):
+    # Django compiles an integer out of the column's range to no WHERE
+    # clause, or to no query: such a value never takes a remembered shape.
+    ann, _, _ = authors
+    list(Author.objects.filter(age__lt=5))
+    list(Author.objects.filter(age__lt=5))
+    with compiles() as n:
+        assert sorted(a.name for a in Author.objects.filter(age__lt=2**70)) == ["Ann", "Bob", "Cy"]
+    assert n[0] == 1
+    with compiles() as n:
+        assert list(Author.objects.filter(age__lt=-(2**70))) == []
+    assert n[0] >= 1
+
+
+# -- generated reads: cached rows == database rows, with every shape checked ----------------
+
+INTS = st.one_of(
+    st.integers(-3, 12),
+    st.sampled_from([0, -1, 2**15 - 1, 2**15, 2**31 - 1, 2**31, -(2**31), -(2**31) - 1,
+                     2**63 - 1, -(2**63)]),
+)
+STRS = st.one_of(st.sampled_from(["", "Ann", "Bob", "Ann1", "Bob2", "Cy0", "%", "'", "a'b",
+                                  "Ann%", "_", "ä", "\\"]),
+                 st.text(max_size=4).filter(lambda s: "\x00" not in s))
+LOOKUPS = ["", "__gt", "__gte", "__lt", "__lte"]
+FIELDS = [("Author", "pk", INTS), ("Author", "age", INTS), ("Author", "name", STRS),
+          ("Book", "pk", INTS), ("Book", "status", INTS), ("Book", "author_id", INTS),
+          ("Book", "author", INTS), ("Book", "title", STRS), ("Book", "author__name", STRS),
+          ("Book", "author__age", INTS)]
+MODELS = {"Author": Author, "Book": Book}
+
+
+@st.composite
+def reads(draw):
+    model = draw(st.sampled_from(["Author", "Book"]))
+    fields = [f for f in FIELDS if f[0] == model]
+    terms = []
+    for _ in range(draw(st.integers(1, 3))):
+        _, name, values = draw(st.sampled_from(fields))
+        terms.append((draw(st.booleans()), name + draw(st.sampled_from(LOOKUPS)),
+                      draw(values)))
+    order = draw(st.sampled_from(["pk", "-pk"]))
+    limit = draw(st.sampled_from([None, 1, 2, 5]))
+    form = draw(st.sampled_from(["rows", "values", "get"]))
+    return model, terms, order, limit, form
+
+
+def run(read, cached: bool):
+    model, terms, order, limit, form = read
+    qs = MODELS[model].objects.all() if cached else MODELS[model].objects.nocache()
+    for negate, lookup, value in terms:
+        qs = qs.exclude(**{lookup: value}) if negate else qs.filter(**{lookup: value})
+    qs = qs.order_by(order)
+    if limit is not None:
+        qs = qs[:limit]
+    try:
+        if form == "values":
+            return list(qs.values_list("pk", flat=True))
+        if form == "get" and limit is None:
+            return qs.get().pk
+        return [(o.pk, str(o)) for o in qs]
+    except (*MODEL_ERRORS, DatabaseError, OverflowError) as exc:
+        # e.g. SQLite refuses an integer past 64 bits: the same error either way
+        return type(exc).__name__
+
+
+MODEL_ERRORS = (Author.DoesNotExist, Author.MultipleObjectsReturned, Book.DoesNotExist,
+                Book.MultipleObjectsReturned)
+
+
+@hsettings(max_examples=60, deadline=None, derandomize=True,
+           suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                  HealthCheck.too_slow])
+@given(batch=st.lists(reads(), min_size=2, max_size=4))
+def test_generated_reads_equal_the_database(authors, batch):
+    # Each read three times (learn, hit, hit) and once uncached, interleaved
+    # with the others of its batch: shapes are shared across values.
+    for read in batch + batch + batch:
+        assert run(read, True) == run(read, False), read
+    assert _runtime.current.shapes._memo, "no shape was learnt: the test reads nothing fast"
+
+
+# -- controls: a planted encoder bug gives wrong rows, and is caught -------------------------
+
+
+@pytest.fixture
+def limit_blind(monkeypatch):
+    """The planted bug: the encoder skips the query's LIMIT, so ``[:1]`` and
+    ``[:2]`` share a shape."""
+    monkeypatch.setitem(_compiled._DERIVED, Query, _compiled._derived(Query) | {"high_mark"})
+
+
+def test_control_planted_bug_serves_wrong_rows_without_the_check(authors, limit_blind,
+                                                                 unchecked):
+    def first(n, cached=True):
+        qs = Author.objects.all() if cached else Author.objects.nocache()
+        return [a.name for a in qs.filter(age__gte=0).order_by("pk")[:n]]
+
+    assert first(1) == ["Ann"]  # learnt, and filled
+    assert first(2, cached=False) == ["Ann", "Bob"]
+    assert first(2) == ["Ann"], "the planted bug should serve [:1]'s entry for [:2]"
+
+
+def test_control_check_catches_the_planted_bug(authors, limit_blind):
+    def first(n):
+        return [a.name for a in Author.objects.filter(age__gte=0).order_by("pk")[:n]]
+
+    assert first(1) == ["Ann"]
+    with pytest.raises(_compiled.ShapeMismatch):
+        first(2)
+
+
+def test_control_a_miss_catches_the_planted_bug(authors, limit_blind, unchecked, caplog):
+    # The entry of [:1] is gone: [:2] misses, compiles to check its shape,
+    # finds other SQL, reads the database and fills nothing.
+    def first(n):
+        return [a.name for a in Author.objects.filter(age__gte=0).order_by("pk")[:n]]
+
+    assert first(1) == ["Ann"]
+    clear_stores()
+    with caplog.at_level(logging.ERROR, logger="querystash"):
+        assert first(2) == ["Ann", "Bob"]
+    assert "compiled to other SQL than remembered" in caplog.text
+    with compiles() as n:
+        assert first(2) == ["Ann", "Bob"]
+        assert first(1) == ["Ann"]
+    assert n[0] >= 2, "the shape found wrong is still used"
+
+
+def test_control_a_read_that_fills_nothing_just_compiles(authors, limit_blind, unchecked):
+    # Read-your-writes inside a transaction bypasses the cache: no fill, so
+    # no check of the shape either; Django compiles the query itself.
+    def first(n):
+        return [a.name for a in Author.objects.filter(age__gte=0).order_by("pk")[:n]]
+
+    assert first(1) == ["Ann"]
+    with transaction.atomic():
+        Author.objects.filter(name="Cy").update(age=51)
+        assert first(2) == ["Ann", "Bob"]
