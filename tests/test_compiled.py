@@ -15,8 +15,8 @@ from contextlib import contextmanager
 
 import pytest
 from django.db import DatabaseError, transaction
+from django.db.models import Avg, Count, FloatField, Max, Min, Sum, Value
 from django.db.models.sql.compiler import SQLCompiler
-from django.db.models.sql.query import Query
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -89,6 +89,61 @@ def test_a_query_compiling_changes_is_never_remembered(authors, unchecked):
         assert n[0] == 1
 
 
+def test_count_and_aggregate_of_a_known_shape_do_not_compile(authors, unchecked):
+    ann, bob, _ = authors
+
+    def stats(author):
+        return Book.objects.filter(author_id=author).aggregate(
+            n=Count("*"), s=Sum("status"), a=Avg("status"), hi=Max("pk"), lo=Min("title"),
+            d=Count("status", distinct=True))
+
+    assert Book.objects.filter(author_id=ann.pk).count() == 3  # learnt
+    assert stats(ann.pk)["n"] == 3  # learnt
+    with compiles() as n:
+        assert Book.objects.filter(author_id=ann.pk).count() == 3
+        assert stats(ann.pk) == {"n": 3, "s": 3, "a": 1.0, "hi": stats(ann.pk)["hi"], "lo": "Ann0",
+                                 "d": 3}
+    assert n[0] == 0, "a hit of a remembered count or aggregate compiled its query"
+    with compiles() as n:
+        assert Book.objects.filter(author_id=bob.pk).count() == 3  # a miss: checked once
+    assert n[0] == 1
+
+
+def test_exists_and_constants_of_a_known_shape_do_not_compile(authors, unchecked):
+    ann, bob, cy = authors
+    # exists() selects Value(1): the other values must differ from 1 to teach
+    first, other = [a.pk for a in authors if a.pk not in (1, 5)][:2]
+    assert Book.objects.filter(author_id=first, status__gte=5).exists() is False  # learnt
+    with compiles() as n:
+        assert Book.objects.filter(author_id=first, status__gte=5).exists() is False
+    assert n[0] == 0
+    with compiles() as n:  # a miss: compiled once, to check the shape
+        assert Book.objects.filter(author_id=other, status__gte=2).exists() is True
+    assert n[0] == 1
+
+    def tagged(k, author):
+        return set(Book.objects.filter(author_id=author).annotate(k=Value(k))
+                   .values_list("k", flat=True))
+
+    assert tagged(7, ann.pk) == {7}  # learnt
+    assert tagged(8, bob.pk) == {8}
+    with compiles() as n:
+        assert tagged(8, bob.pk) == {8}
+    assert n[0] == 0
+    assert tagged(9, cy.pk) == {9}
+
+
+def test_an_aggregate_given_an_output_field_always_compiles(authors, unchecked):
+    # An explicit output_field hides behind a cached_property of that name:
+    # the encoder cannot see it, so it refuses the aggregate.
+    ann, _, _ = authors
+    for _ in range(3):
+        with compiles() as n:
+            got = Book.objects.filter(author_id=ann.pk).aggregate(
+                s=Sum("status", output_field=FloatField()))
+        assert got == {"s": 3.0} and n[0] == 1
+
+
 def test_equal_values_teach_no_shape(authors, unchecked):
     # With two equal values, two places could be swapped unseen: the shape is
     # learnt only from a read whose values differ.
@@ -151,12 +206,13 @@ def reads(draw):
                       draw(values)))
     order = draw(st.sampled_from(["pk", "-pk"]))
     limit = draw(st.sampled_from([None, 1, 2, 5]))
-    form = draw(st.sampled_from(["rows", "values", "get"]))
-    return model, terms, order, limit, form
+    form = draw(st.sampled_from(["rows", "values", "get", "count", "aggregate", "exists",
+                                 "constant"]))
+    return model, terms, order, limit, form, draw(INTS)
 
 
 def run(read, cached: bool):
-    model, terms, order, limit, form = read
+    model, terms, order, limit, form, constant = read
     qs = MODELS[model].objects.all() if cached else MODELS[model].objects.nocache()
     for negate, lookup, value in terms:
         qs = qs.exclude(**{lookup: value}) if negate else qs.filter(**{lookup: value})
@@ -168,6 +224,16 @@ def run(read, cached: bool):
             return list(qs.values_list("pk", flat=True))
         if form == "get" and limit is None:
             return qs.get().pk
+        if form == "count":
+            return qs.count()
+        if form == "exists":
+            return qs.exists()
+        if form == "constant":  # Value(n): a constant in the SELECT, a value of the shape
+            return list(qs.annotate(c=Value(constant)).values_list("pk", "c"))
+        if form == "aggregate" and limit is None:
+            got = qs.aggregate(n=Count("pk"), d=Count("pk", distinct=True), s=Sum("pk"),
+                               a=Avg("pk"), hi=Max("pk"), lo=Min("pk"))
+            return {k: float(v) if v is not None else None for k, v in got.items()}
         return [(o.pk, str(o)) for o in qs]
     except (*MODEL_ERRORS, DatabaseError, OverflowError) as exc:
         # e.g. SQLite refuses an integer past 64 bits: the same error either way
@@ -197,7 +263,40 @@ def test_generated_reads_equal_the_database(authors, batch):
 def limit_blind(monkeypatch):
     """The planted bug: the encoder skips the query's LIMIT, so ``[:1]`` and
     ``[:2]`` share a shape."""
-    monkeypatch.setitem(_compiled._DERIVED, Query, _compiled._derived(Query) | {"high_mark"})
+    monkeypatch.setattr(_compiled, "_QUERY_SKIPPED", _compiled._QUERY_SKIPPED | {"high_mark"})
+
+
+@pytest.fixture
+def distinct_blind(monkeypatch):
+    """A planted bug in aggregates: the encoder skips ``Count``'s ``distinct``,
+    so ``Count("status")`` and ``Count("status", distinct=True)`` share a shape."""
+    monkeypatch.setitem(_compiled._DERIVED, Count, _compiled._derived(Count) | {"distinct"})
+
+
+def test_control_planted_aggregate_bug_serves_wrong_rows_without_the_check(
+        authors, distinct_blind, unchecked):
+    ann, _, _ = authors
+    Book.objects.filter(author_id=ann.pk).update(status=7)
+
+    def statuses(distinct):
+        return Book.objects.filter(author_id=ann.pk).aggregate(
+            n=Count("status", distinct=distinct))["n"]
+
+    assert statuses(False) == 3
+    assert statuses(True) == 3, "the planted bug should serve the plain count's entry"
+
+
+def test_control_check_catches_the_planted_aggregate_bug(authors, distinct_blind):
+    ann, _, _ = authors
+    Book.objects.filter(author_id=ann.pk).update(status=7)
+
+    def statuses(distinct):
+        return Book.objects.filter(author_id=ann.pk).aggregate(
+            n=Count("status", distinct=distinct))["n"]
+
+    assert statuses(False) == 3
+    with pytest.raises(_compiled.ShapeMismatch):
+        statuses(True)
 
 
 def test_control_planted_bug_serves_wrong_rows_without_the_check(authors, limit_blind,

@@ -15,7 +15,10 @@ compiles as before:
 
 - only classes it knows, compared by exact type (no subclass, which could
   compile differently): Django's ``Query``, ``WhereNode``, ``Col``,
-  ``BaseTable``, ``Join``, the comparison and null lookups;
+  ``BaseTable``, ``Join``, the comparison and null lookups, the aggregates
+  ``count()`` and ``aggregate()`` add (``Count``, ``Sum``, ``Avg``, ``Max``,
+  ``Min`` over columns or ``*``, given no ``output_field``), and an integer
+  ``Value`` (``exists()`` selects ``Value(1)``), which is a value;
 - a value is the right-hand side of ``=``, ``<``, ``<=``, ``>``, ``>=`` on a
   column of a field whose preparation leaves an ``int`` or ``str`` unchanged
   (integer, auto, char and text fields, foreign keys to them), of exact type
@@ -38,8 +41,9 @@ import logging
 import threading
 from functools import cached_property as _functools_cached_property
 
+from django.db.models.aggregates import Avg, Count, Max, Min, Sum
 from django.db.models.base import ModelBase
-from django.db.models.expressions import Col
+from django.db.models.expressions import Col, Star, Value
 from django.db.models.fields import (
     AutoField,
     BigAutoField,
@@ -110,6 +114,17 @@ _INT_FIELDS = frozenset({
 })
 _STR_FIELDS = frozenset({CharField, TextField, SlugField})
 _RELATED_FIELDS = frozenset({ForeignKey, OneToOneField})
+#: aggregates whose SQL is their function over their source columns (the
+#: output field they derive from those columns' fields, which the shape names)
+_AGGREGATES = frozenset({Count, Sum, Avg, Max, Min})
+#: constructor arguments of an aggregate that are attributes of it the shape
+#: encodes; any other (an ``output_field``, which a ``cached_property`` of the
+#: same name hides from the encoder) refuses
+_AGGREGATE_ARGS = frozenset({"distinct", "filter"})
+#: the annotations a shape may have
+_ANNOTATIONS = _AGGREGATES | {Value}
+#: the field an integer Value compiles as
+_INTEGER = IntegerField()
 #: attributes that never reach SQL: what ``deconstruct()`` uses (it holds
 #: the right-hand value, which would make every value a shape)
 _SKIPPED = frozenset({"_constructor_args"})
@@ -119,6 +134,9 @@ _COMPILER_SKIPPED = frozenset({"where", "having", "qualify", "query"})
 #: one of these stands for True/False in a shape (1 == True in a tuple)
 _TRUE, _FALSE = object(), object()
 _EMPTY_DICT, _EMPTY_TUPLE, _EMPTY_LIST = ("d",), ("t",), ("l",)
+#: values that are their own encoding
+_PLAIN = frozenset({str, int, type(None)})
+_NOTHING: frozenset = frozenset()
 
 
 class ShapeMismatch(AssertionError):
@@ -169,23 +187,36 @@ class Shapes:
             return None
         # Cheap refusals first: what is never remembered should cost little.
         # Compiling adds the base table to a query that has none yet, and
-        # select_related's joins; annotations (count, aggregate, exists) are
-        # expressions this module does not know.
-        if query.annotations or query.select_related or not query.alias_map:
+        # select_related's joins; of annotations, only aggregates (count(),
+        # aggregate()) and an integer constant (exists()'s Value(1)) are known.
+        if query.select_related or not query.alias_map:
+            return None
+        annotations = query.annotations
+        if annotations and any(type(a) not in _ANNOTATIONS for a in annotations.values()):
             return None
         connection = compiler.connection
         if type(compiler) is not connection.ops.compiler("SQLCompiler"):
             return None
         values: list = []
         refs: list = []
+        state = query.__dict__
         try:
-            skipped = _derived(Query)
-            body = tuple((k, self._object(v, values, refs, connection))
-                         for k, v in query.__dict__.items() if k not in skipped)
+            # The annotations first: the SELECT's parameters come before the
+            # WHERE's, and the values must be in the parameters' order.
+            body = ["annotations", self._object(annotations, values, refs, connection)]
+            body += self._items(state.items(), _QUERY_SKIPPED, values, refs, connection)
+            # annotation_select's cache: compiling may fill it, with what
+            # annotation_select computes from the annotations and the mask,
+            # which the shape has; only another content is part of it.
+            cache = state.get("_annotation_select_cache")
+            if cache is None or _computed(cache, annotations, query.annotation_select_mask):
+                body.append("computed")
+            else:
+                body.append(self._object(cache, values, refs, connection))
         except _Refuse:
             return None
         shape = (compiler.using, id(type(connection)), compiler.elide_empty,
-                 id(query.model), body)
+                 id(query.model), *body)
         refs.append(type(connection))
         refs.append(query.model)
         return shape, tuple(values), refs
@@ -233,10 +264,29 @@ class Shapes:
 
     # -- the encoder --------------------------------------------------------------
 
+    def _items(self, items, skipped, values, refs, connection) -> list:
+        """A dict's or a node's attributes, flat: key, value, key, value ...
+        (a value's encoding is one item, so the flat list is unambiguous).
+        Plain values are inlined: this loop is most of a hit's encoding."""
+        out: list = []
+        append = out.append
+        for k, v in items:
+            if k in skipped:
+                continue
+            append(k)
+            kind = type(v)
+            if kind in _PLAIN:
+                append(v)
+            elif kind is bool:
+                append(_TRUE if v else _FALSE)
+            else:
+                append(self._object(v, values, refs, connection))
+        return out
+
     def _object(self, value, values, refs, connection):
         """The shape of an attribute's value (plain data, or a known node)."""
         kind = type(value)
-        if kind is str or kind is int or value is None:
+        if kind in _PLAIN:
             return value
         if kind is bool:
             return _TRUE if value else _FALSE
@@ -245,24 +295,28 @@ class Shapes:
                 return _EMPTY_DICT
             if any(type(k) is not str for k in value):
                 raise _Refuse
-            return ("d", *[(k, self._object(v, values, refs, connection))
-                           for k, v in value.items()])
-        if kind is tuple:
+            return ("d", *self._items(value.items(), _NOTHING, values, refs, connection))
+        if kind is tuple or kind is list:
             if not value:
-                return _EMPTY_TUPLE
-            return ("t", *[self._object(v, values, refs, connection) for v in value])
-        if kind is list:
-            if not value:
-                return _EMPTY_LIST
-            return ("l", *[self._object(v, values, refs, connection) for v in value])
+                return _EMPTY_TUPLE if kind is tuple else _EMPTY_LIST
+            return ("t" if kind is tuple else "l",
+                    *[v if type(v) in _PLAIN else self._object(v, values, refs, connection)
+                      for v in value])
         if kind is set or kind is frozenset:
             return (kind, frozenset(self._object(v, values, refs, connection) for v in value))
-        if kind is WhereNode or kind is BaseTable or kind is Join:
+        if kind is WhereNode or kind is BaseTable or kind is Join or kind is Star:
             return self._node(value, values, refs, connection)
         if kind is Col:
             return self._col(value, refs)
         if kind in _COMPARISONS:
             return self._comparison(value, values, refs, connection)
+        if kind in _AGGREGATES:
+            args = value.__dict__.get("_constructor_args")
+            if args is None or not _AGGREGATE_ARGS.issuperset(args[1]):
+                raise _Refuse
+            return self._node(value, values, refs, connection)
+        if kind is Value:
+            return self._constant(value, values, refs, connection)
         if kind in _NULL_TESTS:
             if type(value.rhs) is not bool or type(value.lhs) is not Col:
                 raise _Refuse
@@ -275,10 +329,10 @@ class Shapes:
     def _node(self, node, values, refs, connection):
         """A known node: its class and its own attributes, in order."""
         kind = type(node)
-        skipped = _derived(kind)
         refs.append(kind)
-        return (id(kind), *[(k, self._object(v, values, refs, connection))
-                            for k, v in node.__dict__.items() if k not in skipped])
+        return (id(kind), *self._items(node.__dict__.items(),
+                                       _DERIVED.get(kind) or _derived(kind),
+                                       values, refs, connection))
 
     def _col(self, col, refs):
         target, output = col.target, col.output_field
@@ -315,6 +369,33 @@ class Shapes:
         values.append(rhs)
         return (id(type(lookup)), self._col(lhs, refs), len(values))
 
+    def _constant(self, node, values, refs, connection):
+        """``Value(n)``, an integer given no output field (exists() selects
+        ``Value(1)``): it compiles to one parameter, ``n`` as an
+        ``IntegerField`` prepares it, which is ``n`` (psycopg wraps it)."""
+        number = node.value
+        args = node.__dict__.get("_constructor_args")
+        if type(number) is not int or args is None or len(args[0]) != 1 or args[1]:
+            raise _Refuse  # an output_field hides behind a cached_property
+        rest = [k for k in node.__dict__
+                if k not in _DERIVED_VALUE and k not in ("value", "for_save", "is_summary")]
+        if rest or node.for_save or type(node.__dict__.get("is_summary", False)) is not bool:
+            raise _Refuse
+        # the output field compiling resolves and caches is an IntegerField;
+        # one set on the node since is another
+        for name in ("output_field", "_output_field_or_none"):
+            found = node.__dict__.get(name)
+            if found is not None and type(found) is not IntegerField:
+                raise _Refuse
+        low, high = self._range(connection, _INTEGER)
+        if (low is not None and number < low) or (high is not None and number > high):
+            raise _Refuse
+        refs.append(Value)
+        values.append(number)
+        summary = node.__dict__.get("is_summary")
+        return (id(Value), None if summary is None else _TRUE if summary else _FALSE,
+                len(values))
+
     def _range(self, connection, field):
         """The integers the column takes (a foreign key's: its target's)."""
         if type(field) in _RELATED_FIELDS:
@@ -346,6 +427,22 @@ def _derived(kind: type) -> frozenset:
                  if isinstance(attr, (cached_property, _functools_cached_property))}
         found = _DERIVED[kind] = frozenset(names | _SKIPPED)
     return found
+
+
+_DERIVED_VALUE = _derived(Value)
+#: a Query's attributes left out of its shape's body: the derived ones, and
+#: the annotations and the cache of ``annotation_select``, which ``encode``
+#: encodes itself
+_QUERY_SKIPPED = _derived(Query) | {"annotations", "_annotation_select_cache"}
+
+
+def _computed(cache: dict, annotations: dict, mask) -> bool:
+    """Is ``cache`` what ``Query.annotation_select`` computes: the same
+    annotations, in the same order, of those the mask selects?"""
+    expected = [(k, v) for k, v in annotations.items() if mask is None or k in mask]
+    return len(cache) == len(expected) and all(
+        k == name and v is annotation
+        for (k, v), (name, annotation) in zip(cache.items(), expected, strict=True))
 
 
 def _is_field(value) -> bool:

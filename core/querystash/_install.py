@@ -5,11 +5,11 @@ from __future__ import annotations
 from django.core.signals import setting_changed
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.db.models.manager import BaseManager
 from django.db.models.sql.compiler import SQLCompiler
 
-from . import _queryset, _reads, _runtime, _sitestats, _stores, _writes, handle, plugins
+from . import _from_db, _queryset, _reads, _runtime, _sitestats, _stores, _writes, handle, plugins
 from .patching import Patches
 
 _patches = Patches()
@@ -33,6 +33,8 @@ def install() -> None:
            _writes.make_set_autocommit(BaseDatabaseWrapper.set_autocommit))
     _patch(BaseDatabaseWrapper, "rollback", _writes.make_rollback(BaseDatabaseWrapper.rollback))
     _patch(BaseDatabaseWrapper, "close", _writes.make_close(BaseDatabaseWrapper.close))
+    _patch(Model, "from_db", _from_db.make_from_db(Model.from_db))
+    _patches.on_undo(_from_db.forget)
     _patch(QuerySet, "cache", _queryset.cache)
     _patch(QuerySet, "nocache", _queryset.nocache)
     _patch(BaseManager, "cache", _queryset.manager_cache)
