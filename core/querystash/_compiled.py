@@ -25,14 +25,18 @@ compiles as before:
   ``int`` (within the column's range: Django compiles an out-of-range integer
   to no WHERE or no query at all) or ``str``; every other constant (a ``bool``,
   ``None``, the ``LIMIT``) is part of the shape;
-- a query that compiling changes (``select_related`` adds its joins there) is
-  never remembered: the tags and the checks of a read must see the query as
-  the compiled path shows it to them.
+- the tags and the checks of a read must see the query as compiling leaves
+  it: what compiling changes in it (``select_related`` adds its joins, a
+  query with no filter gets its base table) is remembered and put into the
+  query of every read of the shape, and only when that is the joins'
+  bookkeeping alone and putting it into the query as it was before
+  compiling gives the very query compiling left; else never remembered.
 
 Every miss checks its shape: it compiles, and SQL or parameters other than
 the remembered ones forget the shape and keep the read from filling.
-``CHECK`` (the test suite sets it) makes every hit compile too and raise on a
-difference.
+``CHECK`` (the test suite sets it) makes every hit compile a copy too, and
+raise if the SQL, the parameters or the query left differ from what the
+shape gives.
 """
 
 from __future__ import annotations
@@ -154,9 +158,10 @@ class _Refuse(Exception):
 class Shape:
     """A remembered shape: the SQL, and the compiler's state after compiling it."""
 
-    __slots__ = ("sql", "state", "relations", "refs", "wraps")
+    __slots__ = ("sql", "state", "relations", "refs", "wraps", "changes")
 
-    def __init__(self, sql: str, state: dict, relations, refs: list, wraps: tuple | None):
+    def __init__(self, sql: str, state: dict, relations, refs: list, wraps: tuple | None,
+                 changes: dict | None = None):
         self.sql = sql
         #: per value, the type the database adapter wraps it in (psycopg's
         #: Int4 for an IntegerField on PostgreSQL), or None for none at all
@@ -164,11 +169,22 @@ class Shape:
         #: the attributes ``as_sql`` set on the compiler, which Django reads
         #: after ``execute_sql`` (``select``, ``klass_info``, ``col_count`` ...)
         self.state = state
+        #: what compiling changed in the query (select_related's joins, the
+        #: base table of a query with no filter), as it left them: a read of
+        #: the shape puts copies in its query, so that the read's checks and
+        #: strategies see the query as compiling leaves it; None for nothing
+        self.changes = changes
         #: what the SQL reads (``_relations``), read when it was compiled
         self.relations = relations
         #: every object the shape names by identity, kept alive so that no
         #: other object can ever take its ``id``
         self.refs = refs
+
+    def use(self, compiler) -> None:
+        """Leave ``compiler`` and its query as compiling the shape would."""
+        compiler.__dict__.update(self.state)
+        if self.changes is not None:
+            _apply(self.changes, compiler.query)
 
 
 class Shapes:
@@ -185,12 +201,9 @@ class Shapes:
         query = compiler.query
         if type(query) is not Query:
             return None
-        # Cheap refusals first: what is never remembered should cost little.
-        # Compiling adds the base table to a query that has none yet, and
-        # select_related's joins; of annotations, only aggregates (count(),
-        # aggregate()) and an integer constant (exists()'s Value(1)) are known.
-        if query.select_related or not query.alias_map:
-            return None
+        # A cheap refusal first: what is never remembered should cost little.
+        # Of annotations, only aggregates (count(), aggregate()) and an
+        # integer constant (exists()'s Value(1)) are known.
         annotations = query.annotations
         if annotations and any(type(a) not in _ANNOTATIONS for a in annotations.values()):
             return None
@@ -236,10 +249,11 @@ class Shapes:
         return shape in self._memo
 
     def learn(self, shape, refs, values: tuple, sql: str, params: tuple, before: dict,
-              compiler, relations) -> None:
+              compiler, relations, original) -> None:
         """After the first compile of ``shape``: remember its SQL if its
-        parameters are its values, each in its place, and compiling left the
-        query as it was; else remember that it is never fast."""
+        parameters are its values, each in its place, and what compiling
+        changed in the query can be told (``original``: a clone of the query
+        before compiling); else remember that it is never fast."""
         entry = None
         # Distinct values, equal to the parameters in order: the i-th
         # parameter is the i-th value, for every query of the shape. (With
@@ -249,14 +263,35 @@ class Shapes:
         wraps = _wraps(params, values)
         if wraps is not False:
             again = self.encode(compiler)
-            if again is not None and again[0] == shape and again[1] == values:
+            changes = False
+            if again is not None and again[1] == values:
+                changes = None if again[0] == shape else self._changes(
+                    compiler, original, again)
+            if changes is not False:
                 state = {k: v for k, v in compiler.__dict__.items()
                          if k not in _COMPILER_SKIPPED and (k not in before or before[k] is not v)}
-                entry = Shape(sql, state, relations, refs, wraps)
+                entry = Shape(sql, state, relations, refs, wraps, changes)
         with self._lock:
             if len(self._memo) >= LIMIT:
                 self._memo.clear()
             self._memo[shape] = entry
+
+    def _changes(self, compiler, original, again) -> dict | bool:
+        """What compiling changed in the query, if it is only the joins'
+        bookkeeping (``_CHANGED``) and putting it into the query as it was
+        before compiling gives the very query compiling left (its whole
+        shape); else False. Joins hold no values: what compiling adds for one
+        query of a shape, it adds for every query of it."""
+        query = compiler.query
+        changes = {name: query.__dict__[name] for name in _CHANGED if name in query.__dict__}
+        if len(changes) != len(_CHANGED):
+            return False
+        _apply(changes, original)
+        replay = self.encode(original.get_compiler(compiler.using,
+                                                   elide_empty=compiler.elide_empty))
+        if replay is None or replay[0] != again[0] or replay[1] != again[1]:
+            return False
+        return changes
 
     def forget(self, shape) -> None:
         with self._lock:
@@ -436,6 +471,22 @@ _DERIVED_VALUE = _derived(Value)
 _QUERY_SKIPPED = _derived(Query) | {"annotations", "_annotation_select_cache"}
 
 
+#: what compiling may change in a query (``select_related``'s joins, the base
+#: table of a query with none yet), and how a query gets its own copy: the
+#: ``BaseTable``/``Join`` objects themselves Django never changes in place
+_CHANGED = {
+    "alias_map": dict,
+    "alias_refcount": dict,
+    "table_map": lambda tables: {name: list(aliases) for name, aliases in tables.items()},
+}
+
+
+def _apply(changes: dict, query) -> None:
+    state = query.__dict__
+    for name, value in changes.items():
+        state[name] = _CHANGED[name](value)
+
+
 def _computed(cache: dict, annotations: dict, mask) -> bool:
     """Is ``cache`` what ``Query.annotation_select`` computes: the same
     annotations, in the same order, of those the mask selects?"""
@@ -500,14 +551,21 @@ def confirm(shapes: Shapes, shape, compiler, sql: str, params: tuple) -> None:
     raise Mismatch
 
 
-def check(compiler, sql: str, params: tuple) -> None:
-    """``CHECK``: compile a copy of the query and compare with the shape's."""
+def check(shapes: Shapes, shape: Shape, compiler, sql: str, params: tuple) -> None:
+    """``CHECK``: compile a copy of the query, use ``shape`` on the query,
+    and compare: the same SQL and parameters, and the query left the same
+    (its whole shape and values)."""
     query = compiler.query.clone()
+    copy = query.get_compiler(compiler.using, elide_empty=compiler.elide_empty)
     try:
-        real_sql, real_params = query.get_compiler(
-            compiler.using, elide_empty=compiler.elide_empty).as_sql()
+        real_sql, real_params = copy.as_sql()
     except Exception as exc:
         raise ShapeMismatch(f"remembered {(sql, params)!r}, Django raised {exc!r}") from exc
     if real_sql != sql or not _same(tuple(real_params), params):
         raise ShapeMismatch(f"remembered {(sql, params)!r}, Django compiles "
                             f"{(real_sql, tuple(real_params))!r}")
+    shape.use(compiler)
+    compiled, used = shapes.encode(copy), shapes.encode(compiler)
+    if compiled is None or used is None or compiled[:2] != used[:2]:
+        raise ShapeMismatch("the query a remembered shape leaves differs from the one compiling "
+                            f"leaves: {used and used[0]!r} != {compiled and compiled[0]!r}")

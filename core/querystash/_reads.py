@@ -91,13 +91,14 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
     if fast is not None:
         sql, params = fast.sql, shapes.params(fast, encoded[1])
         if _compiled.CHECK:
-            _compiled.check(compiler, sql, params)
-        compiler.__dict__.update(fast.state)  # what Django reads after execute_sql
+            _compiled.check(shapes, fast, compiler, sql, params)
+        else:
+            fast.use(compiler)  # the compiler and query as compiling leaves them
         relations = fast.relations
     else:
         before = None
         if encoded is not None and not shapes.known(encoded[0]):
-            before = dict(compiler.__dict__)
+            before, uncompiled = dict(compiler.__dict__), query.clone()
         try:
             sql, params = compiler.as_sql()
         except EmptyResultSet:
@@ -108,7 +109,7 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
         relations = rt.relations.read(sql, query, compiler)
         if before is not None:
             shapes.learn(encoded[0], encoded[2], encoded[1], sql, params, before, compiler,
-                         relations)
+                         relations, uncompiled)
 
     def run():
         if fast is not None:
