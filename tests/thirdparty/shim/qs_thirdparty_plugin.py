@@ -88,6 +88,13 @@ class FlushingTestCase(TransactionTestCase):
 
 django.test.TestCase = FlushingTestCase
 
+if settings.MODE == "cached":
+    # As in our own suite: every read of a remembered query shape also
+    # compiles, and a difference in SQL or in the query left fails the test.
+    from querystash import _compiled
+
+    _compiled.CHECK = True
+
 if os.environ.get("QS_THIRDPARTY_PLANT") == "no-invalidation":
     # Positive control (test_thirdparty.py): writes no longer invalidate, so cached reads go
     # stale and VERIFY must catch them.
