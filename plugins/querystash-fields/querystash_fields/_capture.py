@@ -6,7 +6,10 @@ Django sends for ``save()`` is never changed:
 - ``_do_update`` (``save()`` of an existing row) learns the row's old values
   with a separate read, ``SELECT <taggable columns> ... WHERE pk = %s``, in
   the same transaction as Django's own UPDATE and holding the row lock across
-  both (``FOR UPDATE`` on PostgreSQL; on SQLite a transaction begun
+  both (``FOR NO KEY UPDATE`` on PostgreSQL, the lock Django's UPDATE of
+  non-key columns takes itself: ``FOR UPDATE`` would also wait for, and
+  deadlock with, transactions whose foreign keys merely reference the row;
+  on SQLite a transaction begun
   ``IMMEDIATE``, which holds the database's write lock from its start). The
   values read are those the database stored, so no concurrent write can slip
   between them and the UPDATE. New values are rendered as the database stores
@@ -426,7 +429,7 @@ def _old_row(model, using, pk_val, fields, how):
     qs = model._base_manager.db_manager(using).filter(pk=pk_val)
     qs = qs.nocache() if hasattr(qs, "nocache") else qs
     if how == "for_update":
-        qs = qs.select_for_update()
+        qs = qs.select_for_update(no_key=True)
     rows = list(qs.values_list(*(f.attname for f in fields)))
     if not rows:
         return None

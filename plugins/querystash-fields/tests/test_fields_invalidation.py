@@ -457,7 +457,42 @@ def test_old_values_are_read_holding_the_row(data, settings):
             book.save()
         assert ctx.captured_queries[0]["sql"] == "BEGIN IMMEDIATE"
     else:
-        assert sql[1].rstrip().endswith("FOR UPDATE"), sql[1]
+        # the lock Django's UPDATE of non-key columns takes itself
+        assert sql[1].rstrip().endswith("FOR NO KEY UPDATE"), sql[1]
+
+
+def test_saving_a_row_another_transaction_references_does_not_wait(data):
+    """An open transaction that inserted a row referencing the book, its
+    foreign key checked, holds FOR KEY SHARE on the book. Django's UPDATE of
+    the book takes FOR NO KEY UPDATE, which does not conflict, so the save
+    goes through at once; the old-values read must lock no more than that.
+    (With FOR UPDATE it waited here, and concurrent writes deadlocked.)"""
+    if connection.vendor != "postgresql":
+        pytest.skip("row-lock modes: PostgreSQL's")
+    import psycopg
+
+    s = connection.settings_dict
+    other = psycopg.connect(host=s["HOST"], port=s["PORT"] or 5432, user=s["USER"],
+                            password=s["PASSWORD"] or None, dbname=s["NAME"])
+    try:
+        # Django's foreign keys are DEFERRABLE INITIALLY DEFERRED: checked
+        # at COMMIT, or at once when the transaction says so.
+        other.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        other.execute(f"INSERT INTO {Review._meta.db_table} (book_id, score) VALUES (%s, 1)",
+                      (data["b2"].pk,))  # uncommitted: holds FOR KEY SHARE on the book
+        book = Book.objects.get(pk=data["b2"].pk)
+        book.status = 3
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '2s'")
+        try:
+            book.save()  # no lock wait: a timeout would raise OperationalError
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SET lock_timeout = 0")
+        assert Book.objects.nocache().get(pk=book.pk).status == 3
+    finally:
+        other.rollback()
+        other.close()
 
 
 def test_plugin_disabled_is_table_level(data, counts, settings):
