@@ -306,30 +306,28 @@ def distinct_blind(monkeypatch):
     monkeypatch.setitem(_compiled._DERIVED, Count, _compiled._derived(Count) | {"distinct"})
 
 
+def distinct_statuses(author, distinct):
+    """Count of the author's books' statuses (all 7: 3 plain, 1 distinct)."""
+    return Book.objects.filter(author_id=author.pk).aggregate(
+        n=Count("status", distinct=distinct))["n"]
+
+
 def test_control_planted_aggregate_bug_serves_wrong_rows_without_the_check(
         authors, distinct_blind, unchecked):
     ann, _, _ = authors
     Book.objects.filter(author_id=ann.pk).update(status=7)
 
-    def statuses(distinct):
-        return Book.objects.filter(author_id=ann.pk).aggregate(
-            n=Count("status", distinct=distinct))["n"]
-
-    assert statuses(False) == 3
-    assert statuses(True) == 3, "the planted bug should serve the plain count's entry"
+    assert distinct_statuses(ann, False) == 3
+    assert distinct_statuses(ann, True) == 3, "the planted bug should serve the plain count's entry"
 
 
 def test_control_check_catches_the_planted_aggregate_bug(authors, distinct_blind):
     ann, _, _ = authors
     Book.objects.filter(author_id=ann.pk).update(status=7)
 
-    def statuses(distinct):
-        return Book.objects.filter(author_id=ann.pk).aggregate(
-            n=Count("status", distinct=distinct))["n"]
-
-    assert statuses(False) == 3
+    assert distinct_statuses(ann, False) == 3
     with pytest.raises(_compiled.ShapeMismatch):
-        statuses(True)
+        distinct_statuses(ann, True)
 
 
 def test_control_planted_bug_serves_wrong_rows_without_the_check(authors, limit_blind,

@@ -393,8 +393,7 @@ class Shapes:
         field = _prepared_by(lhs.output_field)
         kind = type(rhs)
         if kind is int and field in _INT_FIELDS:
-            low, high = self._range(connection, lhs.output_field)
-            if (low is not None and rhs < low) or (high is not None and rhs > high):
+            if not self._in_range(connection, lhs.output_field, rhs):
                 raise _Refuse  # compiles to no WHERE, or to no query at all
         elif not (kind is str and field in _STR_FIELDS):
             if kind is bool and field is BooleanField:
@@ -422,14 +421,17 @@ class Shapes:
             found = node.__dict__.get(name)
             if found is not None and type(found) is not IntegerField:
                 raise _Refuse
-        low, high = self._range(connection, _INTEGER)
-        if (low is not None and number < low) or (high is not None and number > high):
+        if not self._in_range(connection, _INTEGER, number):
             raise _Refuse
         refs.append(Value)
         values.append(number)
         summary = node.__dict__.get("is_summary")
         return (id(Value), None if summary is None else _TRUE if summary else _FALSE,
                 len(values))
+
+    def _in_range(self, connection, field, number: int) -> bool:
+        low, high = self._range(connection, field)
+        return (low is None or number >= low) and (high is None or number <= high)
 
     def _range(self, connection, field):
         """The integers the column takes (a foreign key's: its target's)."""
