@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from querystash import _compiled, _runtime
+from querystash import _aggregation, _compiled, _runtime
 from querystash.testing import clear_stores
 from tests.testapp.models import Author, Book
 
@@ -234,7 +234,7 @@ def reads(draw):
     order = draw(st.sampled_from(["pk", "-pk"]))
     limit = draw(st.sampled_from([None, 1, 2, 5]))
     form = draw(st.sampled_from(["rows", "values", "get", "count", "aggregate", "exists",
-                                 "constant", "related", "all"]))
+                                 "constant", "related", "all", "joined", "distinct"]))
     return model, terms, order, limit, form, draw(INTS)
 
 
@@ -263,6 +263,12 @@ def run(read, cached: bool):
             return [o.pk for o in base.order_by(order)]
         if form == "constant":  # Value(n): a constant in the SELECT, a value of the shape
             return list(qs.annotate(c=Value(constant)).values_list("pk", "c"))
+        if form == "joined" and model == "Book" and limit is None:
+            # aggregates over a join (_aggregation's plans hold its bookkeeping)
+            return qs.aggregate(age=Max("author__age"), n=Count("author__name", distinct=True),
+                                s=Sum("status"))
+        if form == "distinct" and limit is None:  # a count over a subquery: never planned
+            return qs.values("pk").distinct().count()
         if form == "aggregate" and limit is None:
             got = qs.aggregate(n=Count("pk"), d=Count("pk", distinct=True), s=Sum("pk"),
                                a=Avg("pk"), hi=Max("pk"), lo=Min("pk"))
@@ -287,6 +293,9 @@ def test_generated_reads_equal_the_database(authors, batch):
     for read in batch + batch + batch:
         assert run(read, True) == run(read, False), read
     assert _runtime.current.shapes._memo, "no shape was learnt: the test reads nothing fast"
+    planned = _runtime.current.aggregations._memo.values()
+    assert any(isinstance(p, _aggregation.Plan) for p in planned), (
+        "no count or aggregate was planned: the test builds none from a plan")
 
 
 # -- controls: a planted encoder bug gives wrong rows, and is caught -------------------------

@@ -18,7 +18,8 @@ compiles as before:
   ``BaseTable``, ``Join``, the comparison and null lookups, the aggregates
   ``count()`` and ``aggregate()`` add (``Count``, ``Sum``, ``Avg``, ``Max``,
   ``Min`` over columns or ``*``, given no ``output_field``), and an integer
-  ``Value`` (``exists()`` selects ``Value(1)``), which is a value;
+  ``Value`` (``exists()`` selects ``Value(1)``), which is a value; ``F()``
+  for the aggregates ``get_aggregation`` is given (``_aggregation``);
 - a value is the right-hand side of ``=``, ``<``, ``<=``, ``>``, ``>=`` on a
   column of a field whose preparation leaves an ``int`` or ``str`` unchanged
   (integer, auto, char and text fields, foreign keys to them), of exact type
@@ -47,7 +48,7 @@ from functools import cached_property as _functools_cached_property
 
 from django.db.models.aggregates import Avg, Count, Max, Min, Sum
 from django.db.models.base import ModelBase
-from django.db.models.expressions import Col, Star, Value
+from django.db.models.expressions import Col, F, Star, Value
 from django.db.models.fields import (
     AutoField,
     BigAutoField,
@@ -127,6 +128,8 @@ _AGGREGATES = frozenset({Count, Sum, Avg, Max, Min})
 _AGGREGATE_ARGS = frozenset({"distinct", "filter"})
 #: the annotations a shape may have
 _ANNOTATIONS = _AGGREGATES | {Value}
+#: an F()'s attributes
+_F_ATTRIBUTES = frozenset({"name", "_constructor_args"})
 #: the field an integer Value compiles as
 _INTEGER = IntegerField()
 #: attributes that never reach SQL: what ``deconstruct()`` uses (it holds
@@ -198,7 +201,15 @@ class Shapes:
     def encode(self, compiler) -> tuple[tuple, tuple, list] | None:
         """``(shape, values, refs)`` of the compiler's query, or None when
         something in it is not known to compile the same for every value."""
-        query = compiler.query
+        connection = compiler.connection
+        if type(compiler) is not connection.ops.compiler("SQLCompiler"):
+            return None
+        return self.encode_query(compiler.query, connection,
+                                 (compiler.using, compiler.elide_empty))
+
+    def encode_query(self, query, connection, head: tuple) -> tuple[tuple, tuple, list] | None:
+        """``encode`` for a query without its compiler (``head``: what the
+        shape starts with instead of the compiler's)."""
         if type(query) is not Query:
             return None
         # A cheap refusal first: what is never remembered should cost little.
@@ -206,9 +217,6 @@ class Shapes:
         # integer constant (exists()'s Value(1)) are known.
         annotations = query.annotations
         if annotations and any(type(a) not in _ANNOTATIONS for a in annotations.values()):
-            return None
-        connection = compiler.connection
-        if type(compiler) is not connection.ops.compiler("SQLCompiler"):
             return None
         values: list = []
         refs: list = []
@@ -228,11 +236,27 @@ class Shapes:
                 body.append(self._object(cache, values, refs, connection))
         except _Refuse:
             return None
-        shape = (compiler.using, id(type(connection)), compiler.elide_empty,
-                 id(query.model), *body)
+        except Exception:  # an encoder's slip must cost a compile, never a read
+            if CHECK:
+                raise
+            logger.debug("querystash: a query shape could not be encoded", exc_info=True)
+            return None
+        shape = (*head, id(type(connection)), id(query.model), *body)
         refs.append(type(connection))
         refs.append(query.model)
         return shape, tuple(values), refs
+
+    def encode_part(self, value, connection, refs: list) -> tuple[object, tuple] | None:
+        """``(encoding, values)`` of one attribute's value, or None."""
+        values: list = []
+        try:
+            return self._object(value, values, refs, connection), tuple(values)
+        except _Refuse:
+            return None
+        except Exception:
+            if CHECK:
+                raise
+            return None
 
     def get(self, shape) -> Shape | None:
         return self._memo.get(shape)
@@ -352,6 +376,13 @@ class Shapes:
             return self._node(value, values, refs, connection)
         if kind is Value:
             return self._constant(value, values, refs, connection)
+        if kind is F:
+            # An aggregate's column before it is resolved (aggregate("rating")):
+            # its name is all (a query being compiled holds none: it would fail)
+            if type(value.name) is not str or not _F_ATTRIBUTES.issuperset(value.__dict__):
+                raise _Refuse
+            refs.append(F)
+            return ("F", value.name)
         if kind in _NULL_TESTS:
             if type(value.rhs) is not bool or type(value.lhs) is not Col:
                 raise _Refuse
@@ -467,10 +498,11 @@ def _derived(kind: type) -> frozenset:
 
 
 _DERIVED_VALUE = _derived(Value)
-#: a Query's attributes left out of its shape's body: the derived ones, and
-#: the annotations and the cache of ``annotation_select``, which ``encode``
-#: encodes itself
-_QUERY_SKIPPED = _derived(Query) | {"annotations", "_annotation_select_cache"}
+#: a Query's attributes left out of its shape's body: the derived ones; the
+#: annotations and the cache of ``annotation_select``, which ``encode``
+#: encodes itself; and ``.cache()``'s spec, which querystash reads and
+#: compiling never does
+_QUERY_SKIPPED = _derived(Query) | {"annotations", "_annotation_select_cache", "_querystash"}
 
 
 #: what compiling may change in a query (``select_related``'s joins, the base
@@ -571,3 +603,21 @@ def check(shapes: Shapes, shape: Shape, compiler, sql: str, params: tuple) -> No
     if compiled is None or used is None or compiled[:2] != used[:2]:
         raise ShapeMismatch("the query a remembered shape leaves differs from the one compiling "
                             f"leaves: {used and used[0]!r} != {compiled and compiled[0]!r}")
+
+
+def check_given(shapes: Shapes, given: tuple, compiler) -> None:
+    """``CHECK``: the shape a plan gave (``_aggregation``) is the query's."""
+    real = shapes.encode(compiler)
+    if real is None or real[:2] != given[:2]:
+        raise ShapeMismatch(f"a plan gave the shape {given[0]!r}, the query's is "
+                            f"{real and real[0]!r}")
+
+
+def compiled(compiler) -> tuple:
+    """What a compiler's ``as_sql`` gives, to compare: the SQL with its
+    parameters and their types, or the exception it raised."""
+    try:
+        sql, params = compiler.as_sql()
+    except Exception as exc:  # EmptyResultSet, FullResultSet
+        return (type(exc).__name__,)
+    return sql, tuple(params), tuple(type(p) for p in params)

@@ -8,8 +8,19 @@ from django.db.backends.utils import CursorWrapper
 from django.db.models import Model, QuerySet
 from django.db.models.manager import BaseManager
 from django.db.models.sql.compiler import SQLCompiler
+from django.db.models.sql.query import Query
 
-from . import _from_db, _queryset, _reads, _runtime, _sitestats, _stores, _writes, handle, plugins
+from . import (
+    _from_db,
+    _queryset,
+    _reads,
+    _runtime,
+    _sitestats,
+    _stores,
+    _writes,
+    handle,
+    plugins,
+)
 from .patching import Patches
 
 _patches = Patches()
@@ -33,6 +44,8 @@ def install() -> None:
            _writes.make_set_autocommit(BaseDatabaseWrapper.set_autocommit))
     _patch(BaseDatabaseWrapper, "rollback", _writes.make_rollback(BaseDatabaseWrapper.rollback))
     _patch(BaseDatabaseWrapper, "close", _writes.make_close(BaseDatabaseWrapper.close))
+    _patch(Query, "get_aggregation",
+           _reads.make_get_aggregation(Query.get_aggregation))
     _patch(Model, "from_db", _from_db.make_from_db(Model.from_db))
     _patches.on_undo(_from_db.forget)
     _patch(QuerySet, "cache", _queryset.cache)

@@ -11,14 +11,25 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import EmptyResultSet
+from django.db import connections
 from django.db.models.sql.compiler import (
     SQLDeleteCompiler,
     SQLInsertCompiler,
     SQLUpdateCompiler,
 )
 from django.db.models.sql.constants import GET_ITERATOR_CHUNK_SIZE, MULTI, SINGLE
+from django.db.models.sql.query import Query
 
-from . import _capture, _capture_reads, _compiled, _observe, _reasons, _runtime, _stamps
+from . import (
+    _aggregation,
+    _capture,
+    _capture_reads,
+    _compiled,
+    _observe,
+    _reasons,
+    _runtime,
+    _stamps,
+)
 from ._queryset import NOCACHE, current_op, spec_of
 from ._switch import off as _disabled
 from ._transactions import fill_is_safe, in_transaction, written_tags
@@ -60,6 +71,39 @@ def make_execute_sql(original):
     return execute_sql
 
 
+def make_get_aggregation(original):
+    """``Query.get_aggregation`` for ``install()``; ``original`` is Django's.
+    A count() or aggregate() querystash caches, of a query shape planned
+    before, is built from the plan (``_aggregation``), not by Django."""
+
+    def get_aggregation(self, using, aggregate_exprs):
+        rt = _runtime.current
+        if (rt is None or not rt.enabled or _disabled.get() or type(self) is not Query
+                or not aggregate_exprs or self.model is None
+                # only reads querystash caches: their hits are what plans are for
+                or _enabled_timeout(rt, spec_of(self), current_op.get() or "aggregate",
+                                    self.model) is None):
+            return original(self, using, aggregate_exprs)
+        plans = rt.aggregations
+        encoded = plans.encode(self, using, connections[using], aggregate_exprs)
+        if encoded is None:
+            return original(self, using, aggregate_exprs)
+        plan = plans.get(encoded[0])
+        if plan is _aggregation.UNKNOWN:
+            return plans.learn(original, self, using, aggregate_exprs, encoded)
+        if plan is None:
+            return original(self, using, aggregate_exprs)
+        if _compiled.CHECK:
+            plans.check(original, self, using, aggregate_exprs, plan)
+        _aggregation.apply(plan.changes, self)
+        compiler = self.get_compiler(using, elide_empty=plan.elide_empty)
+        compiler.__dict__[_aggregation.GIVEN] = (plan.shape, encoded[1], plan.refs)
+        return _aggregation.finish(self, compiler)
+
+    get_aggregation.__querystash_original__ = original
+    return get_aggregation
+
+
 def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
     query = compiler.query
     spec = spec_of(query)
@@ -86,7 +130,12 @@ def _cached(rt, original, compiler, result_type, chunked_fetch, chunk_size):
     # A query of a shape compiled before: its SQL and parameters without
     # compiling (_compiled); else compile, and maybe remember the shape.
     shapes = rt.shapes
-    encoded = shapes.encode(compiler)
+    # count()/aggregate() of a planned shape (_aggregation) give theirs
+    encoded = compiler.__dict__.pop(_aggregation.GIVEN, None)
+    if encoded is None:
+        encoded = shapes.encode(compiler)
+    elif _compiled.CHECK:
+        _compiled.check_given(shapes, encoded, compiler)
     fast = None if encoded is None else shapes.get(encoded[0])
     if fast is not None:
         sql, params = fast.sql, shapes.params(fast, encoded[1])

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db.models import deletion
 
 from . import _stores, _validate, conf, plugins
+from ._aggregation import Plans
 from ._breaker import Breaker
 from ._codec import derive_secret
 from ._compiled import Shapes
@@ -131,6 +132,8 @@ class Runtime:
         self.relations = RelationReader(known, self.finder)
         #: the SQL of each query shape compiled before (_compiled)
         self.shapes = Shapes()
+        #: what get_aggregation does to each query shape (_aggregation)
+        self.aggregations = Plans(self.shapes)
         self.stats = Stats()
         #: the store's breaker (``rebuild()``); one with nothing to pay without a store
         self.breaker = Breaker()
