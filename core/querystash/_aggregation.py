@@ -28,7 +28,8 @@ runs Django's ``get_aggregation``:
   slicing ...);
 - the changes must hold no values (joins and aggregates over columns), and
   putting them into a copy of the query as it was gives the very query
-  Django compiled: its whole shape and every value.
+  Django compiled: its whole shape and every value, and the same SQL and
+  parameters when both are compiled.
 
 ``_compiled.CHECK`` (the test suite sets it) makes every use of a plan run
 Django's ``get_aggregation`` too, up to the compile, and raise if the query
@@ -136,9 +137,14 @@ class Plans:
             changes[name] = value
         candidate = before.clone()
         apply(changes, candidate)
-        got = self.shapes.encode(candidate.get_compiler(using, elide_empty=elide_empty))
-        want = self.shapes.encode(snapshot.get_compiler(using, elide_empty=elide_empty))
+        mine = candidate.get_compiler(using, elide_empty=elide_empty)
+        djangos = snapshot.get_compiler(using, elide_empty=elide_empty)
+        got, want = self.shapes.encode(mine), self.shapes.encode(djangos)
         if got is None or want is None or got[:2] != want[:2]:
+            return None
+        # and, not on the encoder's word alone, the same SQL (compiling
+        # changes the queries: after encoding them)
+        if _compiled.compiled(mine) != _compiled.compiled(djangos):
             return None
         return Plan(changes, elide_empty, got[0], [*refs, *got[2]])
 
