@@ -24,6 +24,7 @@ def run_fault(backend, server, name):
     result = harness.run(scenario, server)
     report(result)
     assert result.exceptions == 0, result.errors  # no exception reached a caller
+    harness.assert_no_write_failed(result)  # a store fault fails no write
     assert result.unmatched_versions == 0
     assert result.quiesce_checked > 0 and result.quiesce_hits > 0
     if "kill" in name or "SIGSTOP" in name:

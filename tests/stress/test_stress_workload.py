@@ -32,6 +32,7 @@ def report(result: harness.Result) -> None:
 def assert_clean(result: harness.Result, min_reads: int = 200) -> None:
     report(result)
     assert result.exceptions == 0, result.errors
+    harness.assert_no_write_failed(result)
     assert result.unmatched_versions == 0
     assert result.quiesce_checked > 0
     if result.scenario.history:
@@ -112,3 +113,17 @@ def test_stress_control_memoize_drops_a_tag(redis_server):
     # Caught by the history check too: a memoized miss's queries are recorded
     # (worker.memo_miss_read), so the stale hits that follow are checked.
     assert result.violations > 0
+
+
+def test_stress_control_a_failing_write_is_caught(redis_server):
+    needs_postgres()  # where the workload's own writes never fail
+    # One UPDATE in four raises a database error, as a lock the cache took
+    # could: the run must fail on it (workers count database errors apart
+    # from other exceptions; the workload itself causes none).
+    result = harness.run(harness.Scenario("control: writes fail", "redis", workers=2,
+                                          operations=150, bug="writes_fail"), redis_server)
+    report(result)
+    assert result.db_errors > 0, "the planted write failure never happened"
+    assert not result.ok
+    with pytest.raises(AssertionError):
+        harness.assert_no_write_failed(result)

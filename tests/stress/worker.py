@@ -153,6 +153,18 @@ class Recorder:
 
             def inner_read(rt, key, tags, model, timeout, can_fill, run):
                 return original_read(rt, key, tags, model, timeout, False, run)
+        elif bug == "writes_fail":  # a write in four the cache makes fail, as a lock conflict could
+            from django.db import OperationalError
+            from django.db.backends.utils import CursorWrapper
+
+            execute, updates = CursorWrapper.execute, iter(range(1 << 30))
+
+            def failing(self, sql, params=None):
+                if sql.lstrip()[:6].upper() == "UPDATE" and next(updates) % 4 == 3:
+                    raise OperationalError("planted: a write the cache made fail")
+                return execute(self, sql, params)
+
+            CursorWrapper.execute = failing
         elif bug:
             raise ValueError(f"unknown bug {bug!r}")
 
