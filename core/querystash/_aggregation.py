@@ -103,13 +103,7 @@ class Plans:
         """Django's get_aggregation, recording the query it compiles."""
         before = query.clone()
         seen: list = []
-        query.__class__ = _Recorded
-        _seen.target = query, seen
-        try:
-            result = original(query, using, aggregates)
-        finally:
-            query.__class__ = Query
-            _seen.target = None
+        result = _recorded(original, query, using, aggregates, seen, stop=False)
         plan = None
         if len(seen) == 1:  # Django's plain branch: the query itself compiled
             snapshot, elide_empty = seen[0]
@@ -135,51 +129,62 @@ class Plans:
             if new is None or new[1] or not _copyable(value):
                 return None  # unknown, holding values, or nested containers
             changes[name] = value
-        candidate = before.clone()
-        apply(changes, candidate)
-        mine = candidate.get_compiler(using, elide_empty=elide_empty)
-        djangos = snapshot.get_compiler(using, elide_empty=elide_empty)
-        got, want = self.shapes.encode(mine), self.shapes.encode(djangos)
-        if got is None or want is None or got[:2] != want[:2]:
+        shape, difference = self._compare(before, changes, snapshot, using, elide_empty)
+        if difference is not None:
             return None
-        # and, not on the encoder's word alone, the same SQL (compiling
-        # changes the queries: after encoding them)
-        if _compiled.compiled(mine) != _compiled.compiled(djangos):
-            return None
-        return Plan(changes, elide_empty, got[0], [*refs, *got[2]])
+        return Plan(changes, elide_empty, shape[0], [*refs, *shape[2]])
 
     def check(self, original, query, using, aggregates, plan: Plan) -> None:
         """``CHECK``: Django's get_aggregation on a copy, up to the compile,
         must build the query the plan builds."""
-        copy = query.clone()
         seen: list = []
-        copy.__class__ = _Recorded
-        _seen.target = copy, seen
-        _seen.stop = True
-        try:
-            original(copy, using, aggregates)
-        except _Stop:
-            pass
-        finally:
-            copy.__class__ = Query
-            _seen.target = None
-            _seen.stop = False
+        _recorded(original, query.clone(), using, aggregates, seen, stop=True)
         if len(seen) != 1 or seen[0][1] != plan.elide_empty:
             raise _compiled.ShapeMismatch("get_aggregation took another branch than its plan's")
+        shape, difference = self._compare(query, plan.changes, seen[0][0], using,
+                                          plan.elide_empty)
+        if difference is None and shape[0] != plan.shape:
+            difference = f"the plan's shape is {plan.shape!r}, its query's {shape[0]!r}"
+        if difference is not None:
+            raise _compiled.ShapeMismatch(difference)
+
+    def _compare(self, query, changes: dict, djangos_query, using, elide_empty):
+        """``changes`` put into a copy of ``query``, against the query Django
+        built: ``(the copy's encoding, None)`` if they have the same shape
+        and values (what the read path and the strategies see) and compile
+        to the same SQL and parameters (what runs), not on the encoder's
+        word alone; else ``(…, what differs)``."""
         candidate = query.clone()
-        apply(plan.changes, candidate)
-        mine = candidate.get_compiler(using, elide_empty=plan.elide_empty)
-        djangos = seen[0][0].get_compiler(using, elide_empty=plan.elide_empty)
-        # Their shapes (what the read path and the strategies see), then
-        # the SQL each compiles to (what runs; compiling changes the query).
+        apply(changes, candidate)
+        mine = candidate.get_compiler(using, elide_empty=elide_empty)
+        djangos = djangos_query.get_compiler(using, elide_empty=elide_empty)
+        # encoded first: compiling changes the queries
         got, want = self.shapes.encode(mine), self.shapes.encode(djangos)
-        if got is None or want is None or got[:2] != want[:2] or got[0] != plan.shape:
-            raise _compiled.ShapeMismatch(
-                f"get_aggregation's plan builds {got and got[0]!r}, Django {want and want[0]!r}")
-        got, want = _compiled.compiled(mine), _compiled.compiled(djangos)
-        if got != want:
-            raise _compiled.ShapeMismatch(f"get_aggregation's plan compiles to {got!r}, "
-                                          f"Django's query to {want!r}")
+        if got is None or want is None or got[:2] != want[:2]:
+            return got, (f"get_aggregation's plan builds {got and got[0]!r}, "
+                         f"Django {want and want[0]!r}")
+        sql, djangos_sql = _compiled.compiled(mine), _compiled.compiled(djangos)
+        if sql != djangos_sql:
+            return got, (f"get_aggregation's plan compiles to {sql!r}, "
+                         f"Django's query to {djangos_sql!r}")
+        return got, None
+
+
+def _recorded(original, query, using, aggregates, seen: list, stop: bool):
+    """Django's get_aggregation on ``query``, its query about to be compiled
+    appended to ``seen`` (in Django's plain branch); ``stop``: raise there,
+    before anything runs (``check``), and return None."""
+    query.__class__ = _Recorded
+    _seen.target = query, seen
+    _seen.stop = stop
+    try:
+        return original(query, using, aggregates)
+    except _Stop:
+        return None
+    finally:
+        query.__class__ = Query
+        _seen.target = None
+        _seen.stop = False
 
 
 #: per thread, while a get_aggregation is recorded: (its query, what was seen)
