@@ -32,7 +32,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from django.db import connections, transaction
+from django.db import connections, models, transaction
 from django.db.models import Model
 
 from querystash import Patches, RuntimeHandle
@@ -423,17 +423,85 @@ class _Immediate:
         return self.atomic.__exit__(*exc)
 
 
-def _old_row(model, using, pk_val, fields, how):
-    """The stored values of ``fields`` for the row ``pk_val``, read under the
-    lock ``how`` gives; ``None``: no such row."""
+#: where a connection keeps its old-values reads (``_OldRead``), by model,
+#: lock and columns
+_READS = "_querystash_fields_old_reads"
+
+#: primary keys whose value is the statement's parameter as is, for an ``int``
+_INT_PKS = (models.AutoField, models.BigAutoField, models.SmallAutoField,
+            models.IntegerField, models.BigIntegerField, models.SmallIntegerField)
+
+
+class _OldRead:
+    """An old-values read compiled once on a connection: its SQL (the primary
+    key its one parameter) and the converters Django applies to its rows."""
+
+    __slots__ = ("sql", "converters")
+
+    def __init__(self, sql: str, converters: list):
+        self.sql = sql
+        self.converters = converters
+
+
+def _old_query(model, using, pk_val, fields, how):
     qs = model._base_manager.db_manager(using).filter(pk=pk_val)
     qs = qs.nocache() if hasattr(qs, "nocache") else qs
     if how == "for_update":
         qs = qs.select_for_update(no_key=True)
-    rows = list(qs.values_list(*(f.attname for f in fields)))
-    if not rows:
+    return qs.values_list(*(f.attname for f in fields))
+
+
+def _old_row(model, using, pk_val, fields, how):
+    """The stored values of ``fields`` for the row ``pk_val``, read under the
+    lock ``how`` gives; ``None``: no such row.
+
+    Every save of an existing row runs this read, and building it through
+    the ORM cost more than running it (about 260 µs of 420 on PostgreSQL).
+    So a connection compiles it once per model, lock and columns, through
+    the ORM, and runs that SQL again with the next key, applying the
+    converters Django's ``values_list`` would (``_OldRead``). Only for an
+    ``int`` key of Django's own integer primary keys, whose parameter is the
+    key itself (checked against the compiled one); any other key is read
+    through the ORM every time."""
+    connection = connections[using]
+    names = [f.attname for f in fields]
+    pk = model._meta.pk
+    if type(pk_val) is not int or type(pk) not in _INT_PKS:
+        rows = list(_old_query(model, using, pk_val, fields, how))
+        return dict(zip(names, rows[0], strict=True)) if rows else None
+    reads = connection.__dict__.setdefault(_READS, {})
+    key = (model, model._meta.db_table, how, tuple(f.column for f in fields))
+    read = reads.get(key)
+    if read is None:
+        read = reads[key] = _compile_old_read(model, using, pk_val, fields, how)
+    if read is False:  # not of the one-parameter form: the ORM's read, every time
+        rows = list(_old_query(model, using, pk_val, fields, how))
+        return dict(zip(names, rows[0], strict=True)) if rows else None
+    with connection.cursor() as cursor:
+        cursor.execute(read.sql, (pk_val,))
+        row = cursor.fetchone()
+    if row is None:
         return None
-    return dict(zip((f.attname for f in fields), rows[0], strict=True))
+    row = list(row)
+    for pos, (convs, expression) in read.converters:
+        value = row[pos]
+        for converter in convs:
+            value = converter(value, expression, connection)
+        row[pos] = value
+    return dict(zip(names, row, strict=True))
+
+
+def _compile_old_read(model, using, pk_val, fields, how) -> _OldRead | bool:
+    """The ``_OldRead`` of ``_old_query``, or False when its parameters are
+    not exactly ``(pk_val,)``."""
+    compiler = _old_query(model, using, pk_val, fields, how).query.get_compiler(using)
+    sql, params = compiler.as_sql()
+    if len(params) != 1 or type(params[0]) is not int or params[0] != pk_val:
+        return False
+    selected = [s[0] for s in compiler.select[: compiler.col_count]]
+    if len(selected) != len(fields):
+        return False
+    return _OldRead(sql, list(compiler.get_converters(selected).items()))
 
 
 def make_do_update(original):
@@ -487,7 +555,12 @@ def make_do_update(original):
                         for field, _, value in values:
                             new[field.attname] = value
                         items = [(meta.db_table, model, old, new)]
-                    if pending is None:
+                    if result and old is None:
+                        # It changed a row our read did not find (inserted
+                        # in between): left unsettled, writing() invalidates
+                        # every query on the table.
+                        pass
+                    elif pending is None:
                         statement.settle(items)
                     else:
                         statement.settled = True  # settled below, with the held tags

@@ -502,3 +502,17 @@ def test_plugin_disabled_is_table_level(data, counts, settings):
     book.title = "t"
     book.save()
     r.fresh(changed=False)
+
+
+def test_a_row_the_old_values_read_missed_is_invalidated(data, read, monkeypatch):
+    """The old-values read finds no row, and the UPDATE changes one (a row
+    inserted in between): its old values are unknown, so every query on the
+    table is invalidated, never none."""
+    from querystash_fields import _capture
+
+    r = read(ann_status2(data))
+    monkeypatch.setattr(_capture, "_old_row", lambda *args: None)
+    book = Book.objects.get(pk=data["a2"].pk)  # ann, status 1
+    book.status = 2
+    book.save()
+    r.fresh()

@@ -256,3 +256,41 @@ def test_save_of_a_field_tracker_model_never_fails():
         pg.name = "y"
         assert len(_update_statements(pg.save)) == 1
         assert PgTracked.objects.nocache().get(pk=pg.pk).levels == [3]
+
+
+def test_old_values_read_equals_the_orms_on_every_type():
+    """A save's old-values read runs SQL compiled once per connection and
+    applies Django's converters itself (``_capture._old_row``): on every
+    field type and boundary value, it gives what the ORM's ``values_list``
+    gives, and the SQL is the ORM's."""
+    from django.db import connections, transaction
+    from querystash_fields import _capture
+
+    model = Kinds
+    vendor = connection.vendor
+    fields = [f for f in model._meta.local_concrete_fields
+              if not f.primary_key and _values.taggable(f, vendor)]
+    assert len(fields) >= 10, [f.name for f in fields]  # the types it must cover
+    values = {f.name: VALUES[f.name] for f in fields if f.name in VALUES}
+    rows = [model.objects.create(**{name: vals[i % len(vals)] for name, vals in values.items()})
+            for i in range(max(map(len, values.values())))]
+    rows.append(model.objects.create())  # every column NULL
+    how = _capture._lockable(connection)
+    wrapper = connections["default"]  # ``connection`` is a proxy of it
+    wrapper.__dict__.pop(_capture._READS, None)
+    with transaction.atomic():
+        for row in rows:
+            with CaptureQueriesContext(connection) as ctx:
+                got = _capture._old_row(model, "default", row.pk, fields, how)
+            orm = list(_capture._old_query(model, "default", row.pk, fields, how))
+            expected = dict(zip([f.attname for f in fields], orm[0], strict=True))
+            assert got == expected, row.pk
+            assert {k: type(v) for k, v in got.items()} == \
+                {k: type(v) for k, v in expected.items()}, row.pk
+            sql = _capture._old_query(model, "default", row.pk, fields, how).query \
+                .get_compiler("default").as_sql()[0]
+            assert [q["sql"] for q in ctx.captured_queries] == [sql % (row.pk,)]
+        assert _capture._old_row(model, "default", 10**9, fields, how) is None
+    compiled = wrapper.__dict__[_capture._READS]
+    assert list(compiled) == [(model, model._meta.db_table, how,
+                               tuple(f.column for f in fields))]
