@@ -30,6 +30,11 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
 
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # the plugin's [hiredis] extra not installed
+    _hiredis_pack = None
+
 
 class Lane:
     """Idle connections to one server, and the calls that send commands on them.
@@ -45,6 +50,13 @@ class Lane:
         #: ``max_connections`` caps the lane's connections, as it caps the pool's
         self._max = pool.max_connections
         self.quiet_client = _QuietClient(self, client)
+        #: commands of ``str`` arguments packed by hiredis directly: the bytes
+        #: redis-py would send (its encoder is UTF-8, strict), without its
+        #: per-argument encoding (a hit's MGET: ~5 µs of redis-py's packing)
+        self._pack = _hiredis_pack if (
+            self.connection_kwargs.get("encoding", "utf-8") == "utf-8"
+            and self.connection_kwargs.get("encoding_errors", "strict") == "strict"
+        ) else None
         self._closed = False
         self._reset()
 
@@ -63,8 +75,7 @@ class Lane:
         section's ``retries``, at once, on a new socket); timeouts are not."""
         conn = self.get_connection()
         try:
-            packed = (conn.pack_command(*commands[0]) if len(commands) == 1
-                      else conn.pack_commands(commands))
+            packed = self.packed(conn, commands)
             result = conn.retry.call_with_retry(
                 lambda: _exchange(conn, packed, replies), conn.disconnect)
         except BaseException:
@@ -73,6 +84,17 @@ class Lane:
             raise
         self.release(conn)
         return result
+
+    def packed(self, conn: Any, commands: list[tuple]) -> list[bytes]:
+        """``commands`` as redis-py's ``conn`` would pack them."""
+        pack = self._pack
+        if pack is not None and all(
+            type(arg) is str for command in commands for arg in command
+        ) and all(" " not in command[0] for command in commands):
+            # (redis-py splits a command name with spaces into words)
+            return [b"".join(map(pack, commands))]
+        return (conn.pack_command(*commands[0]) if len(commands) == 1
+                else conn.pack_commands(commands))
 
     def get_connection(self) -> Any:
         if self._pid != os.getpid():

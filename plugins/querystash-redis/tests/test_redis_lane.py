@@ -394,3 +394,34 @@ def test_close_disconnects_the_lane(redis_single, stores, rclient):
 def test_which_sections_use_the_lane(section, fast):
     storage = RedisStorage(parse(section), "qs")  # no connection is made yet
     assert storage._fast is fast
+
+
+def test_lane_packs_commands_as_redis_py_does(redis_single, stores):
+    """The lane packs ``str`` commands with hiredis directly: the bytes are
+    redis-py's own, for generated keys (ASCII, non-ASCII, long, empty)."""
+    pytest.importorskip("hiredis")
+    storage = stores(redis_single.port, key_prefix="é:")
+    lane = storage.connection.lane
+    assert lane._pack is not None
+    conn = lane.get_connection()
+    try:
+        rng = random.Random(5)
+        alphabet = "abc:é€😀 \r\n\x00"
+        for _ in range(300):
+            commands = [(rng.choice(["MGET", "DEL", "GET"]),
+                         *("".join(rng.choices(alphabet, k=rng.choice([0, 1, 9, 300])))
+                           for _ in range(rng.randint(1, 6))))
+                        for _ in range(rng.randint(1, 3))]
+            expected = (conn.pack_command(*commands[0]) if len(commands) == 1
+                        else conn.pack_commands(commands))
+            assert b"".join(lane.packed(conn, commands)) == b"".join(expected), commands
+        # anything else is packed by redis-py itself, as before
+        for commands in ([("SET", "k", b"v", "EX", 60)], [("CLIENT REPLY", "SKIP")]):
+            assert lane.packed(conn, commands) == (
+                conn.pack_command(*commands[0]) if len(commands) == 1
+                else conn.pack_commands(commands))
+    finally:
+        lane.release(conn)
+    assert storage.get_many(["é-key"]) == [None]  # and the server reads what it is sent
+    storage.set("é-key", b"v", 60)
+    assert storage.get_many(["é-key", "other"]) == [b"v", None]
