@@ -78,6 +78,7 @@ def test_bench_worker_and_report(tmp_path):
     assert "  - same process (÷ plain Django under `querystash.disabled()`): **m" in text
     assert "`querystash-full-redis` ÷ `cacheops` ≤ 0.8×: **not measured**" in text
     assert "5. not measured (no page benchmark run)" in text
+    assert "     - floor: not measured" in text  # no PostgreSQL run, no redis/memcached
 
 
 FULL_INSTALL = {"redis", "memcached", "fields", "m2m"}
