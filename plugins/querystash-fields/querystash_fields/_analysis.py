@@ -26,9 +26,18 @@ import uuid
 from itertools import product
 
 from django.db.models import Count
-from django.db.models.expressions import Col, Star
+from django.db.models.expressions import Col, Star, Value
 from django.db.models.fields import related_lookups
-from django.db.models.lookups import Exact, In, IsNull, Lookup
+from django.db.models.lookups import (
+    Exact,
+    GreaterThan,
+    GreaterThanOrEqual,
+    In,
+    IsNull,
+    LessThan,
+    LessThanOrEqual,
+    Lookup,
+)
 from django.db.models.sql.query import Query
 from django.db.models.sql.where import AND, WhereNode
 
@@ -127,9 +136,11 @@ def _uses_raw_sql(query) -> bool:
 # ``select``, ``group_by``, ``extra*`` and ``combined_queries``, and within a
 # node through ``query``, ``children``, ``rhs`` and
 # ``get_source_expressions()``; a flat query's nodes are a ``WhereNode``
-# tree of Django's own exact/in/isnull lookups, each a ``Col`` against plain
-# Python values (``get_source_expressions()`` is ``[lhs]``, a ``Col`` has
-# none), and at most ``Count("*")`` annotations (``[Star()]`` plus ``None``s).
+# tree of Django's own exact/in/isnull and gt/gte/lt/lte lookups, each a
+# ``Col`` against plain Python values (``get_source_expressions()`` is
+# ``[lhs]``, a ``Col`` has none), and at most ``Count("*")`` annotations
+# (``[Star()]`` plus ``None``s) and ``Value`` annotations of a plain value
+# (``exists()``'s ``Value(1)``: no source expressions).
 # Anything else, a subclass included, takes the walks.
 # (tests/test_fields_flat.py compares both over generated queries.)
 
@@ -137,15 +148,18 @@ _PLAIN = frozenset({int, bool, str, float, decimal.Decimal, datetime.date, datet
                     datetime.time, datetime.timedelta, uuid.UUID, type(None)})
 
 
+_KINDS = (Exact, In, IsNull, GreaterThan, GreaterThanOrEqual, LessThan, LessThanOrEqual)
+
+
 def _own_lookups() -> frozenset[type]:
-    """Django's own exact/in/isnull lookups whose source expressions are
-    ``Lookup``'s (``[lhs]`` for a direct value)."""
+    """Django's own exact/in/isnull and gt/gte/lt/lte lookups whose source
+    expressions are ``Lookup``'s (``[lhs]`` for a direct value)."""
     from django.db.models import lookups
 
     found = set()
     for module in (lookups, related_lookups):
         for cls in vars(module).values():
-            if (isinstance(cls, type) and issubclass(cls, (Exact, In, IsNull))
+            if (isinstance(cls, type) and issubclass(cls, _KINDS)
                     and cls.__module__ == module.__name__
                     and cls.get_source_expressions is Lookup.get_source_expressions):
                 found.add(cls)
@@ -164,6 +178,10 @@ def _flat(query) -> bool:
         if type(name) is not str:
             return False
     for annotation in query.annotations.values():
+        if type(annotation) is Value:
+            if type(annotation.value) not in _PLAIN:
+                return False
+            continue
         if type(annotation) is not Count:
             return False
         for source in annotation.get_source_expressions():

@@ -14,7 +14,7 @@ import datetime
 from decimal import Decimal
 
 import pytest
-from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, F, OuterRef, Q, Subquery, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.sql.compiler import SQLCompiler
 from hypothesis import HealthCheck, given, settings
@@ -50,6 +50,13 @@ _conditions = st.one_of(
     st.integers(0, 9).map(lambda v: Q(published=datetime.datetime(2020, 1, 1 + v,
                                                                   tzinfo=datetime.UTC))),
     _ints.map(lambda v: Q(status__gt=v)),
+    _ints.map(lambda v: Q(pk__gte=v)),
+    _ints.map(lambda v: Q(author__lt=v)),
+    _texts.map(lambda v: Q(title__lte=v)),
+    _ints.map(lambda v: Q(author__books__status__gte=v)),
+    st.integers(0, 9).map(lambda v: Q(published__lt=datetime.datetime(2020, 1, 1 + v,
+                                                                       tzinfo=datetime.UTC))),
+    st.just(Q(status__gt=F("author__age"))),
     st.just(Q(status=F("author__age"))),
     _ints.map(lambda v: Q(status=v) | Q(pk=v)),
     _ints.map(lambda v: ~Q(status=v)),
@@ -79,6 +86,8 @@ _decorations = st.sampled_from([
     lambda qs: qs.distinct(),
     lambda qs: qs.filter(pk__in=Review.objects.values("book")),
     lambda qs: qs.alias(c=Count("reviews")).filter(c__gt=0),
+    lambda qs: qs.annotate(one=Value(1)),
+    lambda qs: qs.annotate(one=Value("x")),
 ])
 
 _terminals = st.sampled_from([list, lambda qs: qs.count(), lambda qs: qs.exists(),
@@ -212,7 +221,11 @@ def test_flat_covers_the_usual_reads_and_not_the_others():
     for run in (lambda: Book.objects.filter(pk=1).first(),
                 lambda: list(Book.objects.filter(author_id=1).order_by("id")),
                 lambda: Book.objects.filter(author_id=1).count(),
-                lambda: list(Book.objects.filter(status__in=[1, 2], editor__isnull=True))):
+                lambda: list(Book.objects.filter(status__in=[1, 2], editor__isnull=True)),
+                # exists(): Value(1); ranges: gt/gte/lt/lte, Django's own
+                lambda: Review.objects.filter(book_id=1, score__gte=4).exists(),
+                lambda: list(Book.objects.filter(pk__gt=3, price__lte=Decimal(2),
+                                                 author__lt=9, status__gt=0))):
         queries = _compiled_queries(run)
         assert queries and all(_analysis._flat(q) for q in queries)
     # ... and what the walks are for never does
@@ -220,7 +233,9 @@ def test_flat_covers_the_usual_reads_and_not_the_others():
                 lambda: list(Book.objects.annotate(x=RawSQL("1", ())).filter(status=1)),
                 lambda: list(Book.objects.extra(where=["1 = 1"]).filter(status=1)),
                 lambda: list(Book.objects.filter(author__in=Author.objects.filter(name="x"))),
-                lambda: list(Book.objects.filter(status=1).order_by(F("price").desc()))):
+                lambda: list(Book.objects.filter(status=1).order_by(F("price").desc())),
+                lambda: list(Book.objects.filter(status__gt=F("author__age"))),
+                lambda: list(Book.objects.filter(published__year__gte=2020))):
         queries = _compiled_queries(run)
         assert queries and not any(_analysis._flat(q) for q in queries)
 
