@@ -53,6 +53,42 @@ def test_key_names_carry_the_backend_prefix_and_version(request, alias_fixture):
         assert store._names(["qs:e:k"]) == [caches["p"].make_and_validate_key("qs:e:k")]
 
 
+def tenant_key(key, key_prefix, version):
+    return f"{TENANT[0]}:{key_prefix}:{version}:{key}"
+
+
+TENANT = ["a"]
+
+
+@pytest.mark.parametrize("alias_fixture", ["redis_cache_alias", "memcached_cache_alias"])
+def test_key_names_follow_a_key_function_every_time(request, alias_fixture):
+    """Names are remembered per key with Django's own KEY_FUNCTION only: a
+    key function of the site's (a tenant prefix, as django-tenants has) is
+    asked every time, and names the same key apart for two tenants."""
+    alias = request.getfixturevalue(alias_fixture)
+    cache = settings.CACHES[alias]
+    func = f"{__name__}.tenant_key"
+    cls = DjangoRedisStorage if "redis" in alias else DjangoMemcachedStorage
+    with override_settings(CACHES={**settings.CACHES, "p": {**cache, "KEY_FUNCTION": func}}):
+        store = cls("p")
+        try:
+            TENANT[0] = "a"
+            assert store._names(["qs:e:k"]) == ["a::1:qs:e:k"]
+            TENANT[0] = "b"
+            assert store._names(["qs:e:k"]) == ["b::1:qs:e:k"]
+            store.set("qs:e:k", b"b's", 60)
+            TENANT[0] = "a"
+            assert store.get_many(["qs:e:k"]) == [None]
+        finally:
+            TENANT[0] = "a"
+            store.close()
+    plain = cls(alias)  # Django's own key function: remembered, and the same names
+    name = caches[alias].make_and_validate_key("qs:e:k")
+    assert plain._names(["qs:e:k"]) == plain._names(["qs:e:k"]) == [name]
+    assert plain._name_memo == {"qs:e:k": name}
+    plain.close()
+
+
 def test_a_name_memcached_would_refuse_is_still_refused(memcached_cache_alias):
     cache = settings.CACHES[memcached_cache_alias]
     with override_settings(CACHES={**settings.CACHES, "p": {**cache, "KEY_PREFIX": "a b"}}):
