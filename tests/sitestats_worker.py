@@ -11,7 +11,9 @@ per process) and ends, its counters going to the store's site-wide ones.
   ``fork`` (reads, forks; the child reads too and flushes from the thread it
   started after the fork, the parent flushes at exit);
 - PLANT ``fork``: the child forgets that its counters hold the parent's
-  (a positive control: the parent's counts are then sent twice).
+  (a positive control: the parent's counts are then sent twice);
+  ``slow_register``: the registry claim after a flush takes 0.3 s (the
+  process ends as soon as its counts are sent: their names must be listed).
 """
 
 from __future__ import annotations
@@ -88,6 +90,15 @@ def main(db_name: str, store: str, url: str, reads: str, mode: str, plant: str =
         print(json.dumps(counts()), flush=True)
         return  # atexit: the last flush
     if mode == "thread":
+        if plant == "slow_register":
+            flusher_class = type(_sitestats.flusher)
+            register = flusher_class._register
+
+            def slow(self, *args):
+                time.sleep(0.3)
+                return register(self, *args)
+
+            flusher_class._register = slow
         print(json.dumps(counts()), flush=True)
         deadline = time.monotonic() + 60
         while (_sitestats.flusher.pending or not _sitestats.flusher.sent

@@ -235,14 +235,16 @@ class Flusher:
                 else:
                     del pending[name]
             self.seen.update(registered_as(name) for name in batch)
-        self.sent += 1
-        if self.failing:
-            self.failing = False
-            logger.warning("querystash: site-wide stats flushed again")
         try:
             self._register(rt, prefix)
         except Exception:  # noqa: BLE001 - registered by a later flush
             pass
+        # Counted as sent once the names are registered too: a process that
+        # ends as soon as its counts are sent (``sent``) has them listed.
+        self.sent += 1
+        if self.failing:
+            self.failing = False
+            logger.warning("querystash: site-wide stats flushed again")
         return "sent"
 
     def _register(self, rt: Runtime, prefix: str) -> None:
