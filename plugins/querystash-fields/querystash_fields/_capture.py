@@ -434,12 +434,14 @@ _INT_PKS = (models.AutoField, models.BigAutoField, models.SmallAutoField,
 
 class _OldRead:
     """An old-values read compiled once on a connection: its SQL (the primary
-    key its one parameter) and the converters Django applies to its rows."""
+    key its one parameter), and the compiler and converters Django's
+    ``values_list`` applies to its rows with."""
 
-    __slots__ = ("sql", "converters")
+    __slots__ = ("sql", "compiler", "converters")
 
-    def __init__(self, sql: str, converters: list):
+    def __init__(self, sql: str, compiler, converters: dict):
         self.sql = sql
+        self.compiler = compiler
         self.converters = converters
 
 
@@ -458,42 +460,41 @@ def _old_row(model, using, pk_val, fields, how):
     Every save of an existing row runs this read, and building it through
     the ORM cost more than running it (about 260 µs of 420 on PostgreSQL).
     So a connection compiles it once per model, lock and columns, through
-    the ORM, and runs that SQL again with the next key, applying the
-    converters Django's ``values_list`` would (``_OldRead``). Only for an
+    the ORM, and runs that SQL again with the next key, its rows converted
+    as Django's ``values_list`` converts them (``_OldRead``). Only for an
     ``int`` key of Django's own integer primary keys, whose parameter is the
     key itself (checked against the compiled one); any other key is read
     through the ORM every time."""
-    connection = connections[using]
     names = [f.attname for f in fields]
-    pk = model._meta.pk
-    if type(pk_val) is not int or type(pk) not in _INT_PKS:
+    read = _compiled_read(model, using, pk_val, fields, how)
+    if read is None:
         rows = list(_old_query(model, using, pk_val, fields, how))
-        return dict(zip(names, rows[0], strict=True)) if rows else None
-    reads = connection.__dict__.setdefault(_READS, {})
+    else:
+        with connections[using].cursor() as cursor:
+            cursor.execute(read.sql, (pk_val,))
+            rows = cursor.fetchmany(1)
+        if rows and read.converters:
+            rows = list(read.compiler.apply_converters(rows, read.converters))
+    return dict(zip(names, rows[0], strict=True)) if rows else None
+
+
+def _compiled_read(model, using, pk_val, fields, how) -> _OldRead | None:
+    """The connection's ``_OldRead`` for this read, compiled at its first
+    use; None: read it through the ORM."""
+    if type(pk_val) is not int or type(model._meta.pk) not in _INT_PKS:
+        return None
+    reads = connections[using].__dict__.setdefault(_READS, {})
     key = (model, model._meta.db_table, how, tuple(f.column for f in fields))
     read = reads.get(key)
     if read is None:
         read = reads[key] = _compile_old_read(model, using, pk_val, fields, how)
-    if read is False:  # not of the one-parameter form: the ORM's read, every time
-        rows = list(_old_query(model, using, pk_val, fields, how))
-        return dict(zip(names, rows[0], strict=True)) if rows else None
-    with connection.cursor() as cursor:
-        cursor.execute(read.sql, (pk_val,))
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    row = list(row)
-    for pos, (convs, expression) in read.converters:
-        value = row[pos]
-        for converter in convs:
-            value = converter(value, expression, connection)
-        row[pos] = value
-    return dict(zip(names, row, strict=True))
+    return read or None  # False: not of the one-parameter form
 
 
 def _compile_old_read(model, using, pk_val, fields, how) -> _OldRead | bool:
     """The ``_OldRead`` of ``_old_query``, or False when its parameters are
-    not exactly ``(pk_val,)``."""
+    not exactly ``(pk_val,)``. Its compiler's connection is the one the
+    read is kept on (``connections[using]`` of this thread)."""
     compiler = _old_query(model, using, pk_val, fields, how).query.get_compiler(using)
     sql, params = compiler.as_sql()
     if len(params) != 1 or type(params[0]) is not int or params[0] != pk_val:
@@ -501,7 +502,7 @@ def _compile_old_read(model, using, pk_val, fields, how) -> _OldRead | bool:
     selected = [s[0] for s in compiler.select[: compiler.col_count]]
     if len(selected) != len(fields):
         return False
-    return _OldRead(sql, list(compiler.get_converters(selected).items()))
+    return _OldRead(sql, compiler, compiler.get_converters(selected))
 
 
 def make_do_update(original):
