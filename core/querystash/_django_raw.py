@@ -30,6 +30,11 @@ NAMES_LIMIT = 10_000
 
 
 class _RawStorage(DjangoCacheStorage):
+    def __init__(self, alias: str = "default"):
+        super().__init__(alias)
+        #: key -> name (``_names``)
+        self._name_memo: dict[str, str] = {}
+
     def _names(self, keys):
         """The backend's own key names (its KEY_PREFIX and VERSION applied).
 
@@ -39,9 +44,7 @@ class _RawStorage(DjangoCacheStorage):
         Django's own ``KEY_FUNCTION``: another may name a key by more than
         the key (the current tenant, say), and a name remembered would be
         another tenant's."""
-        memo = self.__dict__.get("_name_memo")
-        if memo is None:
-            memo = self._name_memo = {}
+        memo = self._name_memo
         try:
             return [memo[k] for k in keys]
         except KeyError:

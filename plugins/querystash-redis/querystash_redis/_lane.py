@@ -89,9 +89,10 @@ class Lane:
         """``commands`` as redis-py's ``conn`` would pack them."""
         pack = self._pack
         if pack is not None and all(
-            type(arg) is str for command in commands for arg in command
-        ) and all(" " not in command[0] for command in commands):
             # (redis-py splits a command name with spaces into words)
+            " " not in command[0] and all(type(arg) is str for arg in command)
+            for command in commands
+        ):
             return [b"".join(map(pack, commands))]
         return (conn.pack_command(*commands[0]) if len(commands) == 1
                 else conn.pack_commands(commands))
