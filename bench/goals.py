@@ -103,10 +103,7 @@ def micro_goals(results: dict) -> list[str]:
                     floors.append(((sum(base) + 2 * floor) / sum(base), db))
         out.append(f"   - `{mode}`: {verdict(items, WRITE_READ)}")
         if floors:
-            worst, where = max(floors)
-            reach = "above the goal" if worst > WRITE_READ else "within the goal"
-            out.append(f"     - floor (no cache + two bare round trips, ÷ no cache): "
-                       f"worst {worst:.2f}× ({where}), {reach}")
+            out.append("     - " + _reach("no cache + two bare round trips", floors, WRITE_READ))
     return out
 
 
@@ -125,11 +122,16 @@ def _floor(data, db, mode: str, fig: str, goal: float) -> str:
             items.append(((base + floor) / base, op))
     if not items:
         return "floor: not measured"
-    worst, where = max(items)
-    best, _ = min(items)
+    return _reach("no cache + one bare round trip and decoding", items, goal)
+
+
+def _reach(what: str, floors: list[tuple[float, str]], goal: float) -> str:
+    """A floor line: the range of ``floors`` ((ratio, where) pairs) and
+    whether its worst is within ``goal``."""
+    worst, where = max(floors)
+    best, _ = min(floors)
     reach = "above the goal" if worst > goal else "within the goal"
-    return (f"floor (no cache + one bare round trip and decoding, ÷ no cache): "
-            f"{best:.2f}–{worst:.2f}× (worst {where}), {reach}")
+    return f"floor ({what}, ÷ no cache): {best:.2f}–{worst:.2f}× (worst {where}), {reach}"
 
 
 def page_goals(results: dict) -> list[str]:
