@@ -41,9 +41,10 @@ def capture():
     except ImportError:
         pass
     try:
-        # querystash-redis sends a single server's request-path commands on
-        # redis-py's connections directly (its "lane"), not through execute_command.
-        from querystash_redis._lane import Lane
+        # querystash-redis (one server) and the core's store on Django's
+        # RedisCache send their request-path commands on redis-py's
+        # connections directly (the "lane"), not through execute_command.
+        from querystash import RedisLane as Lane
 
         original_execute = Lane.execute
 

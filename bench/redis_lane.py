@@ -1,5 +1,5 @@
 """querystash-redis' store calls alone: redis-py's client path vs the lane
-(plugins/querystash-redis/querystash_redis/_lane.py), in one process, interleaved.
+(``querystash.RedisLane``), in one process, interleaved.
 
     .venv/bin/python -m bench.redis_lane [--url redis://...] [--rounds 15] [--calls 2000]
     BENCH_MODE=querystash-full-redis BENCH_DB=postgres ... .venv-bench/bin/python \

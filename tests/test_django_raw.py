@@ -3,6 +3,8 @@ keep between calls, and the key names they send."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from django.conf import settings
 from django.core.cache import caches
@@ -11,6 +13,7 @@ from django.test import override_settings
 from pymemcache.client.base import PooledClient
 from pymemcache.client.hash import HashClient
 
+from querystash import _django_raw
 from querystash._django_raw import DjangoMemcachedStorage, DjangoRedisStorage
 
 
@@ -95,3 +98,100 @@ def test_a_name_memcached_would_refuse_is_still_refused(memcached_cache_alias):
         store = DjangoMemcachedStorage("p")
         with pytest.raises(InvalidCacheKey):
             store._names(["qs:e:k"])
+
+
+# -- Django's RedisCache through the lane: the same answers as through the client ----------
+
+
+@pytest.fixture
+def redis_pair(redis_cache_alias, monkeypatch):
+    """Two stores on copies of the alias with KEY_PREFIX "old" and "new":
+    "new" on the lane, "old" on redis-py's client, as a custom pool class gets."""
+    cache = settings.CACHES[redis_cache_alias]
+    with override_settings(CACHES={**settings.CACHES, **{
+            prefix: {**cache, "KEY_PREFIX": prefix} for prefix in ("old", "new")}}):
+        old, new = DjangoRedisStorage("old"), DjangoRedisStorage("new")
+        assert new._connected()[1] is not None
+        with monkeypatch.context() as m:
+            m.setattr(_django_raw, "_lane", lambda client: None)
+            assert old._connected()[1] is None  # kept per thread and pool
+        yield old, new, caches["new"]._cache.get_client(write=True)
+
+
+def _redis_differences(old, new, raw) -> list:
+    """The same random calls on both stores (two key prefixes on one
+    server): the calls whose answers differ, and whether the stored keys,
+    values and TTLs do."""
+    rng = random.Random(23)
+    names = [f"qs:t:tag{i}" for i in range(6)] + [f"qs:1:e:{i:04x}" for i in range(6)]
+
+    def some(n: int, least: int = 1) -> list[str]:
+        return rng.sample(names, rng.randint(least, n))
+
+    differ = []
+    for step in range(600):
+        value = rng.randbytes(rng.choice([0, 8, 100, 70_000]))
+        timeout = rng.choice([60, 3600])
+        op = rng.choice(["get", "add", "add_get", "delete_get", "delete", "set", "incr"])
+        if op == "get":
+            call = ("get_many", some(5))
+        elif op == "add":
+            call = ("add_many", {k: value + k.encode() for k in some(3)}, timeout)
+        elif op == "add_get":
+            call = ("add_get_many", {k: value for k in some(3, 0)}, some(6), timeout)
+        elif op == "delete_get":
+            call = ("delete_get_many", some(3, 0), some(6))
+        elif op == "delete":
+            call = ("delete_many", some(3))
+        elif op == "set":
+            call = ("set", rng.choice(names), value, timeout)
+        else:  # counters live under names of their own (a value is no integer)
+            call = ("incr_many", {f"qs:s:n{i}": rng.randint(-3, 9) for i in range(3)})
+        answers = []
+        for store in (old, new):
+            try:
+                answers.append(getattr(store, call[0])(*call[1:]))
+            except Exception as exc:  # noqa: BLE001 - compared, not hidden
+                answers.append(type(exc))
+        if answers[0] != answers[1]:
+            differ.append((step, call[0], answers))
+
+    def stored(prefix: bytes) -> dict:
+        return {k[len(prefix):]: (raw.get(k), raw.ttl(k) > 0 or raw.ttl(k))
+                for k in raw.keys(prefix + b"*")}
+
+    assert len(stored(b"new:")) > 3, "nothing stored: the comparison proves nothing"
+    if stored(b"old:") != stored(b"new:"):
+        differ.append("stored")
+    return differ
+
+
+def test_django_redis_lane_answers_as_the_client_does(redis_pair):
+    assert _redis_differences(*redis_pair) == []
+
+
+def test_positive_control_a_lane_that_overwrites_is_caught(redis_pair, monkeypatch):
+    old, new, raw = redis_pair
+
+    def adds_without_nx(self, mapping, timeout):  # a stamp added over another
+        return [command[:-1] for command in DjangoRedisStorage._adds(self, mapping, timeout)]
+
+    monkeypatch.setattr(new, "_adds", adds_without_nx.__get__(new))
+    assert _redis_differences(old, new, raw) != []
+
+
+@pytest.mark.parametrize(("options", "lane"), [
+    ({}, True),
+    ({"protocol": 3}, False),  # push messages may come between replies
+    ({"pool_class": "redis.BlockingConnectionPool"}, False),  # waits for a connection
+])
+def test_django_redis_lane_only_where_it_answers_as_the_client(
+        redis_cache_alias, options, lane):
+    cache = settings.CACHES[redis_cache_alias]
+    with override_settings(CACHES={**settings.CACHES, "other": {
+            **cache, "OPTIONS": {**cache["OPTIONS"], **options}}}):
+        store = DjangoRedisStorage("other")
+        assert (store._connected()[1] is not None) == lane
+        store.set("qs:e:x", b"v", 60)
+        assert store.get_many(["qs:e:x", "qs:t:none"]) == [b"v", None]
+        store.delete_many(["qs:e:x"])

@@ -12,7 +12,7 @@ import redis
 from django.conf import settings
 from django.test import override_settings
 
-from querystash import _runtime
+from querystash import _django_raw, _runtime
 from querystash._django_raw import DjangoMemcachedStorage, DjangoRedisStorage
 from querystash._noreply import _ATTR, QUIET_LIMIT, RedisQuietSet
 from querystash.testing.servers import RedisServer
@@ -37,41 +37,58 @@ def _client_reply_calls(client) -> int:
     return stats.get("cmdstat_client|reply", {}).get("calls", 0)
 
 
-def test_redis_fill_sends_no_reply_and_stays_in_step(redis_cache_alias):
+@pytest.fixture(params=["lane", "client"])
+def redis_store(request, redis_cache_alias, monkeypatch):
+    """The core's store on a Django RedisCache, on both of its paths: the
+    lane (the default) and redis-py's client (a custom pool or client class)."""
+    if request.param == "client":
+        monkeypatch.setattr(_django_raw, "_lane", lambda client: None)
     store = DjangoRedisStorage(redis_cache_alias)
-    client = store._client()
+    client, lane = store._connected()
+    assert (lane is not None) == (request.param == "lane")
+    store.get_many(["qs:t:warm"])  # a connection in place, as after a first read
+    return store
+
+
+def _idle(store) -> list:
+    """The connections the store's next call may take."""
+    client, lane = store._connected()
+    return list(lane._idle) if lane is not None else client.connection_pool._available_connections
+
+
+def test_redis_fill_sends_no_reply_and_stays_in_step(redis_store):
+    client = redis_store._client()
     before = _client_reply_calls(client)
-    _replies_in_step(store)
+    _replies_in_step(redis_store)
     # 200 fills + the probe went through CLIENT REPLY SKIP
     assert _client_reply_calls(client) - before == 201
-    assert not store._quiet_set._refused
-    pool = client.connection_pool
-    assert all(getattr(c, _ATTR) is c._sock for c in pool._available_connections)
+    assert not redis_store._quiet_set._refused
+    assert all(getattr(c, _ATTR) is c._sock for c in _idle(redis_store))
 
 
-def test_redis_connection_is_probed_again_after_a_reconnect(redis_cache_alias):
-    store = DjangoRedisStorage(redis_cache_alias)
-    client = store._client()
-    _replies_in_step(store, rounds=3)
+def test_redis_connection_is_probed_again_after_a_reconnect(redis_store):
+    client = redis_store._client()
+    _replies_in_step(redis_store, rounds=3)
     before = _client_reply_calls(client)
-    client.connection_pool.disconnect()  # new sockets: maybe another server now
-    _replies_in_step(store, rounds=3)
+    for conn in _idle(redis_store):
+        conn.disconnect()  # new sockets: maybe another server now
+    redis_store.get_many(["qs:t:warm"])
+    _replies_in_step(redis_store, rounds=3)
     assert _client_reply_calls(client) - before == 4  # one probe + 3 fills
 
 
-def test_redis_fill_on_a_broken_connection_is_a_plain_set(redis_cache_alias, monkeypatch):
-    store = DjangoRedisStorage(redis_cache_alias)
-    _replies_in_step(store, rounds=2)
-    conn = store._client().connection_pool._available_connections[0]
+def test_redis_fill_on_a_broken_connection_is_a_plain_set(redis_store, monkeypatch):
+    _replies_in_step(redis_store, rounds=2)
+    conn = _idle(redis_store)[0]
 
     def broken_once(*args, **kwargs):
         monkeypatch.undo()
         raise redis.exceptions.ConnectionError("gone")
 
     monkeypatch.setattr(conn, "send_packed_command", broken_once)
-    store.set("qs:e:after", b"v", 60)  # no error: the plain SET went through
-    assert store.get_many(["qs:e:after"]) == [b"v"]
-    _replies_in_step(store, rounds=5)
+    redis_store.set("qs:e:after", b"v", 60)  # no error: the plain SET went through
+    assert redis_store.get_many(["qs:e:after"]) == [b"v"]
+    _replies_in_step(redis_store, rounds=5)
 
 
 def test_redis_reconnect_by_a_health_check_is_probed_again(redis_server):

@@ -30,6 +30,7 @@ __all__ = [
     "InvalidationStrategy",
     "Patches",
     "QueryInfo",
+    "RedisLane",
     "RedisQuietSet",
     "RuntimeHandle",
     "Setting",
@@ -77,6 +78,10 @@ def __getattr__(name):
         from . import signals
 
         return getattr(signals, name)
+    if name == "RedisLane":  # needs redis-py, which only redis stores install
+        from ._redis_lane import RedisLane
+
+        return RedisLane
     if name == "uses_raw_sql":  # imports the ORM
         from .default_eligibility import uses_raw_sql
 

@@ -16,8 +16,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
+from querystash import RedisLane
+
 from ._config import RedisConfig
-from ._lane import Lane
 
 #: how often a process asks Sentinel where the master is, besides reconnects
 MASTER_CHECK_SECONDS = 1.0
@@ -31,7 +32,7 @@ class Connection:
         self.config = config
         self.mode = config.mode
         self._client: Any = None
-        self._lane: Lane | None = None
+        self._lane: RedisLane | None = None
         self._lock = threading.Lock()
         self._next_master_check = 0.0
 
@@ -46,14 +47,14 @@ class Connection:
         return client
 
     @property
-    def lane(self) -> Lane:
+    def lane(self) -> RedisLane:
         """The request path's connections to the one server (single mode only)."""
         lane = self._lane
         if lane is None:
             client = self.client
             with self._lock:
                 if self._lane is None:
-                    self._lane = Lane(client)
+                    self._lane = RedisLane(client)
                 lane = self._lane
         return lane
 

@@ -45,7 +45,7 @@ class RedisStorage(Storage):
         self._cluster = config.mode == "cluster"
         self._leases = Leases(config.dogpile) if config.dogpile else None
         # One server, no leases, no WAIT: the request path's calls go through
-        # the lane (_lane.py), redis-py's connections without its per-command
+        # the lane (querystash.RedisLane), redis-py's connections without its per-command
         # plumbing. The same commands, so the same replies. RESP2 only: RESP3
         # may interleave push messages (redis-py's pool handles those) with replies.
         self._fast = (config.mode == "single" and not config.dogpile

@@ -1,4 +1,4 @@
-"""The lane (querystash_redis/_lane.py): the single-server request path on
+"""The lane (querystash.RedisLane): the single-server request path on
 redis-py's connections without its client plumbing. It must answer exactly
 as redis-py's path does, never read a reply as a later command's answer,
 retry connection errors (not timeouts) as ``retries`` says, and keep
@@ -16,9 +16,9 @@ import random
 import threading
 
 import pytest
-from querystash_redis import RedisStorage, _lane, parse
+from querystash_redis import RedisStorage, parse
 
-from querystash import StorageError
+from querystash import RedisLane, StorageError
 from querystash.testing.relay import Relay
 
 
@@ -172,7 +172,7 @@ def leaky_execute(self, commands, replies):
 def test_positive_control_a_lane_that_keeps_a_timed_out_connection_is_caught(
     redis_single, relay, stores, rclient, monitor, monkeypatch
 ):
-    monkeypatch.setattr(_lane.Lane, "execute", leaky_execute)
+    monkeypatch.setattr(RedisLane, "execute", leaky_execute)
     rclient(redis_single.port).mset({"{qs:t:}a": b"A", "{qs:t:}b": b"B"})
     r = relay()
     storage = stores(r.port, socket_timeout=0.2)
@@ -208,8 +208,8 @@ def test_positive_control_a_lane_that_keeps_a_failed_pipeline_is_caught(
 ):
     """PLANTED BUG: no disconnect after an error, and no check for bytes
     left on an idle connection (the lane has both)."""
-    monkeypatch.setattr(_lane.Lane, "execute", leaky_execute)
-    monkeypatch.setattr(_lane.Lane, "get_connection", get_connection_without_pid_check)
+    monkeypatch.setattr(RedisLane, "execute", leaky_execute)
+    monkeypatch.setattr(RedisLane, "get_connection", get_connection_without_pid_check)
     r = rclient(redis_single.port)
     r.mset({"{qs:t:}a": b"A", "{qs:t:}b": b"B"})
     assert error_reply_then_next_call(stores(redis_single.port), r) == [b"A"], \
@@ -342,7 +342,7 @@ def get_connection_without_pid_check(self):
 def test_positive_control_a_lane_without_the_pid_check_is_caught(
     redis_single, stores, rclient, monkeypatch
 ):
-    monkeypatch.setattr(_lane.Lane, "get_connection", get_connection_without_pid_check)
+    monkeypatch.setattr(RedisLane, "get_connection", get_connection_without_pid_check)
     rclient(redis_single.port).mset({"{qs:t:}child": b"C", "{qs:t:}parent": b"P"})
     storage = stores(redis_single.port)
     shared, _ = fork_and_read(storage)

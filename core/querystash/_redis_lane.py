@@ -1,5 +1,8 @@
 """The request path's commands on one redis server, without redis-py's per-command plumbing.
 
+``querystash.RedisLane``: public, for the stores built on redis-py (the
+core's on Django's ``RedisCache``, querystash-redis's on one server).
+
 Why it exists: a hit is one ``MGET``, and through ``Redis.execute_command`` a
 good part of its client-side cost is the connection pool's checkout and
 release (a lock, observability hooks) and the command wrappers around them.
@@ -32,11 +35,11 @@ from redis.exceptions import MaxConnectionsError
 
 try:
     from hiredis import pack_command as _hiredis_pack
-except ImportError:  # the plugin's [hiredis] extra not installed
+except ImportError:  # hiredis not installed (querystash-redis[hiredis] installs it)
     _hiredis_pack = None
 
 
-class Lane:
+class RedisLane:
     """Idle connections to one server, and the calls that send commands on them.
 
     Also a "pool" for ``querystash.RedisQuietSet`` (``get_connection``,
@@ -152,6 +155,6 @@ class _QuietClient:
 
     connection = None  # not a single-connection client
 
-    def __init__(self, lane: Lane, client: Any):
+    def __init__(self, lane: RedisLane, client: Any):
         self.connection_pool = lane
         self.set = client.set
