@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import pytest
 from django.db import DatabaseError, transaction
-from django.db.models import Avg, Count, FloatField, Max, Min, Sum, Value
+from django.db.models import Avg, Count, FloatField, Max, Min, Q, Sum, Value
 from django.db.models.sql.compiler import SQLCompiler
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -171,23 +171,88 @@ def test_an_aggregate_given_an_output_field_always_compiles(authors, unchecked):
         assert got == {"s": 3.0} and n[0] == 1
 
 
-def test_equal_values_teach_no_shape(authors, unchecked):
-    # With two equal values, two places could be swapped unseen: the shape is
-    # learnt only from a read whose values differ.
+def test_equal_values_teach_a_shape_of_their_own(authors, unchecked):
+    # With two equal values, two places could be swapped unseen: which
+    # values are equal is part of the shape, so a shape learnt from equal
+    # values serves only reads whose values are equal in the same places.
     ann, bob, _ = authors
     same = ann.pk
 
     def read(status, author):
-        return list(Book.objects.filter(status=status, author_id=author))
+        return sorted(b.title for b in Book.objects.filter(status=status, author_id=author))
 
-    read(same, same)
+    def either(k):  # the user's rows, as sender or recipient: one value, twice
+        return sorted(b.title for b in Book.objects.filter(Q(author_id=k) | Q(editor_id=k)))
+
+    equal, different = (read_uncached(status=same, author_id=same),
+                        read_uncached(status=1, author_id=bob.pk))
+    assert read(same, same) == equal
     with compiles() as n:
-        read(same, same)
-    assert n[0] == 1, "learnt from equal values"
-    read(1, bob.pk)  # learnt here
+        got = read(same, same)
+    assert got == equal and n[0] == 0, "equal values taught no shape"
     with compiles() as n:
-        assert [b.title for b in read(1, bob.pk)] == ["Bob1"]
+        got = read(1, bob.pk)
+    assert got == different == ["Bob1"]
+    assert n[0] == 1, "two different values took the shape of two equal ones"
+    with compiles() as n:
+        assert read(1, bob.pk) == different
     assert n[0] == 0
+    for k in (ann.pk, bob.pk, ann.pk):
+        assert either(k) == sorted(b.title for b in Book.objects.nocache().filter(
+            Q(author_id=k) | Q(editor_id=k)))
+    with compiles() as n:
+        got = either(bob.pk)
+    assert got == ["Bob0", "Bob1", "Bob2"] and n[0] == 0
+
+
+def read_uncached(**terms) -> list:
+    return sorted(b.title for b in Book.objects.nocache().filter(**terms))
+
+
+@pytest.fixture
+def swapping_encoder(monkeypatch, unchecked):
+    """Planted: an encoder giving a query's values in the reverse of its
+    parameters' order, and no miss checking its shape (``confirm``). Only
+    a shape learnt from equal values passes ``learn``'s check of the order."""
+    original = _compiled.Shapes.encode_query
+
+    def encode_query(self, *args):
+        found = original(self, *args)
+        return found and (found[0], found[1][::-1], found[2])
+
+    monkeypatch.setattr(_compiled.Shapes, "encode_query", encode_query)
+    monkeypatch.setattr(_compiled, "confirm", lambda *args: None)
+
+
+def _swapped_read(authors) -> tuple[list, list]:
+    """Learn the shape from two equal values, then read two different ones:
+    (cached rows, database rows)."""
+    ann, bob, _ = authors
+    _runtime.current.shapes._memo.clear()  # what earlier tests learnt
+    for _ in range(2):
+        list(Book.objects.filter(status=ann.pk, author_id=ann.pk))
+    got = sorted(b.title for b in Book.objects.filter(status=0, author_id=bob.pk))
+    return got, read_uncached(status=0, author_id=bob.pk)
+
+
+def test_control_equal_places_keep_a_swapping_encoder_right(authors, swapping_encoder):
+    got, want = _swapped_read(authors)
+    assert got == want == ["Bob0"]
+
+
+def test_control_without_equal_places_a_swapping_encoder_serves_wrong_rows(
+        authors, swapping_encoder, monkeypatch):
+    original = _compiled.Shapes.encode_query
+
+    def without_equal_places(self, *args):  # planted: the equal places dropped
+        found = original(self, *args)
+        if found and len(found[0]) > 2 and found[0][-2] is _compiled._EQUAL:
+            return (found[0][:-2], *found[1:])
+        return found
+
+    monkeypatch.setattr(_compiled.Shapes, "encode_query", without_equal_places)
+    got, want = _swapped_read(authors)
+    assert got != want, "the planted bug went unseen: the control proves nothing"
 
 
 def test_out_of_range_integers_compile(authors, unchecked):

@@ -25,7 +25,9 @@ compiles as before:
   (integer, auto, char and text fields, foreign keys to them), of exact type
   ``int`` (within the column's range: Django compiles an out-of-range integer
   to no WHERE or no query at all) or ``str``; every other constant (a ``bool``,
-  ``None``, the ``LIMIT``) is part of the shape;
+  ``None``, the ``LIMIT``) is part of the shape, and so is which values are
+  equal (a shape learnt from two equal values cannot tell which is which
+  parameter, so it serves only queries with those values equal);
 - the tags and the checks of a read must see the query as compiling leaves
   it: what compiling changes in it (``select_related`` adds its joins, a
   query with no filter gets its base table) is remembered and put into the
@@ -140,6 +142,8 @@ _SKIPPED = frozenset({"_constructor_args"})
 _COMPILER_SKIPPED = frozenset({"where", "having", "qualify", "query"})
 #: one of these stands for True/False in a shape (1 == True in a tuple)
 _TRUE, _FALSE = object(), object()
+#: marks where a shape says which of its values are equal
+_EQUAL = object()
 _EMPTY_DICT, _EMPTY_TUPLE, _EMPTY_LIST = ("d",), ("t",), ("l",)
 #: values that are their own encoding
 _PLAIN = frozenset({str, int, type(None)})
@@ -242,6 +246,13 @@ class Shapes:
             logger.debug("querystash: a query shape could not be encoded", exc_info=True)
             return None
         shape = (*head, id(type(connection)), id(query.model), *body)
+        if len(set(values)) < len(values):
+            # Equal values: which places hold the same one is part of the
+            # shape. A shape learnt from them (``learn``) cannot tell which of
+            # two equal values a parameter is, and need not: it only serves
+            # queries whose values are equal in the same places.
+            first: dict = {}
+            shape = (*shape, _EQUAL, tuple(first.setdefault(v, i) for i, v in enumerate(values)))
         refs.append(type(connection))
         refs.append(query.model)
         return shape, tuple(values), refs
@@ -279,11 +290,10 @@ class Shapes:
         changed in the query can be told (``original``: a clone of the query
         before compiling); else remember that it is never fast."""
         entry = None
-        # Distinct values, equal to the parameters in order: the i-th
-        # parameter is the i-th value, for every query of the shape. (With
-        # two equal values, two places could be swapped unseen: ask again.)
-        if len(set(values)) < len(values):
-            return
+        # Values equal to the parameters in order: the i-th parameter is the
+        # i-th value, for every query of the shape. (Two equal values could
+        # be swapped unseen; the shape says where values are equal, so every
+        # query of it has them equal there too: ``encode_query``.)
         wraps = _wraps(params, values)
         if wraps is not False:
             again = self.encode(compiler)
