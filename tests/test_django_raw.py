@@ -3,8 +3,6 @@ keep between calls, and the key names they send."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
 from django.conf import settings
 from django.core.cache import caches
@@ -15,6 +13,7 @@ from pymemcache.client.hash import HashClient
 
 from querystash import _django_raw
 from querystash._django_raw import DjangoMemcachedStorage, DjangoRedisStorage
+from querystash.testing.storecalls import differences
 
 
 def test_django_redis_client_is_kept_per_pool(redis_cache_alias):
@@ -118,56 +117,8 @@ def redis_pair(redis_cache_alias, monkeypatch):
         yield old, new, caches["new"]._cache.get_client(write=True)
 
 
-def _redis_differences(old, new, raw) -> list:
-    """The same random calls on both stores (two key prefixes on one
-    server): the calls whose answers differ, and whether the stored keys,
-    values and TTLs do."""
-    rng = random.Random(23)
-    names = [f"qs:t:tag{i}" for i in range(6)] + [f"qs:1:e:{i:04x}" for i in range(6)]
-
-    def some(n: int, least: int = 1) -> list[str]:
-        return rng.sample(names, rng.randint(least, n))
-
-    differ = []
-    for step in range(600):
-        value = rng.randbytes(rng.choice([0, 8, 100, 70_000]))
-        timeout = rng.choice([60, 3600])
-        op = rng.choice(["get", "add", "add_get", "delete_get", "delete", "set", "incr"])
-        if op == "get":
-            call = ("get_many", some(5))
-        elif op == "add":
-            call = ("add_many", {k: value + k.encode() for k in some(3)}, timeout)
-        elif op == "add_get":
-            call = ("add_get_many", {k: value for k in some(3, 0)}, some(6), timeout)
-        elif op == "delete_get":
-            call = ("delete_get_many", some(3, 0), some(6))
-        elif op == "delete":
-            call = ("delete_many", some(3))
-        elif op == "set":
-            call = ("set", rng.choice(names), value, timeout)
-        else:  # counters live under names of their own (a value is no integer)
-            call = ("incr_many", {f"qs:s:n{i}": rng.randint(-3, 9) for i in range(3)})
-        answers = []
-        for store in (old, new):
-            try:
-                answers.append(getattr(store, call[0])(*call[1:]))
-            except Exception as exc:  # noqa: BLE001 - compared, not hidden
-                answers.append(type(exc))
-        if answers[0] != answers[1]:
-            differ.append((step, call[0], answers))
-
-    def stored(prefix: bytes) -> dict:
-        return {k[len(prefix):]: (raw.get(k), raw.ttl(k) > 0 or raw.ttl(k))
-                for k in raw.keys(prefix + b"*")}
-
-    assert len(stored(b"new:")) > 3, "nothing stored: the comparison proves nothing"
-    if stored(b"old:") != stored(b"new:"):
-        differ.append("stored")
-    return differ
-
-
 def test_django_redis_lane_answers_as_the_client_does(redis_pair):
-    assert _redis_differences(*redis_pair) == []
+    assert differences(*redis_pair, seed=23, counters=True) == []
 
 
 def test_positive_control_a_lane_that_overwrites_is_caught(redis_pair, monkeypatch):
@@ -177,7 +128,7 @@ def test_positive_control_a_lane_that_overwrites_is_caught(redis_pair, monkeypat
         return [command[:-1] for command in DjangoRedisStorage._adds(self, mapping, timeout)]
 
     monkeypatch.setattr(new, "_adds", adds_without_nx.__get__(new))
-    assert _redis_differences(old, new, raw) != []
+    assert differences(old, new, raw, seed=23, counters=True) != []
 
 
 @pytest.mark.parametrize(("options", "lane"), [

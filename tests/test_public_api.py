@@ -15,6 +15,7 @@ import querystash
 import querystash.testing
 import querystash.testing.relay
 import querystash.testing.servers
+import querystash.testing.storecalls
 from querystash import _install, _runtime, handle, plugins
 from tests.testapp.models import Book
 
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: submodules a plugin may import besides the package itself: the test
 #: helpers querystash ships for plugin authors (``docs/testing.md``)
 PUBLIC_MODULES = {"querystash.testing", "querystash.testing.relay",
-                  "querystash.testing.servers"}
+                  "querystash.testing.servers", "querystash.testing.storecalls"}
 _TEMPLATE_VAR = re.compile(r"\{\{\s*cookiecutter\.(\w+)\s*\}\}")
 
 
@@ -43,6 +44,7 @@ def _public_names(module: str) -> set[str] | None:
     """A public submodule's own ``__all__`` (None: any name it defines)."""
     return {"querystash.testing": set(querystash.testing.__all__),
             "querystash.testing.relay": set(querystash.testing.relay.__all__),
+            "querystash.testing.storecalls": set(querystash.testing.storecalls.__all__),
             "querystash.testing.servers": None}.get(module)
 
 

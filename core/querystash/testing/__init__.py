@@ -21,6 +21,8 @@ not ask for it. Use with pytest-django (the fixtures need the app registry):
   failure instead when ``CI=true``;
 - ``querystash.testing.relay.Relay``: a loopback TCP relay in front of a
   server, to hold back replies, drop or cut connections at a chosen moment.
+- ``querystash.testing.storecalls.differences``: the same generated store
+  calls on two stores of one redis server, and what differs.
 
 The module is imported by pytest before Django is configured: everything
 that needs Django is imported inside the functions.

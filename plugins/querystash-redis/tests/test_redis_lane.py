@@ -20,6 +20,7 @@ from querystash_redis import RedisStorage, parse
 
 from querystash import RedisLane, StorageError
 from querystash.testing.relay import Relay
+from querystash.testing.storecalls import differences
 
 
 def storage_at(port: int, fast: bool = True, **section) -> RedisStorage:
@@ -56,45 +57,6 @@ def relay(redis_single):
 
 
 # -- same answers ---------------------------------------------------------------------
-
-
-def differences(old: RedisStorage, new: RedisStorage, r) -> list:
-    """The same random calls on both (two key prefixes on one server): the
-    calls whose answers differ, and whether the stored keys, values and TTLs do."""
-    rng = random.Random(17)
-    names = [f"qs:t:tag{i}" for i in range(6)] + [f"qs:1:e:{i:04x}" for i in range(6)]
-
-    def some(n: int, least: int = 1) -> list[str]:
-        return rng.sample(names, rng.randint(least, n))
-
-    differ = []
-    for step in range(600):
-        value = rng.randbytes(rng.choice([0, 8, 100, 70_000]))  # one past hiredis' buffer cutoff
-        timeout = rng.choice([60, 3600])  # none expires during the test
-        op = rng.choice(["get", "add", "add_get", "delete_get", "delete", "set"])
-        if op == "get":
-            call = ("get_many", some(5))
-        elif op == "add":
-            call = ("add_many", {k: value + k.encode() for k in some(3)}, timeout)
-        elif op == "add_get":
-            call = ("add_get_many", {k: value for k in some(3, 0)}, some(6), timeout)
-        elif op == "delete_get":
-            call = ("delete_get_many", some(3, 0), some(6))
-        elif op == "delete":
-            call = ("delete_many", some(3))
-        else:
-            call = ("set", rng.choice(names), value, timeout)
-        answers = [getattr(s, call[0])(*call[1:]) for s in (old, new)]
-        if answers[0] != answers[1]:
-            differ.append((step, call[0]))
-
-    def stored(prefix: bytes) -> dict:
-        return {k[len(prefix):]: (r.get(k), r.ttl(k) > 0) for k in r.keys(prefix + b"*")}
-
-    assert stored(b"new:"), "nothing stored: the comparison proves nothing"
-    if stored(b"old:") != stored(b"new:"):
-        differ.append("stored")
-    return differ
 
 
 def test_lane_answers_as_redis_py_does_over_generated_calls(redis_single, stores, rclient):
