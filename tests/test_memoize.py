@@ -11,6 +11,7 @@ all ("memo-only": every read goes through the capture's own stamp read).
 
 from __future__ import annotations
 
+import functools
 import pickle
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -602,6 +603,44 @@ def test_arguments_vary_the_key(locmem, data):
     assert titles_of(data["bob"].pk) == ["Three"]
     assert titles_of(author_id=data["bob"].pk) == ["Three"]
     assert library(1) != library(2)
+
+
+def _titles_by(author_id):
+    """A function defined inside another, over a variable of it: a new one
+    per call, all with one qualified name."""
+    def titles():
+        return list(Book.objects.filter(author_id=author_id).order_by("pk")
+                    .values_list("title", flat=True))
+    return titles
+
+
+def test_a_function_its_qualified_name_does_not_identify_needs_a_name(locmem, data):
+    for fn in (lambda: Book.objects.count(), _titles_by(data["alice"].pk)):
+        with pytest.raises(TypeError, match="give it a name= that differs wherever"):
+            querystash.memoize(fn)
+        with pytest.raises(TypeError, match="lambda or a function defined inside another"):
+            querystash.memoize(timeout=60)(fn)
+    with pytest.raises(TypeError, match="no module and qualified name"):
+        querystash.memoize(functools.partial(_library, 1))
+    with pytest.raises(ValueError, match="non-empty string"):
+        querystash.memoize(titles_of, name="")
+    # Named apart, each closure keeps its own entries.
+    alice = querystash.memoize(_titles_by(data["alice"].pk), name=f"titles:{data['alice'].pk}")
+    bob = querystash.memoize(_titles_by(data["bob"].pk), name=f"titles:{data['bob'].pk}")
+    assert (alice(), bob(), alice(), bob()) == (["One", "Two"], ["Three"]) * 2
+
+
+def test_control_closures_under_their_qualified_name_serve_each_others_rows(
+        locmem, data, monkeypatch):
+    """Planted: the label as it was, the module and qualified name whatever
+    the function. Two closures then share entries: the check above is what
+    keeps that from serving wrong rows."""
+    monkeypatch.setattr(_memoize, "_default_label",
+                        lambda fn: f"{fn.__module__}.{fn.__qualname__}")
+    alice = querystash.memoize(_titles_by(data["alice"].pk))
+    bob = querystash.memoize(_titles_by(data["bob"].pk))
+    assert alice() == ["One", "Two"]
+    assert bob() == ["One", "Two"] != truth(bob)
 
 
 # -- async -------------------------------------------------------------------------------

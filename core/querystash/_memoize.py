@@ -88,13 +88,17 @@ def memoize(fn=None, /, *, timeout=None, name=None):
     a picklable value.
 
     :param timeout: seconds an entry lives at most (default: ``TIMEOUT``).
-    :param name: the key's name, when two functions share a qualified name.
+    :param name: the key's name: required where the module and qualified
+        name do not tell the function from others (a lambda, a function
+        defined inside another, a callable object).
     """
     if fn is None:
         return functools.partial(memoize, timeout=timeout, name=name)
     if timeout is not None and (not isinstance(timeout, int) or timeout <= 0):
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
-    label = name or f"{fn.__module__}.{fn.__qualname__}"
+    if name is not None and (not isinstance(name, str) or not name):
+        raise ValueError(f"name must be a non-empty string, not {name!r}")
+    label = name or _default_label(fn)
     if inspect.iscoroutinefunction(fn):
 
         async def wrapper(*args, **kwargs):
@@ -108,6 +112,28 @@ def memoize(fn=None, /, *, timeout=None, name=None):
     functools.update_wrapper(wrapper, fn)
     wrapper.querystash_memoized = label
     return wrapper
+
+
+def _default_label(fn: Callable) -> str:
+    """``module.qualname``, where that names one function only. Two lambdas,
+    or two functions of one name defined inside a function (each call of it
+    makes a new one, perhaps over other variables), share their qualified
+    name: under it, one would be served the other's entries."""
+    qualname = getattr(fn, "__qualname__", None)
+    module = getattr(fn, "__module__", None)
+    if not isinstance(qualname, str) or not isinstance(module, str):
+        raise TypeError(
+            f"querystash.memoize: {fn!r} has no module and qualified name to key its "
+            "entries by; give it a name: @querystash.memoize(name=\"app.what_it_computes\")")
+    if "<lambda>" in qualname or "<locals>" in qualname:
+        raise TypeError(
+            f"querystash.memoize: {module}.{qualname} is a lambda or a function defined "
+            "inside another, so its qualified name may be another function's too (another "
+            "lambda, or the same def run again over other variables), and their entries "
+            "would be shared. Define it at module level and pass what it reads as "
+            "arguments, or give it a name= that differs wherever its result may: "
+            "querystash.memoize(fn, name=f\"shop.listing:{category_id}\")")
+    return f"{module}.{qualname}"
 
 
 class _Arguments:
