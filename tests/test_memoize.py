@@ -12,6 +12,7 @@ all ("memo-only": every read goes through the capture's own stamp read).
 from __future__ import annotations
 
 import functools
+import os
 import pickle
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -74,6 +75,12 @@ def truth(fn, *args):
 
 def stats(label=LABEL):
     return querystash.memoize_stats().get(label, {})
+
+
+def key_of(rt, fn) -> str:
+    """The entry key of ``fn()`` (a memoized function called with no argument)."""
+    code = _memoize.fingerprint(fn.__wrapped__)
+    return _memoize._key(rt, fn.querystash_memoized, _memoize._Arguments(code, (), {}))
 
 
 def calls_db(fn, *args):
@@ -643,6 +650,92 @@ def test_control_closures_under_their_qualified_name_serve_each_others_rows(
     assert bob() == ["One", "Two"] != truth(bob)
 
 
+@querystash.memoize(name="tests.one_name")
+def _book_titles():
+    return list(Book.objects.order_by("pk").values_list("title", flat=True))
+
+
+@querystash.memoize(name="tests.one_name")
+def _author_names():
+    return list(Author.objects.order_by("pk").values_list("name", flat=True))
+
+
+def test_two_functions_under_one_name_keep_their_own_entries(locmem, data):
+    for _ in range(2):
+        assert _book_titles() == ["One", "Two", "Three"] == truth(_book_titles)
+        assert _author_names() == ["Alice", "Bob"] == truth(_author_names)
+
+
+VERSION_1 = """
+def titles(author_id):
+    return list(Book.objects.filter(author_id=author_id).order_by("pk")
+                .values_list("title", flat=True))
+"""
+#: the same function redeployed with another body (the same module and name)
+VERSION_2 = VERSION_1.replace('order_by("pk")', 'order_by("-pk")')
+
+
+def _deployed(source: str):
+    """``source``'s function as a module of the app would define it."""
+    namespace = {"__name__": "shop.views", "Book": Book}
+    exec(compile(source, "shop/views.py", "exec"), namespace)
+    return querystash.memoize(namespace["titles"])
+
+
+def test_a_redeployed_function_does_not_read_the_old_codes_entries(locmem, data):
+    old, new = _deployed(VERSION_1), _deployed(VERSION_2)
+    assert old.querystash_memoized == new.querystash_memoized == "shop.views.titles"
+    alice = data["alice"].pk
+    assert old(alice) == ["One", "Two"] and old(alice) == ["One", "Two"]
+    assert new(alice) == ["Two", "One"] == truth(new, alice)
+    # moved down the file, not changed: the same entries
+    again = _deployed("\n\n\n" + VERSION_1)
+    assert calls_db(again, alice) == (["One", "Two"], 0)
+
+
+def test_control_without_the_fingerprint_a_redeployed_function_reads_old_entries(
+        locmem, data, monkeypatch):
+    monkeypatch.setattr(_memoize, "fingerprint", lambda fn: "")
+    old, new = _deployed(VERSION_1), _deployed(VERSION_2)
+    alice = data["alice"].pk
+    assert old(alice) == ["One", "Two"]
+    assert new(alice) == ["One", "Two"] != truth(new, alice)
+
+
+FINGERPRINTED = """
+def ranked(kind, limit=10, *, order=("-n", "name")):
+    def inner():
+        return kind in {"tag", "author", "book", "review", "shelf"}
+    return (inner(), limit, order, 1.5, b"x", None, ...)
+"""
+
+
+def test_the_fingerprint_is_the_same_in_every_process():
+    import subprocess
+    import sys
+
+    def defined(source: str):
+        namespace: dict = {}
+        # dont_inherit: not this module's __future__ flags, as in the child
+        exec(compile(source, "<ranked>", "exec", dont_inherit=True), namespace)
+        return namespace["ranked"]
+
+    here = _memoize.fingerprint(defined(FINGERPRINTED))
+    script = ("import sys; from querystash._memoize import fingerprint; ns = {}; "
+              "exec(compile(sys.stdin.read(), '<ranked>', 'exec'), ns); "
+              "print(fingerprint(ns['ranked']))")
+    seen = {
+        subprocess.run([sys.executable, "-c", script], input=FINGERPRINTED, text=True,
+                       capture_output=True, check=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip()
+        for seed in ("1", "2", "3")
+    }
+    assert seen == {here}
+    for was, now in (('"shelf"', '"shelves"'), ("limit=10", "limit=11"), ('"name"', '"title"'),
+                     ("1.5", "2.5"), ('b"x"', 'b"y"'), ("...", "0")):
+        assert _memoize.fingerprint(defined(FINGERPRINTED.replace(was, now))) != here, (was, now)
+
+
 # -- async -------------------------------------------------------------------------------
 
 
@@ -883,8 +976,8 @@ def test_a_signed_entry_under_another_key_is_refused(redis_cache_alias, data):
     with configured(redis_cache_alias, "memo-only") as rt:
         frozen_titles()
         mutable_titles()
-        key_a = _memoize._key(rt, frozen_titles.querystash_memoized, _memoize._Arguments((), {}))
-        key_b = _memoize._key(rt, mutable_titles.querystash_memoized, _memoize._Arguments((), {}))
+        key_a = key_of(rt, frozen_titles)
+        key_b = key_of(rt, mutable_titles)
         rt.storage.set(key_a, rt.storage.get_many([key_b])[0], 60)
         assert frozen_titles() == truth(frozen_titles)
         assert stats(frozen_titles.querystash_memoized).get("corrupt") == 1
@@ -901,7 +994,7 @@ def _planted_after_a_hit(rt) -> bytes:
     """Fill and hit ``frozen_titles`` (its entry verified once, remembered
     by the hit path), then plant the entry with another result under its key."""
     prime(frozen_titles)
-    key = _memoize._key(rt, frozen_titles.querystash_memoized, _memoize._Arguments((), {}))
+    key = key_of(rt, frozen_titles)
     assert key in _memoize._verified  # the shortcut is in play for the next hit
     blob = rt.storage.get_many([key])[0]
     rt.storage.set(key, _with_body(blob, ("Planted",)), 60)

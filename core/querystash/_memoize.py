@@ -26,6 +26,7 @@ import pickle
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from hashlib import blake2b
+from types import CodeType
 from typing import Any, overload
 
 from . import _capture, _memo_entry, _observe, _reasons, _stamps, _switch, _transactions
@@ -82,8 +83,9 @@ def memoize(fn=None, /, *, timeout=None, name=None):
 
     ``@querystash.memoize`` or ``@querystash.memoize(timeout=600)``, on sync
     and ``async def`` functions. The key is ``name`` (default: the function's
-    module and qualified name) and the exact encoding of the arguments; an
-    argument the encoder cannot encode means no caching for that call. The
+    module and qualified name), a digest of the function's own code, and the
+    exact encoding of the arguments; an argument the encoder cannot encode
+    means no caching for that call. The
     function must depend only on its arguments and the database, and return
     a picklable value.
 
@@ -99,15 +101,17 @@ def memoize(fn=None, /, *, timeout=None, name=None):
     if name is not None and (not isinstance(name, str) or not name):
         raise ValueError(f"name must be a non-empty string, not {name!r}")
     label = name or _default_label(fn)
+    code = fingerprint(fn)
     if inspect.iscoroutinefunction(fn):
 
         async def wrapper(*args, **kwargs):
-            return await acall(label, _Arguments(args, kwargs), fn, args, kwargs, timeout)
+            return await acall(label, _Arguments(code, args, kwargs), fn, args, kwargs,
+                               timeout)
 
     else:
 
         def wrapper(*args, **kwargs):
-            return call(label, _Arguments(args, kwargs), fn, args, kwargs, timeout)
+            return call(label, _Arguments(code, args, kwargs), fn, args, kwargs, timeout)
 
     functools.update_wrapper(wrapper, fn)
     wrapper.querystash_memoized = label
@@ -136,14 +140,67 @@ def _default_label(fn: Callable) -> str:
     return f"{module}.{qualname}"
 
 
+def fingerprint(fn: Callable) -> str:
+    """A digest of ``fn``'s own code: its bytecode, names and constants
+    (nested functions' code included; not line numbers) and its defaults.
+    It is part of every key of the function, so a deployment that changes
+    the function changes its keys: old and new processes sharing a store
+    during a rolling deploy never serve each other's results. The same
+    source under the same Python gives the same digest in every process."""
+    out: list[str] = []
+    code = getattr(fn, "__code__", None)
+    if isinstance(code, CodeType):
+        _code_into(code, out)
+    for defaults in (getattr(fn, "__defaults__", None), getattr(fn, "__kwdefaults__", None)):
+        _constant_into(defaults, out)
+    return blake2b("".join(out).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _code_into(code: CodeType, out: list[str]) -> None:
+    out.append(f"#{code.co_argcount},{code.co_posonlyargcount},{code.co_kwonlyargcount},"
+               f"{code.co_flags};")
+    for part in (code.co_code, code.co_names, code.co_varnames, code.co_freevars,
+                 code.co_cellvars):
+        encode_into(part, out)
+    out.append(f"#{len(code.co_consts)}[")
+    for const in code.co_consts:
+        _constant_into(const, out)
+
+
+def _constant_into(value: Any, out: list[str]) -> None:
+    """A constant's code: nested code by its own parts, a frozenset (``x in
+    {"a", "b"}``) by its members' codes sorted (its order varies between
+    processes), anything else by the key encoder; what that cannot encode
+    (``...``, a default that is an object) by its type alone."""
+    if isinstance(value, CodeType):
+        _code_into(value, out)
+    elif type(value) is frozenset or type(value) is tuple:
+        codes = []
+        for member in value:
+            member_out: list[str] = []
+            _constant_into(member, member_out)
+            codes.append("".join(member_out))
+        if type(value) is frozenset:
+            codes.sort()
+        out.append(f"{'{' if type(value) is frozenset else '('}{len(codes)}[")
+        out.extend(codes)
+    else:
+        try:
+            out.append(encode(value).decode("utf-8", "surrogatepass"))
+        except Uncacheable:
+            kind = type(value)
+            out.append(f"?{len(kind.__qualname__)}:{kind.__qualname__}")
+
+
 class _Arguments:
     """A decorated function's arguments as ``keyed``: encoded as the tuple
-    ``(args, sorted kwargs)`` would be, with the encoder's inlined path for
-    the positional ones (``_key``)."""
+    ``(fingerprint, args, sorted kwargs)`` would be, with the encoder's
+    inlined path for the positional ones (``_key``)."""
 
-    __slots__ = ("args", "kwargs")
+    __slots__ = ("code", "args", "kwargs")
 
-    def __init__(self, args: tuple, kwargs: dict):
+    def __init__(self, code: str, args: tuple, kwargs: dict):
+        self.code = code
         self.args = args
         self.kwargs = kwargs
 
@@ -301,8 +358,9 @@ def _key(rt, label: str, keyed: Any) -> str:
         state = _labels[label] = (rt, digest)
     out = []
     try:
-        if type(keyed) is _Arguments:  # the code of (args, sorted kwargs)
-            out.append("t2[")
+        if type(keyed) is _Arguments:  # the code of (fingerprint, args, sorted kwargs)
+            out.append("t3[")
+            encode_into(keyed.code, out)
             encode_params_into(keyed.args, out)
             kwargs = keyed.kwargs
             encode_into(tuple(sorted(kwargs.items())) if kwargs else (), out)
