@@ -96,7 +96,8 @@ def _run_until(harness, template, server, args):
         result = harness.run(scenario, server)
         for name in ("operations", "reads_checked", "hits", "violations", "in_outage",
                      "exceptions", "db_errors", "quiesce_checked", "quiesce_mismatches",
-                     "quiesce_hits", "versions", "unmatched_versions", "store_errors"):
+                     "quiesce_hits", "versions", "unmatched_versions", "store_errors",
+                     "memo_hits", "memo_fills"):
             setattr(total, name, getattr(total, name) + getattr(result, name))
         total.plugins, total.storage = result.plugins, result.storage
         total.errors += result.errors[:3]
