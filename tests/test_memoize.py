@@ -79,7 +79,7 @@ def stats(label=LABEL):
 
 def key_of(rt, fn) -> str:
     """The entry key of ``fn()`` (a memoized function called with no argument)."""
-    code = _memoize.fingerprint(fn.__wrapped__)
+    code = _memoize.encode(_memoize.fingerprint(fn.__wrapped__)).decode()
     return _memoize._key(rt, fn.querystash_memoized, _memoize._Arguments(code, (), {}))
 
 

@@ -85,9 +85,8 @@ def memoize(fn=None, /, *, timeout=None, name=None):
     and ``async def`` functions. The key is ``name`` (default: the function's
     module and qualified name), a digest of the function's own code, and the
     exact encoding of the arguments; an argument the encoder cannot encode
-    means no caching for that call. The
-    function must depend only on its arguments and the database, and return
-    a picklable value.
+    means no caching for that call. The function must depend only on its
+    arguments and the database, and return a picklable value.
 
     :param timeout: seconds an entry lives at most (default: ``TIMEOUT``).
     :param name: the key's name: required where the module and qualified
@@ -101,7 +100,7 @@ def memoize(fn=None, /, *, timeout=None, name=None):
     if name is not None and (not isinstance(name, str) or not name):
         raise ValueError(f"name must be a non-empty string, not {name!r}")
     label = name or _default_label(fn)
-    code = fingerprint(fn)
+    code = encode(fingerprint(fn)).decode()  # its code in keys, encoded once
     if inspect.iscoroutinefunction(fn):
 
         async def wrapper(*args, **kwargs):
@@ -195,7 +194,8 @@ def _constant_into(value: Any, out: list[str]) -> None:
 class _Arguments:
     """A decorated function's arguments as ``keyed``: encoded as the tuple
     ``(fingerprint, args, sorted kwargs)`` would be, with the encoder's
-    inlined path for the positional ones (``_key``)."""
+    inlined path for the positional ones (``_key``); ``code``: the
+    fingerprint's code, encoded once per decoration."""
 
     __slots__ = ("code", "args", "kwargs")
 
@@ -360,7 +360,7 @@ def _key(rt, label: str, keyed: Any) -> str:
     try:
         if type(keyed) is _Arguments:  # the code of (fingerprint, args, sorted kwargs)
             out.append("t3[")
-            encode_into(keyed.code, out)
+            out.append(keyed.code)
             encode_params_into(keyed.args, out)
             kwargs = keyed.kwargs
             encode_into(tuple(sorted(kwargs.items())) if kwargs else (), out)
