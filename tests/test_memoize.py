@@ -693,6 +693,27 @@ def test_a_redeployed_function_does_not_read_the_old_codes_entries(locmem, data)
     assert calls_db(again, alice) == (["One", "Two"], 0)
 
 
+def test_a_redeployed_function_under_another_decorator_does_not_read_old_entries(
+        locmem, data):
+    """``@memoize`` over a decorator's ``functools.wraps`` wrapper: the code
+    that changed is the wrapped function's."""
+    def logged(source: str):
+        namespace = {"__name__": "shop.views", "Book": Book, "functools": functools}
+        exec(compile("def logged(fn):\n"
+                     "    @functools.wraps(fn)\n"
+                     "    def wrapper(*args, **kwargs):\n"
+                     "        return fn(*args, **kwargs)\n"
+                     "    return wrapper\n\n@logged" + source, "shop/views.py", "exec"),
+             namespace)
+        return querystash.memoize(namespace["titles"])
+
+    old, new = logged(VERSION_1), logged(VERSION_2)
+    assert old.querystash_memoized == new.querystash_memoized == "shop.views.titles"
+    alice = data["alice"].pk
+    assert old(alice) == ["One", "Two"] and old(alice) == ["One", "Two"]
+    assert new(alice) == ["Two", "One"] == truth(new, alice)
+
+
 def test_control_without_the_fingerprint_a_redeployed_function_reads_old_entries(
         locmem, data, monkeypatch):
     monkeypatch.setattr(_memoize, "fingerprint", lambda fn: "")

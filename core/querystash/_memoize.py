@@ -141,17 +141,24 @@ def _default_label(fn: Callable) -> str:
 
 def fingerprint(fn: Callable) -> str:
     """A digest of ``fn``'s own code: its bytecode, names and constants
-    (nested functions' code included; not line numbers) and its defaults.
-    It is part of every key of the function, so a deployment that changes
-    the function changes its keys: old and new processes sharing a store
-    during a rolling deploy never serve each other's results. The same
-    source under the same Python gives the same digest in every process."""
+    (nested functions' code included; not line numbers) and its defaults,
+    and the same of every function it wraps (``__wrapped__``: another
+    decorator's wrapper holds the code that matters). It is part of every
+    key of the function, so a deployment that changes the function changes
+    its keys: old and new processes sharing a store during a rolling deploy
+    never serve each other's results. The same source under the same Python
+    gives the same digest in every process."""
     out: list[str] = []
-    code = getattr(fn, "__code__", None)
-    if isinstance(code, CodeType):
-        _code_into(code, out)
-    for defaults in (getattr(fn, "__defaults__", None), getattr(fn, "__kwdefaults__", None)):
-        _constant_into(defaults, out)
+    seen: set[int] = set()
+    while fn is not None and id(fn) not in seen:
+        seen.add(id(fn))
+        code = getattr(fn, "__code__", None)
+        if isinstance(code, CodeType):
+            _code_into(code, out)
+        for defaults in (getattr(fn, "__defaults__", None),
+                         getattr(fn, "__kwdefaults__", None)):
+            _constant_into(defaults, out)
+        fn = getattr(fn, "__wrapped__", None)
     return blake2b("".join(out).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
