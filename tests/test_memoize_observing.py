@@ -278,6 +278,7 @@ def test_the_recorder_files_each_read_under_its_call(store, author):
     [call] = again.calls
     assert (call.outcome, call.label, call.reads) == ("hit", bookcase.querystash_memoized, 0)
     assert call.saved == outer.seconds  # the miss time of its key, from the first recording
+    assert call.seconds is not None and call.seconds > 0  # the hit's own time, its lookup
     assert again.reads == []
 
     vetoed = recorded(raw_count)

@@ -223,10 +223,13 @@ def call(label: str, keyed: Any, fn: Callable, args: tuple, kwargs: dict,
     if prepared is None:
         return fn(*args, **kwargs)
     rt, key = prepared
+    observed = rt.observers
+    if observed:  # observe: the hit path's one test (the lookup's start)
+        _observe.memo_looking(key)
     found = _probe(rt, label, key, counts)
     outer = _capture.active.get()
     if _served(found, outer):
-        if rt.observers:  # observe: the hit path's one test
+        if observed:  # observe
             rt.emit("memo_hit", label, key, found[0])
         return found[2]
     capture = _miss(rt, label, key, found, counts)
@@ -255,6 +258,8 @@ async def acall(label: str, keyed: Any, fn: Callable, args: tuple, kwargs: dict,
     if prepared is None:
         return await fn(*args, **kwargs)
     rt, key = prepared
+    if rt.observers:  # observe: the lookup's start
+        _observe.memo_looking(key)
     found = await sync_to_async(_probe, thread_sensitive=True)(rt, label, key, counts)
     outer = _capture.active.get()
     if _served(found, outer):

@@ -135,6 +135,14 @@ def reading(info: QueryInfo, key: str, tags) -> None:
         recorder.reading(info, key, tags)
 
 
+def memo_looking(key: str) -> None:
+    """A memoized call is about to look ``key`` up (only called while
+    someone observes): its time, hit or miss, counts from here."""
+    recorder = recording.get()
+    if recorder is not None:
+        recorder.memo_lookup = (key, time.perf_counter())
+
+
 def route(event: Event) -> None:
     """The process-wide observer while recorders run: each event to the
     recorder of the context it happened in."""
@@ -225,7 +233,8 @@ class Call:
         self.filled = False
         #: how many reads it ran (its miss's queries)
         self.reads = 0
-        #: for a miss, the call's run (and fill)
+        #: from its lookup (``memo_looking``): for a hit, the lookup; for a
+        #: miss, the lookup, the call's run and its fill
         self.seconds: float | None = None
         #: for a hit, the miss time of its key when known
         self.saved: float | None = None
@@ -257,6 +266,8 @@ class Recorder:
         #: every memoized call, in the order each began
         self.calls: list[Call] = []
         self._open: Read | None = None
+        #: (key, when) of the last memoized lookup begun (``memo_looking``)
+        self.memo_lookup: tuple[str, float] | None = None
 
     def reading(self, info: QueryInfo, key: str, tags) -> None:
         read = Read(info)
@@ -297,7 +308,9 @@ class Recorder:
                 return  # the store is out (told first): the same call runs, unmemoized
             if running is not None:
                 running.open = False  # an earlier call under the key that raised: over
-            self._call(event, "miss").open = True
+            call = self._call(event, "miss")
+            call.open = True
+            call._start = self._looked_up(key) or call._start
             return
         if kind in ("memo_fill", "memo_veto") and running is not None:
             running.open = False
@@ -318,8 +331,16 @@ class Recorder:
         if kind == "memo_hit":
             call.tags = tuple(event.tags)
             call.saved = _miss_seconds.get(key)
+            started = self._looked_up(key)
+            if started is not None:
+                call.seconds = time.perf_counter() - started
         elif kind == "memo_bypass" and key:
             call.open = True  # the store is out: the call runs, a miss and a veto follow
+
+    def _looked_up(self, key: str) -> float | None:
+        """When the lookup of ``key`` began, if it is the last one begun."""
+        lookup, self.memo_lookup = self.memo_lookup, None
+        return lookup[1] if lookup is not None and lookup[0] == key else None
 
     def _call(self, event: Event, outcome: str) -> Call:
         call = Call(len(self.calls) + 1, event.model, event.key, outcome)
