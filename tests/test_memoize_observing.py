@@ -260,6 +260,25 @@ def recorded(fn) -> _observe.Recorder:
     return recorder
 
 
+def test_a_lookups_start_is_taken_by_the_event_that_answers_it():
+    """A bypassed lookup (the store out) is not the start of a later hit of
+    its key: that hit, told no lookup of its own, has no time."""
+    from querystash.events import Event
+
+    recorder = _observe.Recorder()
+    token = _observe.recording.set(recorder)
+    try:
+        _observe.memo_looking("k")
+        for kind, reason in (("memo_bypass", "store-out"), ("memo_miss", ""),
+                             ("memo_veto", "store unavailable"), ("memo_hit", "")):
+            recorder.memo_event(Event(kind, "f", "k", reason=reason))
+    finally:
+        _observe.recording.reset(token)
+    bypassed, hit = recorder.calls
+    assert (bypassed.outcome, bypassed.seconds is not None) == ("bypass", True)
+    assert (hit.outcome, hit.seconds) == ("hit", None)
+
+
 def test_the_recorder_files_each_read_under_its_call(store, author):
     recorder = recorded(lambda: bookcase(author.pk))
     outer, inner = recorder.calls

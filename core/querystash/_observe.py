@@ -151,6 +151,9 @@ def route(event: Event) -> None:
         recorder.event(event)
 
 
+#: the memoized events that end a lookup (``memo_looking``)
+_LOOKUP_ENDS = frozenset({"memo_hit", "memo_miss", "memo_bypass"})
+
 #: seconds a miss of a key took (its query and fill), to tell what later hits
 #: of the key saved; bounded, oldest dropped first
 _miss_seconds: dict[str, float] = {}
@@ -303,6 +306,9 @@ class Recorder:
         """A memoized call's event: its row in ``calls``."""
         kind, key = event.kind, event.key
         running = self._running(key) if key else None
+        # the start of the lookup that this event ends, taken whatever the
+        # event does with it: never left for a later call of the key
+        started = self._looked_up(key) if kind in _LOOKUP_ENDS else None
         if kind == "memo_miss":
             if running is not None and running.outcome == "bypass":
                 return  # the store is out (told first): the same call runs, unmemoized
@@ -310,7 +316,7 @@ class Recorder:
                 running.open = False  # an earlier call under the key that raised: over
             call = self._call(event, "miss")
             call.open = True
-            call._start = self._looked_up(key) or call._start
+            call._start = started or call._start
             return
         if kind in ("memo_fill", "memo_veto") and running is not None:
             running.open = False
@@ -331,11 +337,11 @@ class Recorder:
         if kind == "memo_hit":
             call.tags = tuple(event.tags)
             call.saved = _miss_seconds.get(key)
-            started = self._looked_up(key)
             if started is not None:
                 call.seconds = time.perf_counter() - started
         elif kind == "memo_bypass" and key:
             call.open = True  # the store is out: the call runs, a miss and a veto follow
+            call._start = started or call._start
 
     def _looked_up(self, key: str) -> float | None:
         """When the lookup of ``key`` began, if it is the last one begun."""
