@@ -673,11 +673,20 @@ def titles(author_id):
 """
 #: the same function redeployed with another body (the same module and name)
 VERSION_2 = VERSION_1.replace('order_by("pk")', 'order_by("-pk")')
+#: a decorator that wraps with functools.wraps, put on the function
+LOGGED = """
+def logged(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+    return wrapper
+
+@logged"""
 
 
 def _deployed(source: str):
     """``source``'s function as a module of the app would define it."""
-    namespace = {"__name__": "shop.views", "Book": Book}
+    namespace = {"__name__": "shop.views", "Book": Book, "functools": functools}
     exec(compile(source, "shop/views.py", "exec"), namespace)
     return querystash.memoize(namespace["titles"])
 
@@ -697,17 +706,7 @@ def test_a_redeployed_function_under_another_decorator_does_not_read_old_entries
         locmem, data):
     """``@memoize`` over a decorator's ``functools.wraps`` wrapper: the code
     that changed is the wrapped function's."""
-    def logged(source: str):
-        namespace = {"__name__": "shop.views", "Book": Book, "functools": functools}
-        exec(compile("def logged(fn):\n"
-                     "    @functools.wraps(fn)\n"
-                     "    def wrapper(*args, **kwargs):\n"
-                     "        return fn(*args, **kwargs)\n"
-                     "    return wrapper\n\n@logged" + source, "shop/views.py", "exec"),
-             namespace)
-        return querystash.memoize(namespace["titles"])
-
-    old, new = logged(VERSION_1), logged(VERSION_2)
+    old, new = _deployed(LOGGED + VERSION_1), _deployed(LOGGED + VERSION_2)
     assert old.querystash_memoized == new.querystash_memoized == "shop.views.titles"
     alice = data["alice"].pk
     assert old(alice) == ["One", "Two"] and old(alice) == ["One", "Two"]

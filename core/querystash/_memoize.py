@@ -191,11 +191,13 @@ def _constant_into(value: Any, out: list[str]) -> None:
         out.append(f"{'{' if type(value) is frozenset else '('}{len(codes)}[")
         out.extend(codes)
     else:
+        codes: list[str] = []
         try:
-            out.append(encode(value).decode("utf-8", "surrogatepass"))
-        except Uncacheable:
+            encode_into(value, codes)
+        except Exception:  # what ``encode`` would raise as UnencodableValue
             kind = type(value)
-            out.append(f"?{len(kind.__qualname__)}:{kind.__qualname__}")
+            codes = [f"?{len(kind.__qualname__)}:{kind.__qualname__}"]
+        out.extend(codes)
 
 
 class _Arguments:
@@ -258,12 +260,13 @@ async def acall(label: str, keyed: Any, fn: Callable, args: tuple, kwargs: dict,
     if prepared is None:
         return await fn(*args, **kwargs)
     rt, key = prepared
-    if rt.observers:  # observe: the lookup's start
+    observed = rt.observers
+    if observed:  # observe: the lookup's start
         _observe.memo_looking(key)
     found = await sync_to_async(_probe, thread_sensitive=True)(rt, label, key, counts)
     outer = _capture.active.get()
     if _served(found, outer):
-        if rt.observers:  # observe
+        if observed:  # observe
             rt.emit("memo_hit", label, key, found[0])
         return found[2]
     capture = _miss(rt, label, key, found, counts)
