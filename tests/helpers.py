@@ -26,6 +26,21 @@ def run_clean(args, cwd, timeout: float) -> str:
     return proc.stdout
 
 
+#: where querystash-fields joins its old-values read and Django's UPDATE in
+#: one message (PostgreSQL, psycopg 3, client-side binding)
+JOINED_UPDATE = " FOR NO KEY UPDATE; UPDATE "
+
+
+def update_statements(captured_queries) -> list[str]:
+    """The UPDATE statements among ``CaptureQueriesContext.captured_queries``,
+    as Django made them: one sent after querystash-fields' old-values read,
+    in the same message, is taken from behind it."""
+    sent = [q["sql"] for q in captured_queries]
+    sent = ["UPDATE " + sql.partition(JOINED_UPDATE)[2] if JOINED_UPDATE in sql else sql
+            for sql in sent]
+    return [sql for sql in sent if sql.startswith("UPDATE")]
+
+
 def in_thread(fn):
     """Run ``fn`` in another thread, hence on another database connection."""
     box = {}

@@ -16,6 +16,10 @@ Django sends for ``save()`` is never changed:
   them (``_values.render(stored=True)``). Where that lock can't be had without
   risking the write (SQLite inside a deferred ``atomic()``, other backends),
   the plain UPDATE runs unclaimed and the table's family is invalidated.
+  On PostgreSQL through psycopg 3 with client-side binding (Django's
+  default), the read travels in front of Django's UPDATE in one message
+  (``_ReadBefore``): one round trip, as the bare UPDATE, instead of BEGIN,
+  SELECT, UPDATE and COMMIT.
 - ``_do_insert`` (``save()`` of a new row) knows every new value, the
   database-generated primary key included once the INSERT returns.
 
@@ -465,17 +469,26 @@ def _old_row(model, using, pk_val, fields, how):
     ``int`` key of Django's own integer primary keys, whose parameter is the
     key itself (checked against the compiled one); any other key is read
     through the ORM every time."""
-    names = [f.attname for f in fields]
     read = _compiled_read(model, using, pk_val, fields, how)
     if read is None:
         rows = list(_old_query(model, using, pk_val, fields, how))
     else:
         with connections[using].cursor() as cursor:
             cursor.execute(read.sql, (pk_val,))
-            rows = cursor.fetchmany(1)
-        if rows and read.converters:
-            rows = list(read.compiler.apply_converters(rows, read.converters))
-    return dict(zip(names, rows[0], strict=True)) if rows else None
+            rows = _converted(read, cursor.fetchmany(1))
+    return _first_row(fields, rows)
+
+
+def _converted(read: _OldRead, rows: list) -> list:
+    """``rows`` of ``read``'s SQL as Django's ``values_list`` gives them."""
+    if rows and read.converters:
+        return list(read.compiler.apply_converters(rows, read.converters))
+    return rows
+
+
+def _first_row(fields, rows) -> dict | None:
+    """{attname: stored value} of the row read; None: no such row."""
+    return dict(zip([f.attname for f in fields], rows[0], strict=True)) if rows else None
 
 
 def _compiled_read(model, using, pk_val, fields, how) -> _OldRead | None:
@@ -489,6 +502,73 @@ def _compiled_read(model, using, pk_val, fields, how) -> _OldRead | None:
     if read is None:
         read = reads[key] = _compile_old_read(model, using, pk_val, fields, how)
     return read or None  # False: not of the one-parameter form
+
+
+def _known_read(model, using, pk_val, fields, how) -> _OldRead | None:
+    """The connection's ``_OldRead`` for this read if one was compiled
+    already (the first save of a model on a connection compiles it, inside
+    its transaction: ``select_for_update`` refuses to compile in
+    autocommit); None otherwise."""
+    if type(pk_val) is not int or type(model._meta.pk) not in _INT_PKS:
+        return None
+    reads = connections[using].__dict__.get(_READS)
+    if reads is None:
+        return None
+    return reads.get((model, model._meta.db_table, how, tuple(f.column for f in fields))) or None
+
+
+def _sends_together(connection) -> bool:
+    """Can a read travel in front of Django's UPDATE, in one message?
+
+    psycopg 3's client-side-binding cursor (Django's default; not with
+    ``OPTIONS["server_side_binding"]``) merges the parameters and sends the
+    query text with PostgreSQL's simple query protocol, which runs several
+    statements in one message, in order, each one's result kept
+    (``nextset()``); in autocommit they run as one implicit transaction,
+    inside an open one as part of it. psycopg2 keeps only the last result,
+    and the extended protocol refuses several statements."""
+    if connection.vendor != "postgresql":
+        return False
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    return is_psycopg3 and connection.settings_dict["OPTIONS"].get(
+        "server_side_binding") is not True
+
+
+class _ReadBefore:
+    """An execute wrapper (``connection.execute_wrapper``) that sends the
+    old-values read in front of Django's UPDATE of the row, in the same
+    message: ``<read>; <Django's UPDATE>``.
+
+    The read takes the row lock (``FOR NO KEY UPDATE``) and the UPDATE runs
+    after it in the same transaction (the message's implicit one in
+    autocommit), so the values read are those the UPDATE overwrites, as
+    with BEGIN, SELECT, UPDATE and COMMIT sent one by one. Django's
+    statement is sent as Django made it; the cursor is left on its result
+    (``nextset()``), which is what Django reads (the row count, or the rows
+    of a ``RETURNING``). Only the first statement of exactly that form is
+    joined; ``rows`` stays None when none was (the caller then knows no old
+    values, and the table's family is invalidated)."""
+
+    __slots__ = ("read", "pk_val", "prefix", "rows")
+
+    def __init__(self, connection, read: _OldRead, pk_val: int, table: str):
+        self.read = read
+        self.pk_val = pk_val
+        self.prefix = f"UPDATE {connection.ops.quote_name(table)} SET "
+        self.rows: list | None = None
+
+    def __call__(self, execute, sql, params, many, context):
+        if self.rows is not None or many or params is None or not sql.startswith(self.prefix):
+            return execute(sql, params, many, context)
+        result = execute(f"{self.read.sql}; {sql}", (self.pk_val, *params), many, context)
+        cursor = context["cursor"]
+        rows = cursor.fetchall()
+        if not cursor.nextset():  # the UPDATE's result is always the second one
+            raise RuntimeError("querystash-fields: the UPDATE sent after the old-values "
+                               "read gave no result")
+        self.rows = _converted(self.read, rows)
+        return result
 
 
 def _compile_old_read(model, using, pk_val, fields, how) -> _OldRead | bool:
@@ -525,9 +605,16 @@ def make_do_update(original):
         # bare autocommit UPDATE would; inside the caller's transaction the
         # statement settles now and again after the caller's commit.
         own = not connection.in_atomic_block and how in ("immediate", "for_update")
+        # The read sent with the UPDATE (see _ReadBefore), once compiled on
+        # this connection by a first save of the model.
+        before = None
+        if how == "for_update" and _sends_together(connection):
+            read = _known_read(model, using, pk_val, fields, how)
+            if read is not None:
+                before = _ReadBefore(connection, read, pk_val, meta.db_table)
         if how == "immediate":
             block = _Immediate(connection)
-        elif how == "for_update":
+        elif how == "for_update" and before is None:
             block = transaction.atomic(using=using, savepoint=False)
         else:
             block = _Nothing()
@@ -546,11 +633,20 @@ def make_do_update(original):
         with hold as pending:
             with block:
                 old = {meta.pk.attname: pk_val}
-                if fields:
+                if fields and before is None:
                     stored = _old_row(model, using, pk_val, fields, how)
                     old = None if stored is None else {**old, **stored}
                 with writing(using, meta.db_table, "update") as statement:
-                    result = original(self, base_qs, using, pk_val, values, *args, **kwargs)
+                    if before is None:
+                        result = original(self, base_qs, using, pk_val, values, *args, **kwargs)
+                    else:
+                        with connection.execute_wrapper(before):
+                            result = original(self, base_qs, using, pk_val, values,
+                                              *args, **kwargs)
+                        # No row read (or no UPDATE joined): unknown, as below.
+                        stored = None if before.rows is None else _first_row(fields,
+                                                                              before.rows)
+                        old = None if stored is None else {**old, **stored}
                     if result and old is not None:  # nothing matched: nothing changed
                         new = dict(old)
                         for field, _, value in values:

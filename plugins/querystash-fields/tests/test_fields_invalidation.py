@@ -11,11 +11,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import Exists, OuterRef
 
 from querystash.testing import runtime
-from tests.helpers import in_thread
+from tests.helpers import JOINED_UPDATE, in_thread, update_statements
 from tests.testapp.models import Author, Book, Place, Restaurant, Review, Tag
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -423,7 +423,14 @@ def _update_sql(settings, book, title, plugin_on):
     book.title = title
     with CaptureQueriesContext(connection) as ctx:
         book.save()
-    return [q["sql"] for q in ctx.captured_queries if q["sql"].startswith("UPDATE")]
+    # Django's UPDATE, sent alone or after the old-values read in one message
+    return update_statements(ctx.captured_queries)
+
+
+def _sends_together() -> bool:
+    from querystash_fields import _capture
+
+    return _capture._sends_together(connection)
 
 
 def test_save_keeps_djangos_update_statement(data, read, settings):
@@ -431,6 +438,7 @@ def test_save_keeps_djangos_update_statement(data, read, settings):
     (same SQL as without the plugin, one UPDATE), and the hit survives."""
     r = read(ann_status2(data))
     book = Book.objects.get(pk=data["b2"].pk)
+    _update_sql(settings, book, "compiles the read", True)
     with_plugin = _update_sql(settings, book, "same statement", True)
     r.hit()
     without = _update_sql(settings, book, "same statement", False)
@@ -441,7 +449,10 @@ def test_old_values_are_read_holding_the_row(data, settings):
     """Autocommit: the old values are read in one transaction with the
     UPDATE, holding the row (FOR UPDATE) or the database (BEGIN IMMEDIATE)."""
     from django.test.utils import CaptureQueriesContext
+    from querystash_fields import _capture
 
+    # the first save of a model on a connection compiles the read
+    connections[connection.alias].__dict__.pop(_capture._READS, None)
     book = Book.objects.get(pk=data["b2"].pk)
     book.status = 3
     with CaptureQueriesContext(connection) as ctx:
@@ -449,6 +460,16 @@ def test_old_values_are_read_holding_the_row(data, settings):
     sql = [q["sql"] for q in ctx.captured_queries]
     kinds = [s.split()[0] for s in sql]
     assert kinds == ["BEGIN", "SELECT", "UPDATE", "COMMIT"], sql
+    if _sends_together():
+        # Then the read goes in front of Django's UPDATE, in one message:
+        # its implicit transaction holds the row from the read to the UPDATE.
+        book.status = 4
+        with CaptureQueriesContext(connection) as ctx:
+            book.save()
+        (sent,) = [q["sql"] for q in ctx.captured_queries]
+        assert sent.startswith("SELECT ") and JOINED_UPDATE in sent, sent
+        assert connection.get_autocommit() and not connection.in_atomic_block
+        assert Book.objects.nocache().get(pk=book.pk).status == 4
     if connection.vendor == "sqlite":
         assert sql[0] == "BEGIN IMMEDIATE"
         connection.close()  # a save that opens the connection begins IMMEDIATE too
@@ -495,6 +516,97 @@ def test_saving_a_row_another_transaction_references_does_not_wait(data):
         other.close()
 
 
+def _old_author_read_while_another_moves_the_book(data) -> int:
+    """Another transaction holding the row moves Bob's book to Ann; a save of
+    the book (its title), started meanwhile on another connection, sends its
+    read with the UPDATE, then that COMMIT lets it go on. The author its
+    old-values read gave."""
+    import threading
+    import time
+
+    import psycopg
+    from django.test.utils import CaptureQueriesContext
+    from querystash_fields import _capture
+
+    book = Book.objects.get(pk=data["b2"].pk)  # Bob's
+    seen = []
+    first_row = _capture._first_row
+
+    def recording(fields, rows):
+        found = first_row(fields, rows)
+        seen.append(found)
+        return found
+
+    def save():
+        # This thread's connection compiles the read at its first save of a
+        # book (another row: the one held would wait here).
+        Book.objects.get(pk=data["a1"].pk).save()
+        _capture._first_row = recording
+        try:
+            book.title = "saved while held"
+            started.set()
+            with CaptureQueriesContext(connection) as ctx:
+                book.save()
+        finally:
+            _capture._first_row = first_row
+        return [q["sql"] for q in ctx.captured_queries]
+
+    s = connection.settings_dict
+    other = psycopg.connect(host=s["HOST"], port=s["PORT"] or 5432, user=s["USER"],
+                            password=s["PASSWORD"] or None, dbname=s["NAME"])
+    sent = []
+    try:
+        other.execute(f"UPDATE {Book._meta.db_table} SET author_id = %s WHERE id = %s",
+                      (data["ann"].pk, book.pk))  # uncommitted: holds the row
+        started = threading.Event()
+        done = threading.Thread(target=lambda: sent.extend(in_thread(save)))
+        done.start()
+        started.wait(10)
+        time.sleep(0.5)  # the save is now waiting for the row
+        other.commit()
+        done.join(30)
+    finally:
+        other.rollback()
+        other.close()
+    assert len(sent) == 1 and "; UPDATE " in sent[0], sent  # the one-message save
+    stored = Book.objects.nocache().get(pk=book.pk)
+    # Django's UPDATE writes every field of the instance: Bob, loaded, is back.
+    assert (stored.title, stored.author_id) == ("saved while held", data["bob"].pk)
+    (row,) = seen
+    return row["author_id"]
+
+
+def test_the_read_sent_with_the_update_waits_for_the_rows_lock(data):
+    """The old values are those the UPDATE overwrites, also with the read
+    sent in front of it: the save waits for the other transaction's COMMIT
+    and reads Ann, so Ann's tags and Bob's (the new value) are invalidated."""
+    if not _sends_together():
+        pytest.skip("the one-message save: PostgreSQL with psycopg 3, client-side binding")
+    assert _old_author_read_while_another_moves_the_book(data) == data["ann"].pk
+
+
+def test_positive_control_a_read_sent_without_the_lock_gives_values_the_update_never_saw(
+        data, monkeypatch):
+    """The check above can fail: the read sent without ``FOR NO KEY UPDATE``
+    does not wait and gives Bob, so Ann's tags would keep rows the save moved."""
+    if not _sends_together():
+        pytest.skip("the one-message save: PostgreSQL with psycopg 3, client-side binding")
+    from querystash_fields import _capture
+
+    known = _capture._known_read
+
+    def unlocked(*args):
+        read = known(*args)
+        if read is None:
+            return None
+        sql = read.sql.replace(" FOR NO KEY UPDATE", "")
+        assert sql != read.sql
+        return _capture._OldRead(sql, read.compiler, read.converters)
+
+    monkeypatch.setattr(_capture, "_known_read", unlocked)
+    assert _old_author_read_while_another_moves_the_book(data) == data["bob"].pk
+
+
 def test_plugin_disabled_is_table_level(data, counts, settings):
     settings.QUERYSTASH = {**settings.QUERYSTASH, "DISABLED_PLUGINS": ["fields"]}
     r = Read(counts, ann_status2(data)).prime()
@@ -511,8 +623,10 @@ def test_a_row_the_old_values_read_missed_is_invalidated(data, read, monkeypatch
     from querystash_fields import _capture
 
     r = read(ann_status2(data))
-    monkeypatch.setattr(_capture, "_old_row", lambda *args: None)
     book = Book.objects.get(pk=data["a2"].pk)  # ann, status 1
+    book.save()  # compiles the read: the next save sends it with the UPDATE, where it can
+    # Both ways of reading the old values (apart, or in front of the UPDATE) give them here.
+    monkeypatch.setattr(_capture, "_first_row", lambda *args: None)
     book.status = 2
     book.save()
     r.fresh()

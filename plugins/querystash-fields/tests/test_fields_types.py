@@ -23,6 +23,7 @@ from querystash_fields import _values
 
 from querystash.testing import clear_stores
 from tests.fieldtypes.models import POSTGRES, Kinds, Note, Owner
+from tests.helpers import update_statements
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -114,7 +115,7 @@ def _check(reads, step):
 def _update_statements(save):
     with CaptureQueriesContext(connection) as ctx:
         save()
-    return [q["sql"] for q in ctx.captured_queries if q["sql"].startswith("UPDATE")]
+    return update_statements(ctx.captured_queries)
 
 
 @pytest.mark.parametrize("name", sorted({**VALUES, **PG_VALUES}))
