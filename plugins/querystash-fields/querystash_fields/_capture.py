@@ -535,6 +535,12 @@ def _sends_together(connection) -> bool:
         "server_side_binding") is not True
 
 
+def _client_cursor() -> type:
+    from psycopg import ClientCursor
+
+    return ClientCursor
+
+
 class _ReadBefore:
     """An execute wrapper (``connection.execute_wrapper``) that sends the
     old-values read in front of Django's UPDATE of the row, in the same
@@ -559,7 +565,10 @@ class _ReadBefore:
         self.rows: list | None = None
 
     def __call__(self, execute, sql, params, many, context):
-        if self.rows is not None or many or params is None or not sql.startswith(self.prefix):
+        if (self.rows is not None or many or params is None or not sql.startswith(self.prefix)
+                # A backend of its own may wrap another cursor: only psycopg's
+                # client-side-binding one is known to send both as one message.
+                or not isinstance(getattr(context["cursor"], "cursor", None), _client_cursor())):
             return execute(sql, params, many, context)
         result = execute(f"{self.read.sql}; {sql}", (self.pk_val, *params), many, context)
         cursor = context["cursor"]

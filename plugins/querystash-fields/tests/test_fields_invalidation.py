@@ -607,6 +607,30 @@ def test_positive_control_a_read_sent_without_the_lock_gives_values_the_update_n
     assert _old_author_read_while_another_moves_the_book(data) == data["bob"].pk
 
 
+def test_a_cursor_not_known_to_send_both_runs_the_update_alone(data, read, monkeypatch):
+    """A backend whose cursor is not psycopg's client-side-binding one (a
+    wrapper of its own): Django's UPDATE goes alone, as without the plugin,
+    nothing read; its old values unknown, every query on the table is
+    invalidated, and the save succeeds."""
+    if not _sends_together():
+        pytest.skip("the one-message save: PostgreSQL with psycopg 3, client-side binding")
+    from django.test.utils import CaptureQueriesContext
+    from querystash_fields import _capture
+
+    r = read(ann_status2(data))
+    book = Book.objects.get(pk=data["b2"].pk)  # Bob's: no old or new value of Ann's
+    book.save()  # compiles the read
+    r.hit()
+    monkeypatch.setattr(_capture, "_client_cursor", lambda: type("Other", (), {}))
+    book.status = 2
+    with CaptureQueriesContext(connection) as ctx:
+        book.save()
+    (sent,) = [q["sql"] for q in ctx.captured_queries]
+    assert sent.startswith("UPDATE "), sent
+    assert Book.objects.nocache().get(pk=book.pk).status == 2
+    r.fresh(changed=False)  # the family: a miss, though Ann's rows did not change
+
+
 def test_plugin_disabled_is_table_level(data, counts, settings):
     settings.QUERYSTASH = {**settings.QUERYSTASH, "DISABLED_PLUGINS": ["fields"]}
     r = Read(counts, ann_status2(data)).prime()
