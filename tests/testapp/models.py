@@ -1,3 +1,5 @@
+import uuid
+
 from django.db import models
 
 
@@ -66,6 +68,14 @@ class ClubMember(models.Model):
     club = models.ForeignKey(Club, on_delete=models.CASCADE)
     author = models.ForeignKey(Author, on_delete=models.CASCADE)
     role = models.CharField(max_length=20, default="member")
+
+
+class Ticket(models.Model):
+    """A UUID primary key (querystash-fields reads old values by it)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    author = models.ForeignKey(Author, on_delete=models.CASCADE)
+    status = models.IntegerField(default=0)
 
 
 class Doc(models.Model):

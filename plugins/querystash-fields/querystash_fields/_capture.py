@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -431,9 +432,15 @@ class _Immediate:
 #: lock and columns
 _READS = "_querystash_fields_old_reads"
 
-#: primary keys whose value is the statement's parameter as is, for an ``int``
-_INT_PKS = (models.AutoField, models.BigAutoField, models.SmallAutoField,
-            models.IntegerField, models.BigIntegerField, models.SmallIntegerField)
+#: primary key fields whose value may be the read's parameter as is, by the
+#: key's type: Django's integer fields for an ``int``; its UUIDField for a
+#: ``uuid.UUID`` (where the database has a UUID type: PostgreSQL; elsewhere
+#: the parameter is its hex text, and the compiled read's check refuses it)
+_KEY_FIELDS = {
+    int: (models.AutoField, models.BigAutoField, models.SmallAutoField,
+          models.IntegerField, models.BigIntegerField, models.SmallIntegerField),
+    uuid.UUID: (models.UUIDField,),
+}
 
 
 class _OldRead:
@@ -465,10 +472,12 @@ def _old_row(model, using, pk_val, fields, how):
     the ORM cost more than running it (about 260 µs of 420 on PostgreSQL).
     So a connection compiles it once per model, lock and columns, through
     the ORM, and runs that SQL again with the next key, its rows converted
-    as Django's ``values_list`` converts them (``_OldRead``). Only for an
-    ``int`` key of Django's own integer primary keys, whose parameter is the
-    key itself (checked against the compiled one); any other key is read
-    through the ORM every time."""
+    as Django's ``values_list`` converts them (``_OldRead``). Only for a key
+    whose parameter is the key itself (checked against the compiled one): an
+    ``int`` key of Django's own integer primary keys, a ``uuid.UUID`` of its
+    UUIDField where the database stores UUIDs (``_KEY_FIELDS``); any other
+    key is read through the ORM every time, and on a connection that sends
+    the read with the UPDATE, apart from it (in ``atomic()``)."""
     read = _compiled_read(model, using, pk_val, fields, how)
     if read is None:
         rows = list(_old_query(model, using, pk_val, fields, how))
@@ -494,14 +503,22 @@ def _first_row(fields, rows) -> dict | None:
 def _compiled_read(model, using, pk_val, fields, how) -> _OldRead | None:
     """The connection's ``_OldRead`` for this read, compiled at its first
     use; None: read it through the ORM."""
-    if type(pk_val) is not int or type(model._meta.pk) not in _INT_PKS:
+    key = _read_key(model, pk_val, fields, how)
+    if key is None:
         return None
     reads = connections[using].__dict__.setdefault(_READS, {})
-    key = (model, model._meta.db_table, how, tuple(f.column for f in fields))
     read = reads.get(key)
     if read is None:
         read = reads[key] = _compile_old_read(model, using, pk_val, fields, how)
     return read or None  # False: not of the one-parameter form
+
+
+def _read_key(model, pk_val, fields, how) -> tuple | None:
+    """Where a connection keeps the compiled read (``_READS``); None: a key
+    of another type, or of a field of its own, is read through the ORM."""
+    if type(model._meta.pk) not in _KEY_FIELDS.get(type(pk_val), ()):
+        return None
+    return (model, model._meta.db_table, how, tuple(f.column for f in fields))
 
 
 def _known_read(model, using, pk_val, fields, how) -> _OldRead | None:
@@ -509,12 +526,11 @@ def _known_read(model, using, pk_val, fields, how) -> _OldRead | None:
     already (the first save of a model on a connection compiles it, inside
     its transaction: ``select_for_update`` refuses to compile in
     autocommit); None otherwise."""
-    if type(pk_val) is not int or type(model._meta.pk) not in _INT_PKS:
-        return None
+    key = _read_key(model, pk_val, fields, how)
     reads = connections[using].__dict__.get(_READS)
-    if reads is None:
+    if key is None or reads is None:
         return None
-    return reads.get((model, model._meta.db_table, how, tuple(f.column for f in fields))) or None
+    return reads.get(key) or None
 
 
 def _sends_together(connection) -> bool:
@@ -586,7 +602,7 @@ def _compile_old_read(model, using, pk_val, fields, how) -> _OldRead | bool:
     read is kept on (``connections[using]`` of this thread)."""
     compiler = _old_query(model, using, pk_val, fields, how).query.get_compiler(using)
     sql, params = compiler.as_sql()
-    if len(params) != 1 or type(params[0]) is not int or params[0] != pk_val:
+    if len(params) != 1 or type(params[0]) is not type(pk_val) or params[0] != pk_val:
         return False
     selected = [s[0] for s in compiler.select[: compiler.col_count]]
     if len(selected) != len(fields):

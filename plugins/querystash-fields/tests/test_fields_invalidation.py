@@ -16,7 +16,7 @@ from django.db.models import Exists, OuterRef
 
 from querystash.testing import runtime
 from tests.helpers import JOINED_UPDATE, in_thread, update_statements
-from tests.testapp.models import Author, Book, Place, Restaurant, Review, Tag
+from tests.testapp.models import Author, Book, Place, Restaurant, Review, Tag, Ticket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -629,6 +629,39 @@ def test_a_cursor_not_known_to_send_both_runs_the_update_alone(data, read, monke
     assert sent.startswith("UPDATE "), sent
     assert Book.objects.nocache().get(pk=book.pk).status == 2
     r.fresh(changed=False)  # the family: a miss, though Ann's rows did not change
+
+
+def test_a_uuid_keyed_row_moved_to_another_author_is_invalidated(data, read):
+    """A UUID primary key: the old values are read by it (on PostgreSQL with
+    psycopg 3, compiled once and sent with Django's UPDATE, as an integer
+    key's), so moving a ticket from Ann to Bob invalidates Ann's read."""
+    from django.test.utils import CaptureQueriesContext
+
+    ann, bob = data["ann"], data["bob"]
+    moving = Ticket.objects.create(author=ann, status=2)
+    Ticket.objects.create(author=ann, status=2)
+    other = Ticket.objects.create(author=ann, status=1)
+    Ticket.objects.create(author=bob, status=1)
+
+    def tickets(author, status):
+        def fn(cached):
+            return sorted(str(pk) for pk in qs(cached, Ticket).filter(author=author, status=status)
+                          .values_list("pk", flat=True))
+        return fn
+
+    r = read(tickets(ann, 2), "testapp.Ticket")
+    kept = read(tickets(bob, 1), "testapp.Ticket")  # neither the old values nor the new
+    Ticket.objects.get(pk=other.pk).save()  # compiles the read; Ann's status-1 tag only
+    r.hit()
+    loaded = Ticket.objects.get(pk=moving.pk)
+    loaded.author = bob
+    with CaptureQueriesContext(connection) as ctx:
+        loaded.save()
+    if _sends_together():
+        (sent,) = [q["sql"] for q in ctx.captured_queries]
+        assert sent.startswith("SELECT ") and JOINED_UPDATE in sent, sent
+    r.fresh()
+    kept.hit()  # the row's old values were known: not the table's family
 
 
 def test_plugin_disabled_is_table_level(data, counts, settings):
