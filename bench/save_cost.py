@@ -2,6 +2,7 @@
 with querystash-fields (and querystash-m2m), in one process, interleaved.
 
     .venv/bin/python -m bench.save_cost [--db sqlite|postgres] [--rounds 15] [--saves 200]
+                                        [--key int|uuid]
 
 Each round times ``--saves`` saves of existing rows (``Book``: one loaded row,
 its status changed) in every mode, the modes in a rotating order; the report
@@ -72,6 +73,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--saves", type=int, default=200)
     parser.add_argument("--label", default="")
+    parser.add_argument("--key", choices=["int", "uuid"], default="int",
+                        help="the saved rows' primary key: Book's integer, or Ticket's UUID")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
@@ -103,16 +106,20 @@ def _run(args, conf) -> int:
     from django.test.utils import CaptureQueriesContext
 
     from querystash import _runtime
-    from tests.testapp.models import Author, Book
+    from tests.testapp.models import Author, Book, Ticket
 
     call_command("migrate", run_syncdb=True, verbosity=0)
     author = Author.objects.create(name="a")
-    Book.objects.bulk_create(Book(title=f"b{i}", author=author, status=i % 3)
-                             for i in range(args.saves))
-    pks = list(Book.objects.nocache().values_list("pk", flat=True))
+    # --key uuid: Ticket, keyed by a UUIDField (its old-values read by the UUID)
+    saved = Ticket if args.key == "uuid" else Book
+    saved.objects.bulk_create(
+        Ticket(author=author, status=i % 3) if saved is Ticket
+        else Book(title=f"b{i}", author=author, status=i % 3)
+        for i in range(args.saves))
+    pks = list(saved.objects.nocache().values_list("pk", flat=True))
 
     def one_round() -> float:
-        books = list(Book.objects.nocache().filter(pk__in=pks))  # loaded, not timed
+        books = list(saved.objects.nocache().filter(pk__in=pks))  # loaded, not timed
         start = time.perf_counter()
         for i, book in enumerate(books):
             book.status = (book.status + 1 + i) % 3
@@ -142,7 +149,7 @@ def _run(args, conf) -> int:
                 rt = _runtime.current
                 assert rt is not None
                 if r == 0:  # warm-up round: counts round trips, not timed
-                    book = Book.objects.nocache().get(pk=pks[0])
+                    book = saved.objects.nocache().get(pk=pks[0])
                     for _ in range(2):  # the first save compiles the old-values read
                         book.status = (book.status + 1) % 3
                         with CaptureQueriesContext(connection) as ctx:
@@ -153,8 +160,8 @@ def _run(args, conf) -> int:
                     timings[mode].append(one_round())
                     hit_timings[mode].append(hits())
     label = f" [{args.label}]" if args.label else ""
-    print(f"save() cost{label}: {args.db}, {args.rounds} rounds x {args.saves} saves, "
-          f"median per save")
+    print(f"save() cost{label}: {args.db}, {args.rounds} rounds x {args.saves} saves "
+          f"of {saved.__name__} ({args.key} key), median per save")
     base = statistics.median(timings["off"])
     for mode in names:
         med = statistics.median(timings[mode])
