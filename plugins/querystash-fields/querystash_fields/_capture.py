@@ -574,7 +574,7 @@ class _ReadBefore:
 
     __slots__ = ("read", "pk_val", "prefix", "rows")
 
-    def __init__(self, connection, read: _OldRead, pk_val: int, table: str):
+    def __init__(self, connection, read: _OldRead, pk_val: int | uuid.UUID, table: str):
         self.read = read
         self.pk_val = pk_val
         self.prefix = f"UPDATE {connection.ops.quote_name(table)} SET "
@@ -589,10 +589,11 @@ class _ReadBefore:
         result = execute(f"{self.read.sql}; {sql}", (self.pk_val, *params), many, context)
         cursor = context["cursor"]
         rows = cursor.fetchall()
-        if not cursor.nextset():  # the UPDATE's result is always the second one
-            raise RuntimeError("querystash-fields: the UPDATE sent after the old-values "
-                               "read gave no result")
-        self.rows = _converted(self.read, rows)
+        # The UPDATE's result is the second one. Were it missing, the write
+        # has run all the same: it must not fail here; its old values are
+        # left unknown (``rows`` None: the family).
+        if cursor.nextset():
+            self.rows = _converted(self.read, rows)
         return result
 
 

@@ -631,6 +631,26 @@ def test_a_cursor_not_known_to_send_both_runs_the_update_alone(data, read, monke
     r.fresh(changed=False)  # the family: a miss, though Ann's rows did not change
 
 
+def test_an_update_result_missing_behind_the_read_never_fails_the_save(data, read, monkeypatch):
+    """Were the UPDATE's result not found behind the read's (``nextset()``
+    false), the statement has run: the save goes through, its old values
+    unknown, and every query on the table is invalidated."""
+    if not _sends_together():
+        pytest.skip("the one-message save: PostgreSQL with psycopg 3, client-side binding")
+    r = read(ann_status2(data))
+    book = Book.objects.get(pk=data["b2"].pk)  # Bob's: no old or new value of Ann's
+    book.save()  # compiles the read
+    r.hit()
+    with connection.cursor() as cursor:
+        psycopg_cursor = type(cursor.cursor)
+    monkeypatch.setattr(psycopg_cursor, "nextset", lambda self: None)
+    book.status = 2
+    book.save()
+    monkeypatch.undo()
+    assert Book.objects.nocache().get(pk=book.pk).status == 2
+    r.fresh(changed=False)  # the family
+
+
 def test_a_uuid_keyed_row_moved_to_another_author_is_invalidated(data, read):
     """A UUID primary key: the old values are read by it (on PostgreSQL with
     psycopg 3, compiled once and sent with Django's UPDATE, as an integer
