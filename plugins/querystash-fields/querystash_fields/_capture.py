@@ -495,8 +495,8 @@ def _converted(read: _OldRead, rows: list) -> list:
     return rows
 
 
-def _first_row(fields, rows) -> dict | None:
-    """{attname: stored value} of the row read; None: no such row."""
+def _first_row(fields, rows: list | None) -> dict | None:
+    """{attname: stored value} of the row read; None: no such row (or no read)."""
     return dict(zip([f.attname for f in fields], rows[0], strict=True)) if rows else None
 
 
@@ -670,8 +670,7 @@ def make_do_update(original):
                             result = original(self, base_qs, using, pk_val, values,
                                               *args, **kwargs)
                         # No row read (or no UPDATE joined): unknown, as below.
-                        stored = None if before.rows is None else _first_row(fields,
-                                                                              before.rows)
+                        stored = _first_row(fields, before.rows)
                         old = None if stored is None else {**old, **stored}
                     if result and old is not None:  # nothing matched: nothing changed
                         new = dict(old)

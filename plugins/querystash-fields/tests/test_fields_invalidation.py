@@ -433,6 +433,22 @@ def _sends_together() -> bool:
     return _capture._sends_together(connection)
 
 
+def _one_message_saves_only() -> None:
+    if not _sends_together():
+        pytest.skip("the one-message save: PostgreSQL with psycopg 3, client-side binding")
+
+
+def _primed_after_a_first_save(data, read):
+    """Ann's status-2 read, primed and still a hit after a save of Bob's book
+    (no old or new value of Ann's) that compiled the old-values read: the
+    next save of that book is sent as one message. (read, book)"""
+    r = read(ann_status2(data))
+    book = Book.objects.get(pk=data["b2"].pk)
+    book.save()
+    r.hit()
+    return r, book
+
+
 def test_save_keeps_djangos_update_statement(data, read, settings):
     """The plugin reads old values separately: Django's UPDATE is unchanged
     (same SQL as without the plugin, one UPDATE), and the hit survives."""
@@ -580,8 +596,7 @@ def test_the_read_sent_with_the_update_waits_for_the_rows_lock(data):
     """The old values are those the UPDATE overwrites, also with the read
     sent in front of it: the save waits for the other transaction's COMMIT
     and reads Ann, so Ann's tags and Bob's (the new value) are invalidated."""
-    if not _sends_together():
-        pytest.skip("the one-message save: PostgreSQL with psycopg 3, client-side binding")
+    _one_message_saves_only()
     assert _old_author_read_while_another_moves_the_book(data) == data["ann"].pk
 
 
@@ -589,8 +604,7 @@ def test_positive_control_a_read_sent_without_the_lock_gives_values_the_update_n
         data, monkeypatch):
     """The check above can fail: the read sent without ``FOR NO KEY UPDATE``
     does not wait and gives Bob, so Ann's tags would keep rows the save moved."""
-    if not _sends_together():
-        pytest.skip("the one-message save: PostgreSQL with psycopg 3, client-side binding")
+    _one_message_saves_only()
     from querystash_fields import _capture
 
     known = _capture._known_read
@@ -612,15 +626,11 @@ def test_a_cursor_not_known_to_send_both_runs_the_update_alone(data, read, monke
     wrapper of its own): Django's UPDATE goes alone, as without the plugin,
     nothing read; its old values unknown, every query on the table is
     invalidated, and the save succeeds."""
-    if not _sends_together():
-        pytest.skip("the one-message save: PostgreSQL with psycopg 3, client-side binding")
+    _one_message_saves_only()
     from django.test.utils import CaptureQueriesContext
     from querystash_fields import _capture
 
-    r = read(ann_status2(data))
-    book = Book.objects.get(pk=data["b2"].pk)  # Bob's: no old or new value of Ann's
-    book.save()  # compiles the read
-    r.hit()
+    r, book = _primed_after_a_first_save(data, read)
     monkeypatch.setattr(_capture, "_client_cursor", lambda: type("Other", (), {}))
     book.status = 2
     with CaptureQueriesContext(connection) as ctx:
@@ -635,12 +645,8 @@ def test_an_update_result_missing_behind_the_read_never_fails_the_save(data, rea
     """Were the UPDATE's result not found behind the read's (``nextset()``
     false), the statement has run: the save goes through, its old values
     unknown, and every query on the table is invalidated."""
-    if not _sends_together():
-        pytest.skip("the one-message save: PostgreSQL with psycopg 3, client-side binding")
-    r = read(ann_status2(data))
-    book = Book.objects.get(pk=data["b2"].pk)  # Bob's: no old or new value of Ann's
-    book.save()  # compiles the read
-    r.hit()
+    _one_message_saves_only()
+    r, book = _primed_after_a_first_save(data, read)
     with connection.cursor() as cursor:
         psycopg_cursor = type(cursor.cursor)
     monkeypatch.setattr(psycopg_cursor, "nextset", lambda self: None)
