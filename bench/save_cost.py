@@ -2,7 +2,7 @@
 with querystash-fields (and querystash-m2m), in one process, interleaved.
 
     .venv/bin/python -m bench.save_cost [--db sqlite|postgres] [--rounds 15] [--saves 200]
-                                        [--key int|uuid]
+                                        [--key int|uuid|char]
 
 Each round times ``--saves`` saves of existing rows (``Book``: one loaded row,
 its status changed) in every mode, the modes in a rotating order; the report
@@ -73,8 +73,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--saves", type=int, default=200)
     parser.add_argument("--label", default="")
-    parser.add_argument("--key", choices=["int", "uuid"], default="int",
-                        help="the saved rows' primary key: Book's integer, or Ticket's UUID")
+    parser.add_argument("--key", choices=["int", "uuid", "char"], default="int",
+                        help="the saved rows' primary key: Book's integer, Ticket's UUID or "
+                             "Badge's CharField")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
@@ -106,16 +107,19 @@ def _run(args, conf) -> int:
     from django.test.utils import CaptureQueriesContext
 
     from querystash import _runtime
-    from tests.testapp.models import Author, Book, Ticket
+    from tests.testapp.models import Author, Badge, Book, Ticket
 
     call_command("migrate", run_syncdb=True, verbosity=0)
     author = Author.objects.create(name="a")
-    # --key uuid: Ticket, keyed by a UUIDField (its old-values read by the UUID)
-    saved = Ticket if args.key == "uuid" else Book
-    saved.objects.bulk_create(
-        Ticket(author=author, status=i % 3) if saved is Ticket
-        else Book(title=f"b{i}", author=author, status=i % 3)
-        for i in range(args.saves))
+    # --key uuid: Ticket, keyed by a UUIDField; --key char: Badge, keyed by
+    # a CharField (their old-values reads by that key)
+    saved, row = {
+        "int": (Book, lambda i: {"title": f"b{i}"}),
+        "uuid": (Ticket, lambda i: {}),
+        "char": (Badge, lambda i: {"code": f"badge-{i}"}),
+    }[args.key]
+    saved.objects.bulk_create(saved(author=author, status=i % 3, **row(i))
+                              for i in range(args.saves))
     pks = list(saved.objects.nocache().values_list("pk", flat=True))
 
     def one_round() -> float:

@@ -78,6 +78,14 @@ class Ticket(models.Model):
     status = models.IntegerField(default=0)
 
 
+class Badge(models.Model):
+    """A CharField primary key (querystash-fields reads old values by it)."""
+
+    code = models.CharField(primary_key=True, max_length=20)
+    author = models.ForeignKey(Author, on_delete=models.CASCADE)
+    status = models.IntegerField(default=0)
+
+
 class Doc(models.Model):
     """Parameter types that are not plain str/int (tests/test_keys.py)."""
 

@@ -433,13 +433,16 @@ class _Immediate:
 _READS = "_querystash_fields_old_reads"
 
 #: primary key fields whose value may be the read's parameter as is, by the
-#: key's type: Django's integer fields for an ``int``; its UUIDField for a
-#: ``uuid.UUID`` (where the database has a UUID type: PostgreSQL; elsewhere
-#: the parameter is its hex text, and the compiled read's check refuses it)
+#: key's exact type: Django's integer fields for an ``int``; its UUIDField
+#: for a ``uuid.UUID`` (where the database has a UUID type: PostgreSQL;
+#: elsewhere the parameter is its hex text, and the compiled read's check
+#: refuses it); its CharField and SlugField for a ``str``, which they prepare
+#: as the very string. Exact field classes: a subclass may prepare its own way.
 _KEY_FIELDS = {
     int: (models.AutoField, models.BigAutoField, models.SmallAutoField,
           models.IntegerField, models.BigIntegerField, models.SmallIntegerField),
     uuid.UUID: (models.UUIDField,),
+    str: (models.CharField, models.SlugField),
 }
 
 
@@ -475,9 +478,10 @@ def _old_row(model, using, pk_val, fields, how):
     as Django's ``values_list`` converts them (``_OldRead``). Only for a key
     whose parameter is the key itself (checked against the compiled one): an
     ``int`` key of Django's own integer primary keys, a ``uuid.UUID`` of its
-    UUIDField where the database stores UUIDs (``_KEY_FIELDS``); any other
-    key is read through the ORM every time, and on a connection that sends
-    the read with the UPDATE, apart from it (in ``atomic()``)."""
+    UUIDField where the database stores UUIDs, a ``str`` of its CharField or
+    SlugField (``_KEY_FIELDS``); any other key is read through the ORM every
+    time, and on a connection that sends the read with the UPDATE, apart
+    from it (in ``atomic()``)."""
     read = _compiled_read(model, using, pk_val, fields, how)
     if read is None:
         rows = list(_old_query(model, using, pk_val, fields, how))
@@ -574,7 +578,8 @@ class _ReadBefore:
 
     __slots__ = ("read", "pk_val", "prefix", "rows")
 
-    def __init__(self, connection, read: _OldRead, pk_val: int | uuid.UUID, table: str):
+    def __init__(self, connection, read: _OldRead, pk_val: int | uuid.UUID | str,
+                 table: str):
         self.read = read
         self.pk_val = pk_val
         self.prefix = f"UPDATE {connection.ops.quote_name(table)} SET "

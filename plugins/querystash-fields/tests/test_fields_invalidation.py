@@ -16,7 +16,16 @@ from django.db.models import Exists, OuterRef
 
 from querystash.testing import runtime
 from tests.helpers import JOINED_UPDATE, in_thread, update_statements
-from tests.testapp.models import Author, Book, Place, Restaurant, Review, Tag, Ticket
+from tests.testapp.models import (
+    Author,
+    Badge,
+    Book,
+    Place,
+    Restaurant,
+    Review,
+    Tag,
+    Ticket,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -657,29 +666,42 @@ def test_an_update_result_missing_behind_the_read_never_fails_the_save(data, rea
     r.fresh(changed=False)  # the family
 
 
-def test_a_uuid_keyed_row_moved_to_another_author_is_invalidated(data, read):
-    """A UUID primary key: the old values are read by it (on PostgreSQL with
-    psycopg 3, compiled once and sent with Django's UPDATE, as an integer
-    key's), so moving a ticket from Ann to Bob invalidates Ann's read."""
+#: models keyed by something else than an integer: their old values are
+#: read by the key all the same (``_KEY_FIELDS``)
+_KEYED = {
+    "uuid": (Ticket, lambda n: {}),  # UUIDField, its default a uuid4
+    "char": (Badge, lambda n: {"code": f"badge-{n}"}),  # CharField
+}
+
+
+@pytest.mark.parametrize("key", sorted(_KEYED))
+def test_a_row_keyed_by_a_uuid_or_a_string_moved_to_another_author_is_invalidated(
+        data, read, key):
+    """A UUID or a CharField primary key: the old values are read by it (on
+    PostgreSQL with psycopg 3, compiled once and sent with Django's UPDATE,
+    as an integer key's), so moving a row from Ann to Bob invalidates Ann's
+    read, and not the reads its old and new values are not in."""
     from django.test.utils import CaptureQueriesContext
 
+    model, pk = _KEYED[key]
+    label = model._meta.label
     ann, bob = data["ann"], data["bob"]
-    moving = Ticket.objects.create(author=ann, status=2)
-    Ticket.objects.create(author=ann, status=2)
-    other = Ticket.objects.create(author=ann, status=1)
-    Ticket.objects.create(author=bob, status=1)
+    moving = model.objects.create(author=ann, status=2, **pk(1))
+    model.objects.create(author=ann, status=2, **pk(2))
+    other = model.objects.create(author=ann, status=1, **pk(3))
+    model.objects.create(author=bob, status=1, **pk(4))
 
-    def tickets(author, status):
+    def rows(author, status):
         def fn(cached):
-            return sorted(str(pk) for pk in qs(cached, Ticket).filter(author=author, status=status)
+            return sorted(str(pk) for pk in qs(cached, model).filter(author=author, status=status)
                           .values_list("pk", flat=True))
         return fn
 
-    r = read(tickets(ann, 2), "testapp.Ticket")
-    kept = read(tickets(bob, 1), "testapp.Ticket")  # neither the old values nor the new
-    Ticket.objects.get(pk=other.pk).save()  # compiles the read; Ann's status-1 tag only
+    r = read(rows(ann, 2), label)
+    kept = read(rows(bob, 1), label)  # neither the old values nor the new
+    model.objects.get(pk=other.pk).save()  # compiles the read; Ann's status-1 tag only
     r.hit()
-    loaded = Ticket.objects.get(pk=moving.pk)
+    loaded = model.objects.get(pk=moving.pk)
     loaded.author = bob
     with CaptureQueriesContext(connection) as ctx:
         loaded.save()
