@@ -670,7 +670,9 @@ def test_an_update_result_missing_behind_the_read_never_fails_the_save(data, rea
 #: read by the key all the same (``_KEY_FIELDS``)
 _KEYED = {
     "uuid": (Ticket, lambda n: {}),  # UUIDField, its default a uuid4
-    "char": (Badge, lambda n: {"code": f"badge-{n}"}),  # CharField
+    # CharField; a quote and a placeholder in the key: it travels as a
+    # parameter, in the UPDATE's message too, never as SQL
+    "char": (Badge, lambda n: {"code": f"it's {n}%s"}),
 }
 
 
