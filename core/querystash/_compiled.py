@@ -145,6 +145,9 @@ _TRUE, _FALSE = object(), object()
 #: marks where a shape says which of its values are equal
 _EQUAL = object()
 _EMPTY_DICT, _EMPTY_TUPLE, _EMPTY_LIST = ("d",), ("t",), ("l",)
+#: an empty container's encoding, by type (as ``_object`` gives it)
+_EMPTY = {dict: _EMPTY_DICT, tuple: _EMPTY_TUPLE, list: _EMPTY_LIST,
+          set: (set, frozenset()), frozenset: (frozenset, frozenset())}
 #: values that are their own encoding
 _PLAIN = frozenset({str, int, type(None)})
 _NOTHING: frozenset = frozenset()
@@ -348,6 +351,8 @@ class Shapes:
                 append(v)
             elif kind is bool:
                 append(_TRUE if v else _FALSE)
+            elif kind in _EMPTY and not v:  # what _object gives an empty one
+                append(_EMPTY[kind])
             else:
                 append(self._object(v, values, refs, connection))
         return out
@@ -372,7 +377,8 @@ class Shapes:
                     *[v if type(v) in _PLAIN else self._object(v, values, refs, connection)
                       for v in value])
         if kind is set or kind is frozenset:
-            return (kind, frozenset(self._object(v, values, refs, connection) for v in value))
+            return (kind, frozenset(v if type(v) in _PLAIN else
+                                    self._object(v, values, refs, connection) for v in value))
         if kind is WhereNode or kind is BaseTable or kind is Join or kind is Star:
             return self._node(value, values, refs, connection)
         if kind is Col:
@@ -415,21 +421,16 @@ class Shapes:
         if not _is_field(target) or not _is_field(output):
             raise _Refuse
         refs.extend((target, output))
-        skipped = _derived(Col)
-        rest = [k for k in col.__dict__
-                if k not in skipped and k not in ("target", "output_field", "alias")]
-        if rest:  # anything else on a Col: not the Col this module knows
-            raise _Refuse
+        if not _COL_KNOWN.issuperset(col.__dict__):
+            raise _Refuse  # anything else on a Col: not the Col this module knows
         return ("c", col.alias, id(target), id(output))
 
     def _comparison(self, lookup, values, refs, connection):
         lhs, rhs = lookup.lhs, lookup.rhs
         if type(lhs) is not Col:
             raise _Refuse
-        skipped = _derived(type(lookup))
-        rest = [k for k in lookup.__dict__ if k not in skipped
-                and k not in ("lhs", "rhs", "bilateral_transforms")]
-        if rest or lookup.bilateral_transforms:
+        known = _COMPARISON_KNOWN.get(type(lookup)) or _comparison_known(type(lookup))
+        if not known.issuperset(lookup.__dict__) or lookup.bilateral_transforms:
             raise _Refuse
         field = _prepared_by(lhs.output_field)
         kind = type(rhs)
@@ -513,6 +514,15 @@ _DERIVED_VALUE = _derived(Value)
 #: encodes itself; and ``.cache()``'s spec, which querystash reads and
 #: compiling never does
 _QUERY_SKIPPED = _derived(Query) | {"annotations", "_annotation_select_cache", "_querystash"}
+#: a Col's attributes: ``_col`` reads these, any other refuses
+_COL_KNOWN = _derived(Col) | {"target", "output_field", "alias"}
+_COMPARISON_KNOWN: dict[type, frozenset] = {}
+
+
+def _comparison_known(kind: type) -> frozenset:
+    """A comparison's attributes: ``_comparison`` reads these, any other refuses."""
+    found = _COMPARISON_KNOWN[kind] = _derived(kind) | {"lhs", "rhs", "bilateral_transforms"}
+    return found
 
 
 #: what compiling may change in a query (``select_related``'s joins, the base
