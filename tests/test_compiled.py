@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import pytest
 from django.db import DatabaseError, transaction
-from django.db.models import Avg, Count, FloatField, Max, Min, Q, Sum, Value
+from django.db.models import Avg, Count, Exists, FloatField, Max, Min, OuterRef, Q, Sum, Value
 from django.db.models.sql.compiler import SQLCompiler
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -77,6 +77,23 @@ def test_a_read_of_a_known_shape_does_not_compile(authors, counts, unchecked):
         assert Author.objects.get(pk=bob.pk) == bob
         assert list(Book.objects.filter(author_id=ann.pk).values_list("title", flat=True))
     assert n[0] == 1  # the values_list read's first compile, not the get's
+
+
+def test_an_outerref_to_a_column_leaves_its_queries_fast(authors, counts, unchecked):
+    """Django marks the Col an OuterRef resolves to (``possibly_multivalued``),
+    and for ``OuterRef("pk")`` that is the Col the pk field hands every query
+    (``Field.cached_col``): the shapes holding it stay known, and a hit of
+    one still compiles nothing (it compiled every time)."""
+    ann, _, _ = authors
+    assert Author.objects.filter(Exists(Book.objects.filter(author=OuterRef("pk")))).count() == 3
+    assert "possibly_multivalued" in Author._meta.pk.cached_col.__dict__  # what Django did
+    Author.objects.get(pk=ann.pk)  # learnt (or a miss of the shape, if known)
+    Author.objects.get(pk=ann.pk)
+    with compiles() as n:
+        hits = counts("testapp.Author").get("hits", 0)
+        assert Author.objects.get(pk=ann.pk) == ann
+        assert counts("testapp.Author")["hits"] == hits + 1
+    assert n[0] == 0, "a hit of a remembered shape compiled its query"
 
 
 def test_a_query_compiling_changes_is_left_as_compiling_leaves_it(authors, unchecked):

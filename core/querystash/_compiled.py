@@ -423,7 +423,15 @@ class Shapes:
         refs.extend((target, output))
         if not _COL_KNOWN.issuperset(col.__dict__):
             raise _Refuse  # anything else on a Col: not the Col this module knows
-        return ("c", col.alias, id(target), id(output))
+        # Django sets possibly_multivalued on the Col an OuterRef resolves to
+        # (a subquery's GROUP BY reads it), and that may be the Col a field
+        # hands out to every query (Field.cached_col): a part of the shape,
+        # so that an Exists(OuterRef("pk")) somewhere leaves the pk's other
+        # queries fast.
+        multivalued = col.possibly_multivalued
+        if type(multivalued) is not bool:
+            raise _Refuse
+        return ("c", col.alias, id(target), id(output), _TRUE if multivalued else _FALSE)
 
     def _comparison(self, lookup, values, refs, connection):
         lhs, rhs = lookup.lhs, lookup.rhs
@@ -515,7 +523,7 @@ _DERIVED_VALUE = _derived(Value)
 #: compiling never does
 _QUERY_SKIPPED = _derived(Query) | {"annotations", "_annotation_select_cache", "_querystash"}
 #: a Col's attributes: ``_col`` reads these, any other refuses
-_COL_KNOWN = _derived(Col) | {"target", "output_field", "alias"}
+_COL_KNOWN = _derived(Col) | {"target", "output_field", "alias", "possibly_multivalued"}
 _COMPARISON_KNOWN: dict[type, frozenset] = {}
 
 
