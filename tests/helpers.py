@@ -31,6 +31,15 @@ def run_clean(args, cwd, timeout: float) -> str:
 JOINED_UPDATE = " FOR NO KEY UPDATE; UPDATE "
 
 
+def sends_together() -> bool:
+    """Does querystash-fields send its read and Django's UPDATE in one message
+    on the default connection (``JOINED_UPDATE``)?"""
+    from django.db import connection
+    from querystash_fields import _capture
+
+    return _capture._sends_together(connection)
+
+
 def update_statements(captured_queries) -> list[str]:
     """The UPDATE statements among ``CaptureQueriesContext.captured_queries``,
     as Django made them: one sent after querystash-fields' old-values read,

@@ -15,7 +15,7 @@ from django.db import connection, connections, transaction
 from django.db.models import Exists, OuterRef
 
 from querystash.testing import runtime
-from tests.helpers import JOINED_UPDATE, in_thread, update_statements
+from tests.helpers import JOINED_UPDATE, in_thread, sends_together, update_statements
 from tests.testapp.models import (
     Author,
     Badge,
@@ -436,14 +436,8 @@ def _update_sql(settings, book, title, plugin_on):
     return update_statements(ctx.captured_queries)
 
 
-def _sends_together() -> bool:
-    from querystash_fields import _capture
-
-    return _capture._sends_together(connection)
-
-
 def _one_message_saves_only() -> None:
-    if not _sends_together():
+    if not sends_together():
         pytest.skip("the one-message save: PostgreSQL with psycopg 3, client-side binding")
 
 
@@ -485,7 +479,7 @@ def test_old_values_are_read_holding_the_row(data, settings):
     sql = [q["sql"] for q in ctx.captured_queries]
     kinds = [s.split()[0] for s in sql]
     assert kinds == ["BEGIN", "SELECT", "UPDATE", "COMMIT"], sql
-    if _sends_together():
+    if sends_together():
         # Then the read goes in front of Django's UPDATE, in one message:
         # its implicit transaction holds the row from the read to the UPDATE.
         book.status = 4
@@ -707,7 +701,7 @@ def test_a_row_keyed_by_a_uuid_or_a_string_moved_to_another_author_is_invalidate
     loaded.author = bob
     with CaptureQueriesContext(connection) as ctx:
         loaded.save()
-    if _sends_together():
+    if sends_together():
         (sent,) = [q["sql"] for q in ctx.captured_queries]
         assert sent.startswith("SELECT ") and JOINED_UPDATE in sent, sent
     r.fresh()
