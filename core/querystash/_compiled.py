@@ -437,8 +437,9 @@ class Shapes:
         lhs, rhs = lookup.lhs, lookup.rhs
         if type(lhs) is not Col:
             raise _Refuse
-        known = _COMPARISON_KNOWN.get(type(lookup)) or _comparison_known(type(lookup))
-        if not known.issuperset(lookup.__dict__) or lookup.bilateral_transforms:
+        # (only reached for a type in _COMPARISONS)
+        if not _COMPARISON_KNOWN[type(lookup)].issuperset(lookup.__dict__) or \
+                lookup.bilateral_transforms:
             raise _Refuse
         field = _prepared_by(lhs.output_field)
         kind = type(rhs)
@@ -524,13 +525,9 @@ _DERIVED_VALUE = _derived(Value)
 _QUERY_SKIPPED = _derived(Query) | {"annotations", "_annotation_select_cache", "_querystash"}
 #: a Col's attributes: ``_col`` reads these, any other refuses
 _COL_KNOWN = _derived(Col) | {"target", "output_field", "alias", "possibly_multivalued"}
-_COMPARISON_KNOWN: dict[type, frozenset] = {}
-
-
-def _comparison_known(kind: type) -> frozenset:
-    """A comparison's attributes: ``_comparison`` reads these, any other refuses."""
-    found = _COMPARISON_KNOWN[kind] = _derived(kind) | {"lhs", "rhs", "bilateral_transforms"}
-    return found
+#: each comparison's attributes: ``_comparison`` reads these, any other refuses
+_COMPARISON_KNOWN = {kind: _derived(kind) | {"lhs", "rhs", "bilateral_transforms"}
+                     for kind in _COMPARISONS}
 
 
 #: what compiling may change in a query (``select_related``'s joins, the base
